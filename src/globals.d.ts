@@ -1,0 +1,1 @@
+declare const DOMLORA_VERSION: string;

@@ -1,0 +1,121 @@
+// The typed messages exchanged between the extension host, the worker process, the CLI and the webview.
+// Plain JSON only: this module imports nothing, so every side (node, browser) can share it.
+
+/** The jobs the engine runs. Each request names one method with its parameters. */
+export type Backend = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
+export type BackendChoice = Backend | 'auto';
+
+export interface InfoParams { modelDir: string; rank?: number }
+export interface EvalParams {
+  modelDir: string; data: string; adapter?: string; seqLen?: number; maxSamples?: number; backend?: BackendChoice;
+}
+export interface ProbeParams {
+  modelDir: string; data: string; samples?: number; seqLen?: number; rank?: number; alpha?: number; seed?: number;
+  backend?: BackendChoice; out?: string; untilStable?: boolean; stabilityThreshold?: number; bootstrap?: number;
+  sampling?: 'first' | 'random';
+}
+export interface TrainParams {
+  modelDir: string; data: string; targets?: string[]; fromReport?: string; preset?: 'domlora' | 'vanilla';
+  rank?: number; alpha?: number; lr?: number; steps?: number; epochs?: number; batchSize?: number; gradAccum?: number;
+  seqLen?: number; evalData?: string; evalSplit?: number; evalEvery?: number; seed?: number; out: string;
+  resume?: string; force?: boolean; backend?: BackendChoice; checkpointEvery?: number; warmupSteps?: number;
+  weightDecay?: number; maxSamples?: number;
+}
+export interface ExportParams {
+  adapterDir: string; format: 'merged' | 'peft-config' | 'axolotl' | 'llamafactory' | 'mlx'; out: string;
+  modelDir?: string; force?: boolean; gpus?: number;
+}
+
+export interface MethodMap {
+  info: { params: InfoParams; result: unknown };
+  eval: { params: EvalParams; result: unknown };
+  probe: { params: ProbeParams; result: unknown };
+  train: { params: TrainParams; result: unknown };
+  export: { params: ExportParams; result: unknown };
+}
+export type Method = keyof MethodMap;
+
+/** Host -> worker. */
+export type WorkerRequest =
+  | { kind: 'request'; id: number; method: Method; params: MethodMap[Method]['params'] }
+  | { kind: 'cancel'; id: number };
+
+/** Progress of a running job; the same shape drives the status bar, the CLI and the webview. */
+export interface Progress {
+  phase: 'load' | 'tokenize' | 'probe' | 'train' | 'eval' | 'export' | 'save';
+  done: number;
+  total: number;
+  /** Seconds left, estimated from the rate so far. */
+  etaSeconds?: number;
+  loss?: number;
+  evalLoss?: number;
+  lr?: number;
+  tokensPerSecond?: number;
+  message?: string;
+}
+
+/** Worker -> host. */
+export type WorkerMessage =
+  | { kind: 'ready'; backend: Backend; pid: number }
+  | { kind: 'progress'; id: number; progress: Progress }
+  | { kind: 'log'; id: number; level: 'info' | 'warn' | 'error'; message: string }
+  | { kind: 'result'; id: number; result: unknown }
+  | { kind: 'error'; id: number; error: ErrorInfo };
+
+export type ErrorCode = 'bad-input' | 'cancelled' | 'out-of-memory' | 'internal';
+export interface ErrorInfo { code: ErrorCode; message: string; file?: string }
+
+// ---- Results -------------------------------------------------------------------------------------------------
+
+export interface ModelSummary {
+  path: string; modelType: string; layers: number; hiddenSize: number; intermediateSize: number;
+  heads: number; kvHeads: number; headDim: number; vocabSize: number; parameters: number; tiedEmbeddings: boolean;
+}
+
+/** One candidate adapter position (a linear projection of one decoder layer). */
+export interface ModuleInfo {
+  /** Hugging Face module name, e.g. `model.layers.1.mlp.down_proj`. */
+  name: string; layer: number; kind: string; dIn: number; dOut: number; adapterParams: number;
+}
+
+export interface InfoResult { model: ModelSummary; kinds: string[]; modules: ModuleInfo[]; rank: number; dtype: string }
+
+export interface EvalResult { meanLoss: number; samples: number; tokens: number; skipped: number; backend: Backend; adapter?: string }
+
+export interface ProbeModule extends ModuleInfo {
+  pageSampled: number; pageExpected: number; share: number; rank: number;
+}
+
+export interface ProbeReport {
+  tool: { name: 'domlora'; version: string };
+  createdAt: string;
+  model: ModelSummary;
+  /** Column order of the heatmap: the module kinds of this architecture. */
+  kinds: string[];
+  config: {
+    samples: number; requestedSamples: number; sampling: 'first' | 'random'; skipped: number; seqLen: number;
+    rank: number; alpha: number; seed: number; backend: Backend; dataset: string; datasetSha256: string;
+    datasetFormat: string; bootstrap: number; untilStable: boolean;
+  };
+  meanLoss: number;
+  tokens: number;
+  modules: ProbeModule[];
+  dominant: {
+    name: string; layer: number; kind: string; share: number; stability: number;
+    runnerUp: { name: string; share: number; wins: number };
+  };
+  /** Per record: its loss and its share of each of the top modules' energy, to show whether one record dominates. */
+  records: { index: number; line: number; tokens: number; loss: number; top: { name: string; pageExpected: number }[] }[];
+  /** records x modules matrix of per-record expected PAGE (same module order as `modules`). */
+  perRecordExpected: number[][];
+  timings: { loadSeconds: number; probeSeconds: number };
+}
+
+export interface TrainCurvePoint { step: number; loss?: number; evalLoss?: number; lr?: number }
+
+export interface TrainResult {
+  adapterDir: string; preset: 'domlora' | 'vanilla'; targets: string[]; rank: number; alpha: number;
+  trainableParams: number; vanillaParams: number; ratioToVanilla: number;
+  steps: number; evalLossBefore?: number; evalLossAfter?: number; trainLossFirst?: number; trainLossLast?: number;
+  curve: TrainCurvePoint[]; backend: Backend; seconds: number;
+}
