@@ -1,0 +1,623 @@
+#!/usr/bin/python3
+"""An independent PyTorch reference for DomLoRA's tests: a Hugging Face Llama, LoRA, PAGE, gradients and AdamW.
+
+Usage:  /usr/bin/python3 test/reference/llama_ref.py REQUEST.json      (or "-" to read the request from stdin)
+Prints one JSON object on stdout. On a bad request it prints {"error": "..."} on stdout, the message on stderr, and
+exits with status 2.
+
+Everything here is written from the definitions (HF LlamaForCausalLM, PEFT LoRA, DESIGN.md section 1), not from the
+TypeScript engine, so that agreement between the two means something. It deliberately takes the slow and obvious
+route where the engine takes a fast one: the full weight gradient dL/dW comes from autograd on W itself, never from
+the Gram-matrix identity the engine uses. Every record runs alone (batch 1, no padding), so no mask or padding
+convention can hide a bug.
+
+Request fields (all modes): model_dir, records [{input_ids, loss_mask?}], mode, dtype ("float64" default, or
+"float32"), time (bool). Mode-specific fields are described at each mode's handler below and in README.md.
+"""
+
+import json
+import math
+import os
+import sys
+import time
+
+sys.dont_write_bytecode = True  # keep test/reference free of __pycache__ (this tree is shared and committed)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from safetensors_np import read_safetensors, write_safetensors  # noqa: E402,F401  (writer re-exported for tests)
+
+# One thread: the tiny test models gain nothing from threads, and torch threads on top of OpenBLAS's own threads
+# oversubscribe the two cores here (engine-bench.md section 2 measured 2.9x slower).
+torch.set_num_threads(1)
+
+# The candidate modules of PAGE, in the order the engine reports them: layer-major, then this kind order.
+KINDS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+PEFT_PREFIX = "base_model.model."
+
+
+class RefError(Exception):
+    """A bad request or a bad input file: reported as {"error": ...} with exit status 2."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Config and weights
+
+
+class LlamaConfig:
+    def __init__(self, d):
+        def need(key):
+            if key not in d:
+                raise RefError(f"config.json lacks {key!r}")
+            return d[key]
+
+        self.n_embd = int(need("hidden_size"))
+        self.n_inter = int(need("intermediate_size"))
+        self.n_layer = int(need("num_hidden_layers"))
+        self.n_head = int(need("num_attention_heads"))
+        self.n_kv_head = int(d.get("num_key_value_heads") or self.n_head)
+        self.head_dim = int(d.get("head_dim") or self.n_embd // self.n_head)
+        self.eps = float(d.get("rms_norm_eps", 1e-6))
+        self.vocab_size = int(need("vocab_size"))
+        # HF's LlamaConfig defaults tie_word_embeddings to False; the file says so explicitly when it is tied.
+        self.tied = bool(d.get("tie_word_embeddings", False))
+        # transformers v5 moves rope_theta and the scaling parameters into rope_parameters.
+        rope_params = d.get("rope_parameters") or {}
+        self.rope_theta = float(d.get("rope_theta") or rope_params.get("rope_theta") or 10000.0)
+        scaling = d.get("rope_scaling") or (rope_params if rope_params.get("rope_type", "default") != "default" else None)
+        self.rope_scaling = scaling
+        act = d.get("hidden_act", "silu")
+        if act != "silu":
+            raise RefError(f"hidden_act {act!r} is not supported (Llama uses silu)")
+        if self.n_head % self.n_kv_head:
+            raise RefError("num_attention_heads must be a multiple of num_key_value_heads")
+
+
+def load_model(model_dir, dtype):
+    """Returns (config, params): params maps HF tensor names to torch tensors of `dtype`."""
+    cfg_path = os.path.join(model_dir, "config.json")
+    if not os.path.isfile(cfg_path):
+        raise RefError(f"model_dir {model_dir!r}: no config.json")
+    with open(cfg_path) as f:
+        cfg = LlamaConfig(json.load(f))
+    single = os.path.join(model_dir, "model.safetensors")
+    index = os.path.join(model_dir, "model.safetensors.index.json")
+    if os.path.isfile(single):
+        files = [single]
+    elif os.path.isfile(index):
+        with open(index) as f:
+            weight_map = json.load(f)["weight_map"]
+        files = [os.path.join(model_dir, name) for name in sorted(set(weight_map.values()))]
+    else:
+        raise RefError(f"model_dir {model_dir!r}: neither model.safetensors nor model.safetensors.index.json")
+    params = {}
+    for path in files:
+        if not os.path.isfile(path):
+            raise RefError(f"missing weight shard {path}")
+        tensors, _ = read_safetensors(path)
+        for name, arr in tensors.items():
+            params[name] = torch.from_numpy(arr).to(dtype)
+    required = ["model.embed_tokens.weight", "model.norm.weight"]
+    for i in range(cfg.n_layer):
+        p = f"model.layers.{i}."
+        required += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
+        required += [module_of(i, k) + ".weight" for k in KINDS]
+    missing = [n for n in required if n not in params]
+    if missing:
+        raise RefError(f"weights lack {len(missing)} tensors, e.g. {missing[:3]}")
+    if "lm_head.weight" not in params:
+        if not cfg.tied:
+            raise RefError("no lm_head.weight and tie_word_embeddings is false")
+        # Tied: the output projection is the embedding matrix itself (same tensor, as in HF).
+        params["lm_head.weight"] = params["model.embed_tokens.weight"]
+    return cfg, params
+
+
+def module_of(layer, kind):
+    group = "mlp" if kind in ("gate_proj", "up_proj", "down_proj") else "self_attn"
+    return f"model.layers.{layer}.{group}.{kind}"
+
+
+def candidate_modules(cfg):
+    return [module_of(i, k) for i in range(cfg.n_layer) for k in KINDS]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The model: HF LlamaForCausalLM, batch 1, functional over a dict of tensors so callers can swap in leaves that
+# require grad (W for dL/dW, B for the LoRA gradient) without any module plumbing.
+
+
+def rms_norm(x, weight, eps):
+    # HF: hidden.to(float32) * rsqrt(mean(hidden^2) + eps), then weight * hidden.to(input dtype). In float64 mode we
+    # simply stay in float64; in float32 mode this is HF's arithmetic exactly.
+    var = x.pow(2).mean(-1, keepdim=True)  # (T, 1)
+    return weight * (x * torch.rsqrt(var + eps))  # (T, C)
+
+
+def rope_inv_freq(cfg, dtype):
+    d = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).to(dtype) / d))  # (d/2,)
+    sc = cfg.rope_scaling
+    if not sc:
+        return inv_freq
+    kind = sc.get("rope_type") or sc.get("type") or "default"
+    if kind == "default":
+        return inv_freq
+    if kind == "linear":
+        return inv_freq / float(sc["factor"])
+    if kind == "llama3":
+        # transformers' _compute_llama3_parameters, transcribed.
+        factor = float(sc["factor"])
+        low, high = float(sc["low_freq_factor"]), float(sc["high_freq_factor"])
+        old_len = float(sc["original_max_position_embeddings"])
+        low_wavelen, high_wavelen = old_len / low, old_len / high
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+        smooth = (old_len / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+        return torch.where(medium, smoothed, scaled)
+    raise RefError(f"rope_scaling type {kind!r} is not supported (default, linear, llama3)")
+
+
+def rope_cos_sin(cfg, T, dtype):
+    inv_freq = rope_inv_freq(cfg, dtype)  # (d/2,)
+    pos = torch.arange(T, dtype=dtype)  # (T,)
+    freqs = torch.outer(pos, inv_freq)  # (T, d/2)
+    emb = torch.cat([freqs, freqs], dim=-1)  # (T, d): HF duplicates, it does not interleave
+    return emb.cos(), emb.sin()  # (T, d) each
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+def linear(x, params, name, loras):
+    """h = x W^T (+ b) + s * (x A^T) B^T: PEFT's LoRA wraps an unchanged base linear."""
+    h = x @ params[name + ".weight"].T  # (T, d_out)
+    bias = params.get(name + ".bias")
+    if bias is not None:
+        h = h + bias
+    lora = loras.get(name) if loras else None
+    if lora is not None:
+        A, B, s = lora  # A (r, d_in), B (d_out, r)
+        h = h + s * ((x @ A.T) @ B.T)  # (T, d_out)
+    return h
+
+
+def attention(cfg, x, params, layer, loras, cos, sin):
+    T = x.shape[0]
+    nh, nkv, hd = cfg.n_head, cfg.n_kv_head, cfg.head_dim
+    p = f"model.layers.{layer}.self_attn."
+    q = linear(x, params, p + "q_proj", loras).view(T, nh, hd).transpose(0, 1)  # (nh, T, hd)
+    k = linear(x, params, p + "k_proj", loras).view(T, nkv, hd).transpose(0, 1)  # (nkv, T, hd)
+    v = linear(x, params, p + "v_proj", loras).view(T, nkv, hd).transpose(0, 1)  # (nkv, T, hd)
+    q = q * cos + rotate_half(q) * sin  # (nh, T, hd)
+    k = k * cos + rotate_half(k) * sin  # (nkv, T, hd)
+    # GQA, HF repeat_kv: query head j reads key/value head j // (nh / nkv).
+    k = k.repeat_interleave(nh // nkv, dim=0)  # (nh, T, hd)
+    v = v.repeat_interleave(nh // nkv, dim=0)  # (nh, T, hd)
+    att = (q @ k.transpose(-2, -1)) / math.sqrt(hd)  # (nh, T, T)
+    causal = torch.ones(T, T, dtype=torch.bool).tril()  # (T, T): row t sees columns 0..t
+    att = att.masked_fill(~causal, float("-inf")).softmax(dim=-1)  # (nh, T, T)
+    y = att @ v  # (nh, T, hd)
+    y = y.transpose(0, 1).reshape(T, nh * hd)  # (T, nh*hd)
+    return linear(y, params, p + "o_proj", loras)  # (T, C)
+
+
+def mlp(x, params, layer, loras):
+    p = f"model.layers.{layer}.mlp."
+    gate = linear(x, params, p + "gate_proj", loras)  # (T, I)
+    up = linear(x, params, p + "up_proj", loras)  # (T, I)
+    return linear(F.silu(gate) * up, params, p + "down_proj", loras)  # (T, C)
+
+
+def forward(cfg, params, ids, loras=None):
+    """ids: list of token ids. loras: {module name: (A, B, scale)}. Returns logits (T, V)."""
+    dtype = params["model.norm.weight"].dtype
+    idx = torch.tensor(ids, dtype=torch.long)  # (T,)
+    T = idx.shape[0]
+    cos, sin = rope_cos_sin(cfg, T, dtype)  # (T, hd)
+    x = params["model.embed_tokens.weight"][idx]  # (T, C)
+    for i in range(cfg.n_layer):
+        p = f"model.layers.{i}."
+        x = x + attention(cfg, rms_norm(x, params[p + "input_layernorm.weight"], cfg.eps), params, i, loras, cos, sin)
+        x = x + mlp(rms_norm(x, params[p + "post_attention_layernorm.weight"], cfg.eps), params, i, loras)  # (T, C)
+    x = rms_norm(x, params["model.norm.weight"], cfg.eps)  # (T, C)
+    return x @ params["lm_head.weight"].T  # (T, V)
+
+
+def record_loss(logits, ids, mask):
+    """l_n: mean CE over the supervised targets. Token t (t >= 1, mask[t] = 1) is predicted from position t - 1."""
+    targets = torch.tensor(ids[1:], dtype=torch.long)  # (T-1,)
+    m = torch.tensor(mask[1:], dtype=logits.dtype)  # (T-1,)
+    ce = F.cross_entropy(logits[:-1], targets, reduction="none")  # (T-1,)
+    return (ce * m).sum() / m.sum()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Requests
+
+
+def check_records(records, cfg):
+    if not isinstance(records, list) or not records:
+        raise RefError("records must be a non-empty list")
+    out = []
+    for n, rec in enumerate(records):
+        ids = rec.get("input_ids") if isinstance(rec, dict) else None
+        if not isinstance(ids, list) or len(ids) < 2:
+            raise RefError(f"records[{n}].input_ids must be a list of at least 2 token ids")
+        if any((not isinstance(t, int)) or t < 0 or t >= cfg.vocab_size for t in ids):
+            raise RefError(f"records[{n}].input_ids holds an id outside 0..{cfg.vocab_size - 1}")
+        mask = rec.get("loss_mask")
+        if mask is None:
+            mask = [1] * len(ids)  # plain text: every token after the first is a target
+        if len(mask) != len(ids):
+            raise RefError(f"records[{n}].loss_mask has {len(mask)} entries for {len(ids)} ids")
+        mask = [1 if v else 0 for v in mask]
+        if sum(mask[1:]) == 0:
+            raise RefError(f"records[{n}] has no supervised token at t >= 1, so its loss is undefined")
+        out.append((ids, mask))
+    return out
+
+
+def load_peft_tensors(path):
+    """Reads PEFT-named LoRA tensors -> {module name: {"A": tensor, "B": tensor}} (float64 numpy, caller casts)."""
+    if not os.path.isfile(path):
+        raise RefError(f"adapter file {path!r} does not exist")
+    tensors, _ = read_safetensors(path)
+    mods = {}
+    for key, arr in tensors.items():
+        name = key
+        if name.startswith(PEFT_PREFIX):
+            name = name[len(PEFT_PREFIX):]
+        for part, tag in ((".lora_A.weight", "A"), (".lora_B.weight", "B"),
+                          (".lora_A.default.weight", "A"), (".lora_B.default.weight", "B")):
+            if name.endswith(part):
+                mods.setdefault(name[: -len(part)], {})[tag] = arr
+                break
+        else:
+            raise RefError(f"adapter key {key!r} is not a LoRA A/B weight (DoRA, modules_to_save: unsupported)")
+    return mods
+
+
+def peft_key(module, tag):
+    return f"{PEFT_PREFIX}{module}.lora_{tag}.weight"
+
+
+def build_loras(cfg, params, mods, scale_of, dtype, requires_grad=False):
+    """mods: {module: {"A","B"}} -> {module: (A, B, scale)} with shapes checked against the base weight."""
+    loras = {}
+    for module, ab in mods.items():
+        if module + ".weight" not in params or module not in set(candidate_modules(cfg)):
+            raise RefError(f"adapter targets {module!r}, which is not a linear projection of this model")
+        if "A" not in ab or "B" not in ab:
+            raise RefError(f"adapter for {module!r} lacks its lora_A or lora_B")
+        d_out, d_in = params[module + ".weight"].shape
+        A = torch.as_tensor(ab["A"]).to(dtype).clone()  # clone: a fresh leaf, never an alias of the caller's data
+        B = torch.as_tensor(ab["B"]).to(dtype).clone()
+        r = A.shape[0]
+        if tuple(A.shape) != (r, d_in) or tuple(B.shape) != (d_out, r):
+            raise RefError(f"{module}: lora_A {tuple(A.shape)} / lora_B {tuple(B.shape)} do not fit W ({d_out}, {d_in})")
+        A.requires_grad_(requires_grad)
+        B.requires_grad_(requires_grad)
+        loras[module] = (A, B, scale_of(module, r))
+    return loras
+
+
+def fixed_scale(req):
+    rank, alpha = req.get("rank"), req.get("alpha")
+    if rank is None or alpha is None:
+        raise RefError("this mode needs rank and alpha")
+    rank, alpha = int(rank), float(alpha)
+    scale = alpha / math.sqrt(rank) if req.get("use_rslora") else alpha / rank
+
+    def scale_of(module, r):
+        if r != rank:
+            raise RefError(f"{module}: lora_A has rank {r}, the request says rank {rank}")
+        return scale
+
+    return rank, scale, scale_of
+
+
+def mode_loss(req, cfg, params, records, loras=None):
+    """losses, meanLoss, tokens, lastLogits (full vocab, per record); greedy {prompt, steps} -> greedy ids."""
+    losses, last = [], []
+    tokens = 0
+    with torch.no_grad():
+        for ids, mask in records:
+            logits = forward(cfg, params, ids, loras)  # (T, V)
+            losses.append(record_loss(logits, ids, mask).item())
+            last.append(logits[-1].tolist())
+            tokens += sum(mask[1:])
+        out = {"losses": losses, "meanLoss": float(np.mean(losses)), "tokens": tokens, "lastLogits": last}
+        g = req.get("greedy")
+        if g:
+            seq = list(g["prompt"])
+            for _ in range(int(g["steps"])):
+                # No KV cache: re-running the whole prefix is slow but leaves nothing to get wrong.
+                seq.append(int(forward(cfg, params, seq, loras)[-1].argmax().item()))
+            out["greedy"] = seq[len(g["prompt"]):]
+            out["greedySequence"] = seq
+    return out
+
+
+def mode_page(req, cfg, params, records):
+    """Sampled and expected PAGE at every candidate module.
+
+    lora_init: safetensors with "<module>.lora_A.weight" (r, d_in) per candidate (the PEFT prefix is accepted too).
+    Without it, A is drawn here from PEFT's init with torch.Generator(seed) (request "seed", default 0).
+    """
+    dtype = params["model.norm.weight"].dtype
+    rank, scale, scale_of = fixed_scale(req)
+    modules = candidate_modules(cfg)
+    if req.get("lora_init"):
+        mods = load_peft_tensors(req["lora_init"])
+        missing = [m for m in modules if m not in mods]
+        if missing:
+            raise RefError(f"lora_init lacks lora_A for {len(missing)} candidates, e.g. {missing[:2]}")
+    else:
+        gen = torch.Generator().manual_seed(int(req.get("seed", 0)))
+        mods = {}
+        for m in modules:
+            d_in = params[m + ".weight"].shape[1]
+            bound = 1.0 / math.sqrt(d_in)  # kaiming_uniform_(a=sqrt(5)) on fan_in d_in
+            mods[m] = {"A": (torch.rand(rank, d_in, generator=gen, dtype=torch.float64) * 2 - 1) * bound}
+    for m in modules:
+        mods[m]["B"] = np.zeros((params[m + ".weight"].shape[0], rank))  # PEFT init: B = 0
+    loras = build_loras(cfg, params, {m: mods[m] for m in modules}, scale_of, dtype, requires_grad=True)
+    for m in modules:
+        loras[m][0].requires_grad_(False)  # only B is trained at init; A's gradient is s B^T G = 0 anyway
+
+    # The weights of the candidates become leaves that require grad, so autograd hands us dl/dW directly.
+    p = dict(params)
+    for m in modules:
+        p[m + ".weight"] = params[m + ".weight"].clone().requires_grad_(True)
+    Bs = [loras[m][1] for m in modules]
+    Ws = [p[m + ".weight"] for m in modules]
+    d_ins = [p[m + ".weight"].shape[1] for m in modules]
+
+    losses, per_sampled, per_expected = [], [], []
+    for ids, mask in records:
+        loss = record_loss(forward(cfg, p, ids, loras), ids, mask)
+        grads = torch.autograd.grad(loss, Bs + Ws)
+        gB, gW = grads[: len(Bs)], grads[len(Bs):]
+        losses.append(loss.item())
+        per_sampled.append([g.pow(2).sum().item() for g in gB])
+        per_expected.append([scale * scale * rank / (3.0 * d) * g.pow(2).sum().item() for g, d in zip(gW, d_ins)])
+
+    page_s = np.mean(np.array(per_sampled), axis=0)
+    page_e = np.mean(np.array(per_expected), axis=0)
+    order = sorted(range(len(modules)), key=lambda j: -page_e[j])
+    return {
+        "modules": modules,
+        "losses": losses,
+        "perRecordSampled": per_sampled,
+        "perRecordExpected": per_expected,
+        "pageSampled": page_s.tolist(),
+        "pageExpected": page_e.tolist(),
+        "share": (page_e / page_e.sum()).tolist(),
+        "ranking": [modules[j] for j in order],
+    }
+
+
+def flat_adapter(loras, which):
+    return {peft_key(m, tag): t.detach().reshape(-1).tolist()
+            for m, (A, B, _) in loras.items() for tag, t in (("A", A), ("B", B)) if which(tag)}
+
+
+def adapter_shapes(loras):
+    return {peft_key(m, tag): list(t.shape) for m, (A, B, _) in loras.items() for tag, t in (("A", A), ("B", B))}
+
+
+def batch_loss(cfg, params, records, loras):
+    # Mean of the per-record means: every record weighs the same, however many tokens it supervises.
+    return sum(record_loss(forward(cfg, params, ids, loras), ids, mask) for ids, mask in records) / len(records)
+
+
+def mode_grad(req, cfg, params, records):
+    """adapter (PEFT safetensors), rank, alpha -> loss = mean_n l_n and d loss / d A, d loss / d B for every module."""
+    if not req.get("adapter"):
+        raise RefError("mode grad needs adapter (a safetensors file with PEFT lora_A/lora_B keys)")
+    dtype = params["model.norm.weight"].dtype
+    _, _, scale_of = fixed_scale(req)
+    loras = build_loras(cfg, params, load_peft_tensors(req["adapter"]), scale_of, dtype, requires_grad=True)
+    loss = batch_loss(cfg, params, records, loras)
+    leaves = [(peft_key(m, tag), t) for m, (A, B, _) in loras.items() for tag, t in (("A", A), ("B", B))]
+    grads = torch.autograd.grad(loss, [t for _, t in leaves])
+    return {
+        "loss": loss.item(),
+        "grads": {k: g.reshape(-1).tolist() for (k, _), g in zip(leaves, grads)},
+        "shapes": adapter_shapes(loras),
+    }
+
+
+def mode_train(req, cfg, params, records):
+    """AdamW (torch.optim.AdamW) on A and B only.
+
+    Fields: adapter, rank, alpha, steps, batches (one list of record indices per step), lrs (one lr per step; "lr" is
+    accepted as a constant when lrs is absent), betas [0.9, 0.999], eps 1e-8, weight_decay (torch's default 0.01).
+    Returns losses (the batch loss of each step, before that step's update) and the final adapter.
+    """
+    if not req.get("adapter"):
+        raise RefError("mode train needs adapter (the initial A and B)")
+    dtype = params["model.norm.weight"].dtype
+    _, _, scale_of = fixed_scale(req)
+    loras = build_loras(cfg, params, load_peft_tensors(req["adapter"]), scale_of, dtype, requires_grad=True)
+    steps = int(req.get("steps", len(req.get("batches") or [])))
+    batches = req.get("batches")
+    if not isinstance(batches, list) or len(batches) != steps:
+        raise RefError(f"batches must be a list of {steps} lists of record indices")
+    lrs = req.get("lrs")
+    if lrs is None:
+        if req.get("lr") is None:
+            raise RefError("mode train needs lrs (one per step) or lr")
+        lrs = [float(req["lr"])] * steps
+    if len(lrs) != steps:
+        raise RefError(f"lrs has {len(lrs)} entries for {steps} steps")
+    for b in batches:
+        if not b or any(not (0 <= i < len(records)) for i in b):
+            raise RefError(f"batch {b} is empty or names a record outside 0..{len(records) - 1}")
+    leaves = [t for (A, B, _) in loras.values() for t in (A, B)]
+    opt = torch.optim.AdamW(leaves, lr=float(lrs[0]), betas=tuple(req.get("betas", (0.9, 0.999))),
+                            eps=float(req.get("eps", 1e-8)), weight_decay=float(req.get("weight_decay", 0.01)))
+    losses = []
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = float(lrs[step])
+        opt.zero_grad()
+        loss = batch_loss(cfg, params, [records[i] for i in batches[step]], loras)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return {"losses": losses, "adapter": flat_adapter(loras, lambda tag: True), "shapes": adapter_shapes(loras)}
+
+
+# --- eval-adapter: PEFT's own rules for which modules an adapter_config targets ---------------------------------
+
+
+def peft_targets(config, module):
+    """PEFT's check_target_module_exists (tuners_utils), for the keys that matter here."""
+    import re
+
+    exclude = config.get("exclude_modules")
+    if exclude:
+        if isinstance(exclude, str):
+            if re.fullmatch(exclude, module):
+                return False
+        elif module in exclude or any(module.endswith("." + e) for e in exclude):
+            return False
+    target = config.get("target_modules")
+    if target is None:
+        raise RefError("adapter_config.json has no target_modules")
+    if target == "all-linear":
+        target = list(KINDS)  # every linear layer but the output head; in a Llama, exactly the seven projections
+    if isinstance(target, str):
+        return re.fullmatch(target, module) is not None
+    if module in target:
+        return True  # an exact name match ignores layers_to_transform, as in PEFT
+    if not any(module.endswith("." + t) for t in target):
+        return False
+    layers = config.get("layers_to_transform")
+    if layers is None or (isinstance(layers, list) and len(layers) == 0):
+        return True
+    pattern = config.get("layers_pattern")
+    if not pattern:
+        m = re.match(r".*\.[^.]*\.(\d+)\.", module)
+    else:
+        m = None
+        for pat in [pattern] if isinstance(pattern, str) else pattern:
+            m = re.match(rf".*\.{pat}\.(\d+)\.", module)
+            if m:
+                break
+    if m is None:
+        return False
+    idx = int(m.group(1))
+    return idx == layers if isinstance(layers, int) else idx in layers
+
+
+def peft_pattern(patterns, module, default):
+    """PEFT's get_pattern_key: the first key k with re.match((.*\\.)?(k)$, module) wins."""
+    import re
+
+    for key, value in (patterns or {}).items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return default
+
+
+def mode_eval_adapter(req, cfg, params, records):
+    """adapter_dir (adapter_config.json + adapter_model.safetensors) applied as PEFT would -> losses like mode loss."""
+    adir = req.get("adapter_dir")
+    if not adir:
+        raise RefError("mode eval-adapter needs adapter_dir")
+    cpath, wpath = os.path.join(adir, "adapter_config.json"), os.path.join(adir, "adapter_model.safetensors")
+    for path in (cpath, wpath):
+        if not os.path.isfile(path):
+            raise RefError(f"adapter_dir: {path} does not exist")
+    with open(cpath) as f:
+        acfg = json.load(f)
+    if acfg.get("use_dora"):
+        raise RefError("DoRA adapters are not supported by the reference")
+    if acfg.get("modules_to_save"):
+        raise RefError("modules_to_save is not supported by the reference")
+    if acfg.get("fan_in_fan_out"):
+        raise RefError("fan_in_fan_out is not supported (Llama's nn.Linear never needs it)")
+    mods = load_peft_tensors(wpath)
+    targeted = [m for m in candidate_modules(cfg) if peft_targets(acfg, m)]
+    # PEFT wraps every targeted module; one that the file holds no weights for keeps B = 0 and changes nothing.
+    # A tensor for a module that is not targeted is an "unexpected key" that PEFT ignores; we report it.
+    applied = {m: mods[m] for m in targeted if m in mods}
+    ignored = sorted(m for m in mods if m not in targeted)
+    r0, alpha0, rs = int(acfg["r"]), float(acfg["lora_alpha"]), bool(acfg.get("use_rslora"))
+
+    def scale_of(module, r_file):
+        r = int(peft_pattern(acfg.get("rank_pattern"), module, r0))
+        alpha = float(peft_pattern(acfg.get("alpha_pattern"), module, alpha0))
+        if r != r_file:
+            raise RefError(f"{module}: adapter_config says r = {r}, the weights have rank {r_file}")
+        return alpha / math.sqrt(r) if rs else alpha / r
+
+    loras = build_loras(cfg, params, applied, scale_of, params["model.norm.weight"].dtype)
+    out = mode_loss(req, cfg, params, records, loras)
+    out["adaptedModules"] = sorted(applied)
+    out["scales"] = {m: loras[m][2] for m in sorted(loras)}
+    out["ignoredModules"] = ignored
+    return out
+
+
+MODES = {"loss": None, "page": mode_page, "grad": mode_grad, "eval-adapter": mode_eval_adapter, "train": mode_train}
+
+
+def handle(req):
+    """Runs one request (a dict) and returns the response dict. Raises RefError on a bad request."""
+    mode = req.get("mode")
+    if mode not in MODES:
+        raise RefError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+    dtype = {"float64": torch.float64, "float32": torch.float32}.get(req.get("dtype", "float64"))
+    if dtype is None:
+        raise RefError("dtype must be float64 or float32")
+    if not req.get("model_dir"):
+        raise RefError("model_dir is required")
+    t0 = time.perf_counter()
+    cfg, params = load_model(req["model_dir"], dtype)
+    records = check_records(req.get("records"), cfg)
+    t1 = time.perf_counter()
+    out = mode_loss(req, cfg, params, records) if mode == "loss" else MODES[mode](req, cfg, params, records)
+    if req.get("time"):
+        out["seconds"] = time.perf_counter() - t1  # the compute alone
+        out["loadSeconds"] = t1 - t0
+    return out
+
+
+def main(argv):
+    if len(argv) != 2:
+        print("usage: llama_ref.py REQUEST.json   (or - for stdin)", file=sys.stderr)
+        return 2
+    try:
+        if argv[1] == "-":
+            req = json.load(sys.stdin)
+        else:
+            if not os.path.isfile(argv[1]):
+                raise RefError(f"request file {argv[1]!r} does not exist")
+            with open(argv[1]) as f:
+                req = json.load(f)
+        if not isinstance(req, dict):
+            raise RefError("the request must be a JSON object")
+        out = handle(req)
+        # allow_nan=False: a NaN would make JSON.parse on the TS side fail obscurely; fail here, loudly, instead.
+        text = json.dumps(out, allow_nan=False)
+    except (RefError, json.JSONDecodeError, ValueError, KeyError, TypeError) as e:
+        msg = f"{type(e).__name__}: {e}" if not isinstance(e, RefError) else str(e)
+        print(json.dumps({"error": msg}))
+        print(f"llama_ref: {msg}", file=sys.stderr)
+        return 2
+    sys.stdout.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
