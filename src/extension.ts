@@ -1,0 +1,27 @@
+// DomLoRA's entry point: builds the context (the owner of everything) and registers the commands. Nothing else
+// happens here; the worker starts with the first job.
+import type * as vscode from 'vscode';
+import * as commands from './host/commands';
+import { Ctx } from './host/ctx';
+
+let ctx: Ctx | undefined;
+
+export function activate(context: vscode.ExtensionContext): Ctx {
+  ctx = new Ctx(context);
+  context.subscriptions.push(ctx);
+  ctx.registerCommand('runProbe', commands.runProbe);
+  ctx.registerCommand('train', commands.train);
+  ctx.registerCommand('trainVanilla', commands.trainVanilla);
+  ctx.registerCommand('showHeatmap', commands.showHeatmap);
+  ctx.registerCommand('cancel', commands.cancel);
+  ctx.registerCommand('export', commands.exportAdapter);
+  ctx.registerCommand('revealPanel', commands.revealPanel);
+  ctx.registerCommand('showLog', commands.showLog);
+  // The host tests read the context (status, panels, notices) through the extension's exports.
+  return ctx;
+}
+
+export function deactivate(): void {
+  ctx?.dispose();
+  ctx = undefined;
+}

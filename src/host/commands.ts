@@ -1,0 +1,367 @@
+// The commands, each a `(ctx) => handler` factory. A handler asks only for what it cannot find, runs one worker job
+// through ctx.jobs, and reports the outcome through notify. Handlers return their result (or undefined when the
+// user stopped or an error was shown) so the host tests can drive them with `executeCommand`.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import type { ExportParams, ProbeParams, ProbeReport, TrainParams, TrainResult } from '../protocol/messages';
+import type { Preset, RunView } from '../protocol/webview';
+import { readSettings, type Settings } from './config';
+import type { CommandFactory, Ctx } from './ctx';
+import * as notify from './notify';
+import { isModelFolder } from './store';
+import { JobError } from './worker';
+
+export interface ProbeOptions { data?: string; samples?: number; seqLen?: number; out?: string }
+export interface TrainOptions { preset?: Preset; module?: string; data?: string; out?: string; steps?: number }
+export interface ExportOptions { preset?: Preset; format?: ExportParams['format']; out?: string }
+
+const PROBE_REQUIREMENTS = 'A model folder holds a Hugging Face config.json, the weights (model.safetensors) and tokenizer.json.';
+
+// ---- Resolving what a command works on --------------------------------------------------------------------------
+
+/** Turns the command's argument into a model folder path, or explains why it is not one. */
+export async function resolveModelFolder(ctx: Ctx, uri: vscode.Uri | undefined, purpose: string): Promise<string | undefined> {
+  if (!(uri instanceof vscode.Uri)) {
+    uri = await pickModelFolder(ctx, purpose);
+    if (!uri) return undefined;
+  }
+  if (uri.scheme !== 'file') {
+    notify.error(`DomLoRA works on folders on disk; ${uri.toString()} is not one.`);
+    return undefined;
+  }
+  let dir = uri.fsPath;
+  try {
+    // Right-clicking config.json itself means its folder.
+    if (fs.statSync(dir).isFile()) dir = path.dirname(dir);
+  } catch {
+    notify.error(`DomLoRA: ${dir} does not exist.`);
+    return undefined;
+  }
+  if (!isModelFolder(dir)) {
+    notify.error(`"${path.basename(dir)}" is not a model folder: it has no config.json. ${PROBE_REQUIREMENTS} `
+      + `Pick the folder that holds the model's config.json.`);
+    return undefined;
+  }
+  return path.resolve(dir);
+}
+
+async function pickModelFolder(ctx: Ctx, purpose: string): Promise<vscode.Uri | undefined> {
+  await ctx.modelFolders.ready;
+  type Item = vscode.QuickPickItem & { uri?: vscode.Uri };
+  const active = ctx.panels.activeModel();
+  const found = ctx.modelFolders.list();
+  const items: Item[] = found.map((u) => ({
+    label: `$(folder) ${path.basename(u.fsPath)}`,
+    description: vscode.workspace.asRelativePath(u, true),
+    uri: u,
+  }));
+  if (active) {
+    const i = items.findIndex((it) => it.uri && path.resolve(it.uri.fsPath) === active);
+    if (i > 0) items.unshift(...items.splice(i, 1));
+  }
+  items.push({ label: '$(folder-opened) Choose a folder…', description: 'any folder on disk' });
+  const picked = await vscode.window.showQuickPick(items, {
+    title: `DomLoRA: the model to ${purpose}`,
+    placeHolder: found.length ? 'Model folders in this workspace (folders with a Hugging Face config.json)' : 'No model folder found in the workspace: choose one',
+    matchOnDescription: true,
+  });
+  if (!picked) return undefined;
+  if (picked.uri) return picked.uri;
+  const chosen = await vscode.window.showOpenDialog({
+    canSelectFolders: true, canSelectFiles: false, canSelectMany: false, openLabel: 'Use this model',
+    title: 'DomLoRA: choose the model folder (the one holding config.json)',
+    defaultUri: vscode.workspace.workspaceFolders?.[0]?.uri,
+  });
+  return chosen?.[0];
+}
+
+/** Files that are never datasets: model and tool configs. */
+const NOT_DATA = /(^|[\\/])(config|generation_config|tokenizer|tokenizer_config|special_tokens_map|adapter_config|package|package-lock|tsconfig|jsconfig|settings|launch|tasks|extensions|vocab|added_tokens|preprocessor_config|trainer_state|training_args)\.json$|\.index\.json$|(^|[\\/])probe-[^\\/]*\.json$/i;
+
+/** The dataset for a job: the setting, else the user's pick (the last one used for this model first). */
+export async function pickDataset(ctx: Ctx, modelDir: string, settings: Settings, purpose: string): Promise<string | undefined> {
+  if (settings.dataset) return settings.dataset;
+  type Item = vscode.QuickPickItem & { file?: string };
+  const last = ctx.store.lastDataset(modelDir);
+  const items: Item[] = [];
+  if (last && fs.existsSync(last)) {
+    items.push({ label: `$(history) ${path.basename(last)}`, description: displayPath(last), detail: 'last used for this model', file: last });
+  }
+  const files = await vscode.workspace.findFiles('**/*.{json,jsonl,txt}', '**/{node_modules,.git,.domlora,.vscode,.vscode-test}/**', 500);
+  const candidates = files.filter((f) => f.scheme === 'file' && !NOT_DATA.test(f.fsPath) && f.fsPath !== last)
+    .sort((a, b) => a.fsPath.localeCompare(b.fsPath));
+  if (candidates.length) items.push({ label: 'in this workspace', kind: vscode.QuickPickItemKind.Separator });
+  for (const f of candidates) {
+    items.push({ label: `$(file) ${path.basename(f.fsPath)}`, description: vscode.workspace.asRelativePath(f, true), file: f.fsPath });
+  }
+  items.push({ label: '', kind: vscode.QuickPickItemKind.Separator });
+  items.push({ label: '$(folder-opened) Browse…', description: 'a JSON or JSONL file anywhere' });
+  const picked = await vscode.window.showQuickPick(items, {
+    title: `DomLoRA: the dataset to ${purpose} ${path.basename(modelDir)}`,
+    placeHolder: 'JSON or JSONL: alpaca (instruction/input/output), sharegpt or chat messages, or plain text',
+    matchOnDescription: true,
+  });
+  if (!picked) return undefined;
+  let file = picked.file;
+  if (!file) {
+    const chosen = await vscode.window.showOpenDialog({
+      canSelectFiles: true, canSelectFolders: false, canSelectMany: false, openLabel: 'Use this dataset',
+      title: 'DomLoRA: choose the dataset', filters: { 'Datasets': ['json', 'jsonl', 'txt'], 'All files': ['*'] },
+      defaultUri: last ? vscode.Uri.file(path.dirname(last)) : vscode.workspace.workspaceFolders?.[0]?.uri,
+    });
+    if (!chosen?.[0]) return undefined;
+    file = chosen[0].fsPath;
+  }
+  await ctx.store.setLastDataset(modelDir, file);
+  return file;
+}
+
+function displayPath(file: string): string {
+  return vscode.workspace.getWorkspaceFolder(vscode.Uri.file(file)) ? vscode.workspace.asRelativePath(file, true) : file;
+}
+
+function checkDataset(file: string): boolean {
+  if (!fs.existsSync(file) || !fs.statSync(file).isFile()) {
+    notify.error(`DomLoRA: the dataset ${file} does not exist. Check the setting domlora.dataset or pick another file.`);
+    return false;
+  }
+  return true;
+}
+
+/** Tells the user how a job ended badly, with the action that helps. */
+export function reportJobError(ctx: Ctx, what: string, model: string, err: unknown): void {
+  const e = err instanceof JobError ? err : new JobError('internal', err instanceof Error ? err.message : String(err));
+  ctx.output.error(`[host] ${what} of ${model} failed: ${e.code}: ${e.message}`);
+  switch (e.code) {
+    case 'cancelled':
+      notify.info(`DomLoRA: the ${what} of ${model} was cancelled. Nothing was written.`);
+      return;
+    case 'bad-input':
+      notify.error(`DomLoRA: ${e.message}`, ...(e.file && fs.existsSync(e.file)
+        ? [{ title: 'Open File', run: () => vscode.window.showTextDocument(vscode.Uri.file(e.file!)) }] : []));
+      return;
+    case 'out-of-memory':
+      notify.error(`DomLoRA: ${e.message}`, { title: 'Open Settings', run: () => vscode.commands.executeCommand('workbench.action.openSettings', 'domlora.') });
+      return;
+    default:
+      notify.error(`DomLoRA: the ${what} of ${model} failed: ${e.message}`, { title: 'Show Log', run: () => ctx.output.show() });
+  }
+}
+
+// ---- Commands ---------------------------------------------------------------------------------------------------
+
+export const runProbe: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: ProbeOptions = {}) => {
+  const modelDir = await resolveModelFolder(ctx, uri, 'probe');
+  if (!modelDir) return undefined;
+  const model = path.basename(modelDir);
+  if (ctx.jobs.running) {
+    notify.warn(`DomLoRA is already running a ${ctx.jobs.running.kind} on ${ctx.jobs.running.model}. Wait for it or cancel it first.`,
+      { title: 'Cancel It', run: () => ctx.jobs.cancel() });
+    return undefined;
+  }
+  const settings = readSettings(vscode.Uri.file(modelDir));
+  const data = opts.data ?? await pickDataset(ctx, modelDir, settings, 'probe');
+  if (!data || !checkDataset(data)) return undefined;
+  const out = opts.out ?? ctx.store.newReportPath(modelDir);
+  const params: ProbeParams = {
+    modelDir, data, out, samples: opts.samples ?? settings.samples, seqLen: opts.seqLen ?? settings.seqLen,
+    rank: settings.rank, alpha: settings.alpha, backend: settings.backend,
+  };
+  ctx.panels.setJob(modelDir, { kind: 'probe' });
+  try {
+    const report = await ctx.jobs.run({ kind: 'probe', model, title: `DomLoRA: PAGE probe of ${model}` }, 'probe', params,
+      (p) => ctx.panels.jobProgress(modelDir, p)) as ProbeReport;
+    // The worker writes the report atomically; should an engine build not, the host keeps the result anyway.
+    if (!fs.existsSync(out)) {
+      fs.mkdirSync(path.dirname(out), { recursive: true });
+      fs.writeFileSync(out, JSON.stringify(report, null, 2));
+    }
+    ctx.panels.setJob(modelDir, undefined);
+    ctx.panels.setReport(modelDir, report, out);
+    ctx.panels.show(modelDir);
+    return { reportPath: out, report };
+  } catch (err) {
+    ctx.panels.setJob(modelDir, undefined);
+    reportJobError(ctx, 'probe', model, err);
+    return undefined;
+  }
+};
+
+/** Trainable parameters of a LoRA adapter of rank r on the given modules (r (d_in + d_out) each). */
+export function adapterParams(report: ProbeReport | undefined, targets: string[] | 'all', rank: number): number | undefined {
+  if (!report) return undefined;
+  const mods = targets === 'all' ? report.modules : report.modules.filter((m) => targets.includes(m.name));
+  return mods.reduce((s, m) => s + rank * (m.dIn + m.dOut), 0);
+}
+
+export const train: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: TrainOptions = {}) => {
+  const preset: Preset = opts.preset ?? 'domlora';
+  const modelDir = uri instanceof vscode.Uri ? await resolveModelFolder(ctx, uri, 'train')
+    : ctx.panels.activeModel() ?? await resolveModelFolder(ctx, undefined, 'train');
+  if (!modelDir) return undefined;
+  const model = path.basename(modelDir);
+  if (ctx.jobs.running) {
+    notify.warn(`DomLoRA is already running a ${ctx.jobs.running.kind} on ${ctx.jobs.running.model}. Wait for it or cancel it first.`,
+      { title: 'Cancel It', run: () => ctx.jobs.cancel() });
+    return undefined;
+  }
+  const rep = ctx.panels.report(modelDir);
+  let targets: string[] | undefined;
+  if (preset === 'domlora') {
+    const module = opts.module ?? ctx.panels.placement(modelDir).module;
+    if (!module) {
+      notify.error(`DomLoRA: there is no PAGE probe of ${model} yet, so there is no module to train. `
+        + 'Run the probe first: it measures where the adapter belongs.',
+      { title: 'Run PAGE Probe', run: () => vscode.commands.executeCommand('domlora.runProbe', vscode.Uri.file(modelDir)) });
+      return undefined;
+    }
+    targets = [module];
+  }
+  const settings = readSettings(vscode.Uri.file(modelDir));
+  let data = opts.data ?? settings.dataset;
+  if (!data && rep && fs.existsSync(rep.report.config.dataset)) data = rep.report.config.dataset;
+  data ??= await pickDataset(ctx, modelDir, settings, 'train');
+  if (!data || !checkDataset(data)) return undefined;
+  const out = opts.out ?? ctx.store.newAdapterDir(modelDir, preset);
+  const steps = opts.steps ?? settings.steps;
+  const params: TrainParams = {
+    modelDir, data, preset, out, rank: settings.rank, alpha: settings.alpha, lr: settings.learningRate, steps,
+    backend: settings.backend, seqLen: settings.seqLen,
+    ...(targets ? { targets } : {}),
+    ...(rep ? { fromReport: rep.path } : {}),
+  };
+  const run: RunView = {
+    preset, status: 'running', targets: targets ?? [], steps, startedAt: new Date().toISOString(), curve: [],
+    trainableParams: adapterParams(rep?.report, targets ?? 'all', settings.rank),
+  };
+  ctx.panels.show(modelDir, true);
+  ctx.panels.startRun(modelDir, run);
+  ctx.panels.setJob(modelDir, { kind: 'train', preset });
+  const label = preset === 'domlora' ? `DomLoRA at ${shortModule(targets![0])}` : 'vanilla LoRA (all modules)';
+  try {
+    const result = await ctx.jobs.run({ kind: 'train', preset, model, title: `DomLoRA: training ${label} on ${model}` }, 'train', params,
+      (p) => { ctx.panels.jobProgress(modelDir, p); ctx.panels.runProgress(modelDir, preset, p); }) as TrainResult;
+    const done: RunView = {
+      ...run, status: 'done', result, curve: result.curve?.length ? result.curve : run.curve,
+      targets: result.targets ?? run.targets, trainableParams: result.trainableParams ?? run.trainableParams, etaSeconds: undefined,
+    };
+    ctx.panels.setJob(modelDir, undefined);
+    await ctx.panels.endRun(modelDir, done);
+    const before = result.evalLossBefore ?? result.trainLossFirst;
+    const after = result.evalLossAfter ?? result.trainLossLast;
+    const lossText = before !== undefined && after !== undefined ? ` Loss ${before.toFixed(3)} → ${after.toFixed(3)}.` : '';
+    notify.info(`DomLoRA: trained ${label}: ${result.trainableParams.toLocaleString('en-US')} trainable parameters.${lossText}`,
+      { title: 'Reveal Adapter', run: () => revealPath(result.adapterDir ?? out) });
+    return result;
+  } catch (err) {
+    const cancelled = err instanceof JobError && err.code === 'cancelled';
+    ctx.panels.setJob(modelDir, undefined);
+    await ctx.panels.endRun(modelDir, { ...run, status: cancelled ? 'cancelled' : 'failed', error: err instanceof Error ? err.message : String(err), etaSeconds: undefined });
+    reportJobError(ctx, 'training', model, err);
+    return undefined;
+  }
+};
+
+export const trainVanilla: CommandFactory = () => (uri?: vscode.Uri, opts: TrainOptions = {}) =>
+  vscode.commands.executeCommand('domlora.train', uri, { ...opts, preset: 'vanilla' });
+
+export const showHeatmap: CommandFactory = (ctx) => async (uri?: vscode.Uri) => {
+  let modelDir: string | undefined;
+  if (uri instanceof vscode.Uri) {
+    modelDir = await resolveModelFolder(ctx, uri, 'show');
+  } else {
+    modelDir = ctx.panels.activeModel() ?? ctx.store.lastModel();
+    if (!modelDir || !fs.existsSync(modelDir)) modelDir = await resolveModelFolder(ctx, undefined, 'show the PAGE heatmap of');
+  }
+  if (!modelDir) return undefined;
+  const rep = ctx.panels.report(modelDir);
+  if (!rep) {
+    notify.info(`DomLoRA: there is no PAGE report for ${path.basename(modelDir)} yet.`,
+      { title: 'Run PAGE Probe', run: () => vscode.commands.executeCommand('domlora.runProbe', vscode.Uri.file(modelDir!)) });
+    return undefined;
+  }
+  return ctx.panels.show(modelDir).panel;
+};
+
+export const cancel: CommandFactory = (ctx) => () => {
+  const running = ctx.jobs.running;
+  if (!ctx.jobs.cancel()) {
+    notify.info('DomLoRA: nothing is running.');
+    return false;
+  }
+  ctx.output.info(`[host] cancel requested for the ${running?.kind} of ${running?.model}`);
+  return true;
+};
+
+/** The status bar's click: the panel of the running job's model, else the last one. */
+export const revealPanel: CommandFactory = (ctx) => () => {
+  const running = ctx.jobs.running;
+  const modelDir = ctx.panels.activeModel() ?? ctx.store.lastModel();
+  if (modelDir && ctx.panels.get(modelDir)) { ctx.panels.show(modelDir); return; }
+  if (running) { ctx.output.show(true); return; }
+  return vscode.commands.executeCommand('domlora.showHeatmap');
+};
+
+export const showLog: CommandFactory = (ctx) => () => ctx.output.show();
+
+const EXPORT_FORMATS: { format: ExportParams['format']; label: string; detail: string }[] = [
+  { format: 'merged', label: 'Merged model', detail: 'The base model with the adapter folded into its weights: a plain Hugging Face folder' },
+  { format: 'peft-config', label: 'PEFT adapter', detail: 'A PEFT adapter folder (adapter_config.json + adapter_model.safetensors) for transformers/peft' },
+  { format: 'axolotl', label: 'Axolotl config', detail: 'An Axolotl YAML that trains LoRA at the same module on a GPU' },
+  { format: 'llamafactory', label: 'LLaMA-Factory config', detail: 'A LLaMA-Factory YAML that trains LoRA at the same module' },
+  { format: 'mlx', label: 'MLX adapter', detail: 'An mlx-lm adapter for Apple silicon' },
+];
+
+export const exportAdapter: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: ExportOptions = {}) => {
+  const modelDir = uri instanceof vscode.Uri ? await resolveModelFolder(ctx, uri, 'export')
+    : ctx.panels.activeModel() ?? await resolveModelFolder(ctx, undefined, 'export');
+  if (!modelDir) return undefined;
+  const model = path.basename(modelDir);
+  const runs = ctx.store.runs(modelDir);
+  const run = (opts.preset ? runs[opts.preset] : undefined) ?? runs.domlora ?? runs.vanilla;
+  const adapterDir = run?.result?.adapterDir;
+  if (!adapterDir || !fs.existsSync(adapterDir)) {
+    notify.error(`DomLoRA: there is no trained adapter of ${model} to export yet. Train DomLoRA first.`,
+      { title: 'Train DomLoRA', run: () => vscode.commands.executeCommand('domlora.train', vscode.Uri.file(modelDir)) });
+    return undefined;
+  }
+  let format = opts.format;
+  if (!format) {
+    const picked = await vscode.window.showQuickPick(EXPORT_FORMATS.map((f) => ({ label: f.label, detail: f.detail, format: f.format })), {
+      title: `DomLoRA: export the ${run!.preset === 'domlora' ? 'DomLoRA' : 'vanilla LoRA'} adapter of ${model}`,
+      placeHolder: path.basename(adapterDir),
+    });
+    if (!picked) return undefined;
+    format = picked.format;
+  }
+  let out = opts.out;
+  if (!out) {
+    const suggested = vscode.Uri.file(path.join(path.dirname(adapterDir), `${path.basename(adapterDir)}-${format}`));
+    const chosen = await vscode.window.showSaveDialog({ defaultUri: suggested, saveLabel: 'Export', title: 'DomLoRA: export to' });
+    if (!chosen) return undefined;
+    out = chosen.fsPath;
+  }
+  const settings = readSettings(vscode.Uri.file(modelDir));
+  const params: ExportParams = { adapterDir, format, out, modelDir, force: true };
+  void settings;
+  try {
+    const result = await ctx.jobs.run({ kind: 'export', model, title: `DomLoRA: exporting ${model} (${format})` }, 'export', params);
+    notify.info(`DomLoRA: exported ${format} to ${displayPath(out)}.`, { title: 'Reveal', run: () => revealPath(out!) });
+    return result;
+  } catch (err) {
+    reportJobError(ctx, 'export', model, err);
+    return undefined;
+  }
+};
+
+function revealPath(p: string): Thenable<unknown> {
+  const uri = vscode.Uri.file(p);
+  return vscode.commands.executeCommand(vscode.workspace.getWorkspaceFolder(uri) ? 'revealInExplorer' : 'revealFileInOS', uri);
+}
+
+/** `model.layers.1.mlp.down_proj` -> `layer 1 · down_proj`. */
+export function shortModule(name: string): string {
+  const m = /layers\.(\d+)\..*?([A-Za-z0-9_]+)$/.exec(name);
+  return m ? `layer ${m[1]} · ${m[2]}` : name;
+}

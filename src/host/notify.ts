@@ -1,0 +1,27 @@
+// Every message DomLoRA shows goes through here, so the wording stays consistent, the host tests can read what the
+// user was told (`recent`), and no command waits for the user to dismiss a notification.
+import * as vscode from 'vscode';
+
+export interface Notice { level: 'info' | 'warning' | 'error'; message: string; at: number }
+
+const recent: Notice[] = [];
+
+export function recentNotices(): readonly Notice[] {
+  return recent;
+}
+
+type Action = { title: string; run: () => unknown };
+
+function show(level: Notice['level'], message: string, actions: Action[]): void {
+  recent.push({ level, message, at: Date.now() });
+  if (recent.length > 50) recent.shift();
+  const titles = actions.map((a) => a.title);
+  const p = level === 'error' ? vscode.window.showErrorMessage(message, ...titles)
+    : level === 'warning' ? vscode.window.showWarningMessage(message, ...titles)
+      : vscode.window.showInformationMessage(message, ...titles);
+  void p.then((picked) => actions.find((a) => a.title === picked)?.run());
+}
+
+export function info(message: string, ...actions: Action[]): void { show('info', message, actions); }
+export function warn(message: string, ...actions: Action[]): void { show('warning', message, actions); }
+export function error(message: string, ...actions: Action[]): void { show('error', message, actions); }

@@ -1,0 +1,124 @@
+// Where DomLoRA keeps things for a model folder: probe reports and adapters in `<workspace>/.domlora/<model>/`
+// (or the extension's global storage for a model outside every workspace folder), and what it remembers per model
+// (the dataset last used, the adapter placement, the latest runs) in the workspace state.
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import type { ProbeReport } from '../protocol/messages';
+import type { Preset, RunView } from '../protocol/webview';
+
+/** `20261129-011900`: sortable, readable, and safe in file names on every OS. */
+export function timestamp(d = new Date()): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
+}
+
+/** A path inside `dir` named `<prefix><timestamp><suffix>` that does not exist yet. */
+export function freshPath(dir: string, prefix: string, suffix = ''): string {
+  const base = `${prefix}${timestamp()}`;
+  let candidate = path.join(dir, `${base}${suffix}`);
+  for (let i = 2; fs.existsSync(candidate); i++) candidate = path.join(dir, `${base}-${i}${suffix}`);
+  return candidate;
+}
+
+export function isModelFolder(dir: string): boolean {
+  try {
+    return fs.statSync(path.join(dir, 'config.json')).isFile();
+  } catch {
+    return false;
+  }
+}
+
+export class Store {
+  constructor(private readonly context: vscode.ExtensionContext) {}
+
+  /** The folder holding a model's reports and adapters. */
+  modelDataDir(modelDir: string): string {
+    const folder = vscode.workspace.getWorkspaceFolder(vscode.Uri.file(modelDir));
+    const name = path.basename(modelDir);
+    if (folder && folder.uri.scheme === 'file') return path.join(folder.uri.fsPath, '.domlora', name);
+    // Outside the workspace two models may share a folder name: a short hash of the path keeps them apart.
+    const hash = crypto.createHash('sha256').update(path.resolve(modelDir)).digest('hex').slice(0, 8);
+    return path.join(this.context.globalStorageUri.fsPath, 'models', `${name}-${hash}`);
+  }
+
+  newReportPath(modelDir: string): string {
+    return freshPath(this.modelDataDir(modelDir), 'probe-', '.json');
+  }
+
+  newAdapterDir(modelDir: string, preset: Preset): string {
+    return freshPath(this.modelDataDir(modelDir), `adapter-${preset}-`);
+  }
+
+  /** Probe reports of a model, newest first. */
+  listReports(modelDir: string): string[] {
+    const dir = this.modelDataDir(modelDir);
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir);
+    } catch {
+      return [];
+    }
+    return names.filter((n) => /^probe-.*\.json$/.test(n)).sort().reverse().map((n) => path.join(dir, n));
+  }
+
+  /** The newest report that parses, with its path. */
+  latestReport(modelDir: string): { path: string; report: ProbeReport } | undefined {
+    for (const file of this.listReports(modelDir)) {
+      const report = readReport(file);
+      if (report) return { path: file, report };
+    }
+    return undefined;
+  }
+
+  // ---- Memory per model (workspace state) ----
+
+  private key(kind: string, modelDir: string): string {
+    return `domlora.${kind}:${path.resolve(modelDir)}`;
+  }
+
+  lastDataset(modelDir: string): string | undefined {
+    return this.context.workspaceState.get<string>(this.key('dataset', modelDir));
+  }
+
+  setLastDataset(modelDir: string, file: string): Thenable<void> {
+    return this.context.workspaceState.update(this.key('dataset', modelDir), file);
+  }
+
+  placement(modelDir: string): string | undefined {
+    return this.context.workspaceState.get<string>(this.key('placement', modelDir));
+  }
+
+  setPlacement(modelDir: string, module: string | undefined): Thenable<void> {
+    return this.context.workspaceState.update(this.key('placement', modelDir), module);
+  }
+
+  runs(modelDir: string): Partial<Record<Preset, RunView>> {
+    return this.context.workspaceState.get<Partial<Record<Preset, RunView>>>(this.key('runs', modelDir)) ?? {};
+  }
+
+  setRun(modelDir: string, run: RunView): Thenable<void> {
+    const runs = { ...this.runs(modelDir), [run.preset]: run };
+    return this.context.workspaceState.update(this.key('runs', modelDir), runs);
+  }
+
+  /** Models whose panel was open, so a reload can say which model a restored panel shows. */
+  lastModel(): string | undefined {
+    return this.context.workspaceState.get<string>('domlora.lastModel');
+  }
+
+  setLastModel(modelDir: string): Thenable<void> {
+    return this.context.workspaceState.update('domlora.lastModel', modelDir);
+  }
+}
+
+export function readReport(file: string): ProbeReport | undefined {
+  try {
+    const r = JSON.parse(fs.readFileSync(file, 'utf8')) as ProbeReport;
+    if (!r || !Array.isArray(r.modules) || !Array.isArray(r.kinds) || !r.dominant) return undefined;
+    return r;
+  } catch {
+    return undefined;
+  }
+}
