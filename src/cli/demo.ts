@@ -1,0 +1,42 @@
+// `npm run demo`: the whole product on the embedded default, headless. Writes a small model and dataset of its own,
+// then info -> eval -> PAGE probe -> DomLoRA training at the dominant module -> eval with the adapter -> exports.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { BackendChoice } from '../protocol/messages';
+import type { JobHooks } from '../engine/jobs';
+import { writeSynthModel, synthDataset } from '../engine/synth';
+import { modelInfo } from '../engine/loader';
+import { runEval } from '../engine/evaluate';
+import { runProbe } from '../engine/page';
+import { runTrain } from '../engine/train';
+import { runExport } from '../engine/exporters';
+import { formatProbe, fmtPct, useColour } from './format';
+
+export async function runDemo(dir: string, backend: BackendChoice, steps: number | undefined, hooks: JobHooks): Promise<void> {
+  const root = path.resolve(dir);
+  const modelDir = path.join(root, 'model');
+  const data = path.join(root, 'arithmetic.jsonl');
+  const say = (s: string) => process.stdout.write(s + '\n');
+  fs.mkdirSync(root, { recursive: true });
+  if (!fs.existsSync(path.join(modelDir, 'config.json'))) await writeSynthModel(modelDir);
+  if (!fs.existsSync(data)) synthDataset(data);
+  say(`== DomLoRA demo in ${root}`);
+  say(`   model: ${modelDir} (random weights written by DomLoRA itself), data: ${data}\n`);
+  const info = modelInfo(modelDir);
+  say(`== info: ${info.model.modelType}, ${info.model.layers} layers x ${info.kinds.length} module kinds = ${info.modules.length} candidate adapters, ${info.model.parameters.toLocaleString('en-US')} parameters\n`);
+  const ev = await runEval({ modelDir, data, backend, maxSamples: 16 }, hooks);
+  say(`== eval: mean loss ${ev.meanLoss.toFixed(4)} over ${ev.samples} records on ${ev.backend}\n`);
+  const reportFile = path.join(root, 'page-report.json');
+  const { report } = await runProbe({ modelDir, data, backend, samples: 16, out: reportFile }, hooks);
+  say(`== PAGE probe (report: ${reportFile})`);
+  say(formatProbe(report, useColour(process.stdout)) + '\n');
+  const adapterDir = path.join(root, 'adapter-domlora');
+  const tr = await runTrain({ modelDir, data, fromReport: reportFile, out: adapterDir, force: true, steps: steps ?? 60, lr: 5e-3, backend, evalSplit: 0.1 }, hooks);
+  say(`== DomLoRA training at ${tr.targets[0]}: ${tr.trainableParams.toLocaleString('en-US')} trainable parameters (${fmtPct(tr.ratioToVanilla)} of vanilla LoRA)`);
+  say(`   train loss ${tr.trainLossFirst?.toFixed(4)} -> ${tr.trainLossLast?.toFixed(4)}, eval loss ${tr.evalLossBefore?.toFixed(4)} -> ${tr.evalLossAfter?.toFixed(4)}, ${tr.seconds.toFixed(1)} s`);
+  say(`   adapter (PEFT format): ${adapterDir}\n`);
+  const ev2 = await runEval({ modelDir, data, backend, maxSamples: 16, adapter: adapterDir }, hooks);
+  say(`== eval with the adapter: mean loss ${ev2.meanLoss.toFixed(4)} (was ${ev.meanLoss.toFixed(4)})\n`);
+  const ex = await runExport({ adapterDir, format: 'peft-config', out: path.join(root, 'lora_config.py'), force: true }, hooks);
+  say(`== export\n${ex.text}`);
+}

@@ -1,0 +1,68 @@
+// Terminal rendering of results: a summary table and a layers x kinds heatmap (colour when the terminal has it).
+import type { ProbeReport } from '../protocol/messages';
+
+export function useColour(stream: NodeJS.WriteStream): boolean {
+  if (process.env.NO_COLOR) return false;
+  if (process.env.FORCE_COLOR) return true;
+  return Boolean(stream.isTTY) && stream.getColorDepth?.() > 1;
+}
+
+const SHADES = [' ', '.', ':', '-', '=', '+', '*', '#', '%', '@'];
+
+export function fmtNum(x: number): string {
+  if (x === 0) return '0';
+  const a = Math.abs(x);
+  return a >= 1e4 || a < 1e-3 ? x.toExponential(3) : x.toPrecision(4);
+}
+
+export function fmtPct(x: number): string { return `${(100 * x).toFixed(x >= 0.1 ? 1 : 2)}%`; }
+
+export function formatProbe(r: ProbeReport, colour: boolean): string {
+  const out: string[] = [];
+  const d = r.dominant;
+  out.push(`PAGE probe of ${r.model.path} (${r.model.modelType}, ${r.model.layers} layers) on ${r.config.dataset}`);
+  out.push(`  ${r.config.samples} records (${r.config.sampling}), ${r.tokens} supervised tokens, mean loss ${r.meanLoss.toFixed(4)}, ` +
+    `rank ${r.config.rank}, alpha ${r.config.alpha}, seed ${r.config.seed}, backend ${r.config.backend}`);
+  out.push('');
+  out.push(`Dominant module: ${d.name}  share ${fmtPct(d.share)}  bootstrap stability ${fmtPct(d.stability)} ` +
+    `(runner-up ${d.runnerUp.name}, share ${fmtPct(d.runnerUp.share)}, wins ${fmtPct(d.runnerUp.wins)})`);
+  out.push('');
+  out.push('Top modules by expected PAGE:');
+  out.push(`  ${'rank'.padStart(4)}  ${'module'.padEnd(36)} ${'expected'.padStart(10)} ${'sampled'.padStart(10)} ${'share'.padStart(7)} ${'params'.padStart(8)}`);
+  const top = [...r.modules].sort((a, b) => a.rank - b.rank).slice(0, 10);
+  for (const m of top) {
+    out.push(`  ${String(m.rank).padStart(4)}  ${m.name.padEnd(36)} ${fmtNum(m.pageExpected).padStart(10)} ${fmtNum(m.pageSampled).padStart(10)} ${fmtPct(m.share).padStart(7)} ${String(m.adapterParams).padStart(8)}`);
+  }
+  out.push('');
+  out.push(formatHeatmap(r, colour));
+  out.push(`  timings: load ${r.timings.loadSeconds.toFixed(2)} s, probe ${r.timings.probeSeconds.toFixed(2)} s`);
+  return out.join('\n');
+}
+
+/** Rows are layers, columns module kinds; each cell is two characters shaded by share of the maximum. */
+export function formatHeatmap(r: ProbeReport, colour: boolean): string {
+  const kinds = r.kinds;
+  const max = Math.max(...r.modules.map((m) => m.share));
+  const byKey = new Map(r.modules.map((m) => [`${m.layer}:${m.kind}`, m]));
+  const short = kinds.map((k) => k.replace('_proj', '').slice(0, 4).padEnd(5));
+  const lines = [`  layer ${short.join('')}   (${colour ? 'colour' : 'shade'}: share of the largest; * = dominant)`];
+  for (let l = 0; l < r.model.layers; l++) {
+    let row = `  ${String(l).padStart(5)} `;
+    for (const k of kinds) {
+      const m = byKey.get(`${l}:${k}`);
+      const f = m && max > 0 ? m.share / max : 0;
+      const dom = m?.name === r.dominant.name;
+      if (colour) {
+        // A 256-colour ramp from dark blue through to bright yellow.
+        const ramp = [17, 18, 19, 25, 31, 37, 43, 79, 115, 151, 187, 223, 226];
+        const c = ramp[Math.min(ramp.length - 1, Math.floor(f * (ramp.length - 1) + 0.5))];
+        row += `\x1b[48;5;${c}m${dom ? '\x1b[30m ** ' : '    '}\x1b[0m `;
+      } else {
+        const ch = SHADES[Math.min(SHADES.length - 1, Math.floor(f * (SHADES.length - 1) + 0.5))];
+        row += (dom ? `*${ch.repeat(2)}*` : ch.repeat(4)) + ' ';
+      }
+    }
+    lines.push(row);
+  }
+  return lines.join('\n');
+}

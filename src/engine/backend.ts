@@ -1,0 +1,124 @@
+// Chooses the tfjs backend at start-up, best first, and reports which one runs.
+// tensorflow (tfjs-node-gpu, then tfjs-node: native, only if the user installed them) -> webgpu (if its packages
+// and a GPU adapter exist) -> wasm (bundled; SIMD, threads where they work) -> cpu (pure JS; tiny models only).
+import * as tf from '@tensorflow/tfjs-core';
+import * as os from 'node:os';
+import type { Backend, BackendChoice } from '../protocol/messages';
+import { badInput } from './errors';
+
+export interface BackendReport { backend: Backend; detail: string; tried: string[] }
+
+let chosen: BackendReport | undefined;
+
+/** Loads an optional package by name without the bundler resolving it at build time. */
+function optionalRequire(name: string): unknown {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const req = eval('require') as NodeRequire;
+  return req(name);
+}
+
+async function tryTensorflow(tried: string[]): Promise<string | undefined> {
+  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+    try {
+      optionalRequire(pkg);
+      if (await tf.setBackend('tensorflow')) return pkg;
+      tried.push(`${pkg}: loaded, but its backend did not initialise`);
+    } catch (e) {
+      tried.push(`${pkg}: ${shortReason(e)}`);
+    }
+  }
+  return undefined;
+}
+
+async function tryWebgpu(tried: string[]): Promise<string | undefined> {
+  try {
+    const webgpu = optionalRequire('webgpu') as { create?: (opts: string[]) => unknown; globals?: Record<string, unknown> };
+    if (webgpu.globals) Object.assign(globalThis, webgpu.globals);
+    if (webgpu.create) (globalThis as Record<string, unknown>).navigator ??= { gpu: webgpu.create([]) };
+    const gpu = (globalThis as { navigator?: { gpu?: { requestAdapter(): Promise<unknown> } } }).navigator?.gpu;
+    const adapter = gpu ? await gpu.requestAdapter() : null;
+    if (!adapter) { tried.push('webgpu: no GPU adapter found'); return undefined; }
+    optionalRequire('@tensorflow/tfjs-backend-webgpu');
+    if (await tf.setBackend('webgpu')) return 'webgpu (Dawn)';
+    tried.push('webgpu: backend did not initialise');
+  } catch (e) {
+    tried.push(`webgpu: ${shortReason(e)}`);
+  }
+  return undefined;
+}
+
+async function tryWasm(tried: string[], threads: number): Promise<string | undefined> {
+  try {
+    await import('@tensorflow/tfjs-backend-wasm');
+    let threadNote = 'single thread';
+    if (threads > 1) {
+      try {
+        const mod = await import('./wasmThreads');
+        const r = await mod.enableWasmThreads(tf, threads);
+        threadNote = r.enabled ? `${r.threads} threads` : `single thread (${r.reason ?? 'threads unavailable'})`;
+      } catch (e) {
+        threadNote = `single thread (${shortReason(e)})`;
+      }
+    }
+    if (await tf.setBackend('wasm')) {
+      return `wasm, SIMD ${tf.env().getBool('WASM_HAS_SIMD_SUPPORT') ? 'on' : 'off'}, ${threadNote}`;
+    }
+    tried.push('wasm: backend did not initialise');
+  } catch (e) {
+    tried.push(`wasm: ${shortReason(e)}`);
+  }
+  return undefined;
+}
+
+async function tryCpu(tried: string[]): Promise<string | undefined> {
+  try {
+    await import('@tensorflow/tfjs-backend-cpu');
+    if (await tf.setBackend('cpu')) return 'cpu (pure JavaScript, slow: for tiny models)';
+  } catch (e) {
+    tried.push(`cpu: ${shortReason(e)}`);
+  }
+  return undefined;
+}
+
+function shortReason(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  if (/Cannot find module/.test(msg)) return 'not installed';
+  return msg.split('\n')[0].slice(0, 200);
+}
+
+export function defaultThreads(): number {
+  const env = Number(process.env.DOMLORA_THREADS);
+  if (Number.isInteger(env) && env > 0) return env;
+  return Math.max(1, Math.min(8, os.availableParallelism?.() ?? os.cpus().length));
+}
+
+/**
+ * Initialises a backend once per process. `auto` tries them best first; an explicit choice fails clearly when that
+ * backend cannot start, instead of silently running somewhere slower.
+ */
+export async function initBackend(choice: BackendChoice = 'auto', threads = defaultThreads()): Promise<BackendReport> {
+  const want = choice ?? 'auto';
+  if (chosen) {
+    if (want !== 'auto' && want !== chosen.backend) {
+      throw badInput(`backend "${want}" requested, but this process already runs "${chosen.backend}"`);
+    }
+    return chosen;
+  }
+  const tried: string[] = [];
+  const order: Backend[] = want === 'auto' ? ['tensorflow', 'webgpu', 'wasm', 'cpu'] : [want];
+  for (const b of order) {
+    let detail: string | undefined;
+    if (b === 'tensorflow') detail = await tryTensorflow(tried);
+    else if (b === 'webgpu') detail = await tryWebgpu(tried);
+    else if (b === 'wasm') detail = await tryWasm(tried, threads);
+    else if (b === 'cpu') detail = await tryCpu(tried);
+    if (detail) {
+      await tf.ready();
+      chosen = { backend: b, detail, tried };
+      return chosen;
+    }
+  }
+  throw badInput(`backend "${want}" could not be started: ${tried.join('; ')}`);
+}
+
+export function currentBackend(): BackendReport | undefined { return chosen; }

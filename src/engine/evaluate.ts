@@ -1,0 +1,81 @@
+// Evaluation: the mean over records of each record's mean token cross-entropy (the same l_n that PAGE uses).
+import * as tf from '@tensorflow/tfjs-core';
+import type { EvalParams, EvalResult } from '../protocol/messages';
+import { readDataset, tokenizeDataset, TokenizedRecord } from './data';
+import { badInput } from './errors';
+import { JobHooks, eta, throwIfCancelled } from './jobs';
+import { loadModel } from './loader';
+import { initBackend } from './backend';
+import type { LlamaModel, LoraAdapter } from './model';
+import { loadAdapter } from './peft';
+import { disposeAdapter } from './lora';
+
+export interface EvalOutcome extends EvalResult { losses: number[] }
+
+export function evalRecords(model: LlamaModel, records: TokenizedRecord[], adapters?: Map<string, LoraAdapter>, hooks: JobHooks = {}): { losses: number[]; tokens: number } {
+  const losses: number[] = [];
+  let tokens = 0;
+  const t0 = Date.now();
+  for (let i = 0; i < records.length; i++) {
+    throwIfCancelled(hooks);
+    const r = model.recordLoss(records[i].inputIds, records[i].lossMask, adapters);
+    losses.push(r.loss);
+    tokens += r.tokens;
+    hooks.onProgress?.({ phase: 'eval', done: i + 1, total: records.length, loss: losses.reduce((a, b) => a + b, 0) / losses.length, etaSeconds: eta(t0, i + 1, records.length) });
+  }
+  return { losses, tokens };
+}
+
+export async function runEval(params: EvalParams, hooks: JobHooks = {}): Promise<EvalOutcome> {
+  const seqLen = params.seqLen ?? 512;
+  const backend = await initBackend(params.backend ?? 'auto');
+  hooks.log?.('info', `backend: ${backend.detail}`);
+  const ds = readDataset(params.data);
+  const { model, tokenizer, folder } = loadModel(params.modelDir);
+  let adapters: Map<string, LoraAdapter> | undefined;
+  try {
+    if (params.adapter) adapters = loadAdapter(params.adapter, folder).adapters;
+    const tok = tokenizeDataset(ds, tokenizer, { seqLen, limit: params.maxSamples });
+    if (tok.records.length === 0) throw badInput(`no usable records (${tok.skipped} without supervised tokens within --seq-len ${seqLen})`, ds.file);
+    const { losses, tokens } = evalRecords(model, tok.records, adapters, hooks);
+    return {
+      meanLoss: losses.reduce((a, b) => a + b, 0) / losses.length, samples: losses.length, tokens, skipped: tok.skipped,
+      backend: backend.backend, losses, ...(params.adapter ? { adapter: params.adapter } : {}),
+    };
+  } finally {
+    if (adapters) for (const a of adapters.values()) disposeAdapter(a);
+    model.dispose();
+  }
+}
+
+export interface GenerateResult { ids: number[]; text: string; lastTop: [number, number][]; promptIds: number[] }
+
+/** Greedy decoding, and the top-5 logits after the prompt (checked against golden_reference.json). */
+export async function runGenerate(params: { modelDir: string; prompt: string; maxNewTokens?: number; backend?: EvalParams['backend']; adapter?: string }): Promise<GenerateResult> {
+  await initBackend(params.backend ?? 'auto');
+  const { model, tokenizer, folder } = loadModel(params.modelDir);
+  let adapters: Map<string, LoraAdapter> | undefined;
+  try {
+    if (params.adapter) adapters = loadAdapter(params.adapter, folder).adapters;
+    const promptIds = tokenizer.encode(params.prompt, { addSpecial: true });
+    const ids = [...promptIds];
+    let lastTop: [number, number][] = [];
+    for (let step = 0; step <= (params.maxNewTokens ?? 20); step++) {
+      const logits = tf.tidy(() => {
+        const h = model.hiddenStates(ids, adapters);
+        return model.logitsAt(h, [ids.length - 1]);
+      });
+      const row = Array.from(logits.dataSync());
+      logits.dispose();
+      const order = row.map((v, i) => [i, v] as [number, number]).sort((a, b) => b[1] - a[1]);
+      if (step === 0) lastTop = order.slice(0, 5);
+      if (step === (params.maxNewTokens ?? 20)) break;
+      ids.push(order[0][0]);
+      if (order[0][0] === tokenizer.eosId) break;
+    }
+    return { ids, promptIds, text: tokenizer.decode(ids.slice(promptIds.length)), lastTop };
+  } finally {
+    if (adapters) for (const a of adapters.values()) disposeAdapter(a);
+    model.dispose();
+  }
+}

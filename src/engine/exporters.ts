@@ -1,0 +1,165 @@
+// Exports of a trained adapter: a merged full model folder, and the same placement for trainers that run on many
+// machines (PEFT LoraConfig, Axolotl, LLaMA-Factory, MLX-LM), with the checks downstream runtimes apply.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { ExportParams } from '../protocol/messages';
+import { badInput } from './errors';
+import { JobHooks } from './jobs';
+import { openModelFolder, ModelFolder } from './loader';
+import { readAdapterFiles, PeftConfig } from './peft';
+import { encodeSafetensors, TensorToWrite } from './safetensors';
+import { writeDirAtomic, writeFileAtomic } from './atomic';
+import { loraScale } from './lora';
+
+export interface ExportResult { format: string; out: string; text: string; warnings: string[]; loadCommands: string[] }
+
+/** What vLLM, llama.cpp and Ollama refuse, checked before anyone tries. */
+export function runtimeChecks(cfg: PeftConfig, modelType: string): { warnings: string[]; loadCommands: string[] } {
+  const warnings: string[] = [];
+  const vllmRanks = [8, 16, 32, 64, 128, 256, 320, 512];
+  if (!vllmRanks.includes(cfg.r)) warnings.push(`vLLM supports LoRA ranks ${vllmRanks.join(', ')}; r=${cfg.r} will be refused (retrain with --rank 8/16/...).`);
+  if (cfg.r > 64) warnings.push(`vLLM's default --max-lora-rank is 16; start it with --max-lora-rank ${cfg.r}.`);
+  else if (cfg.r > 16) warnings.push(`vLLM's default --max-lora-rank is 16; start it with --max-lora-rank ${vllmRanks.find((x) => x >= cfg.r)}.`);
+  if (!Number.isInteger(cfg.lora_alpha)) warnings.push('Ollama needs an integer lora_alpha.');
+  const ollamaArchs = ['llama', 'mistral', 'gemma', 'gemma2', 'phi3'];
+  if (!ollamaArchs.includes(modelType)) warnings.push(`Ollama imports safetensors adapters only for ${ollamaArchs.join(', ')}; convert with llama.cpp instead.`);
+  const loadCommands = [
+    `python -c "from peft import PeftModel; from transformers import AutoModelForCausalLM; m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained('${cfg.base_model_name_or_path}'), 'ADAPTER_DIR')"`,
+    `vllm serve ${cfg.base_model_name_or_path} --enable-lora --lora-modules domlora=ADAPTER_DIR${cfg.r > 16 ? ` --max-lora-rank ${vllmRanks.find((x) => x >= cfg.r) ?? cfg.r}` : ''}`,
+    `python convert_lora_to_gguf.py ADAPTER_DIR --base ${cfg.base_model_name_or_path} --outtype f16 && llama-cli -m BASE.gguf --lora ADAPTER_DIR/*.gguf`,
+  ];
+  return { warnings, loadCommands };
+}
+
+/** The layers and module kinds of a placement, as trainers name them. */
+function placement(cfg: PeftConfig, numLayers: number): { kinds: string[]; layers: number[] | null; singleLayer: boolean } {
+  const full = cfg.target_modules.filter((t) => t.includes('.'));
+  if (full.length) {
+    const kinds = [...new Set(full.map((t) => t.split('.').pop()!))];
+    const layers = [...new Set(full.map((t) => Number(/layers\.(\d+)\./.exec(t)?.[1])))].sort((a, b) => a - b);
+    return { kinds, layers, singleLayer: layers.length < numLayers };
+  }
+  const layers = cfg.layers_to_transform ?? null;
+  return { kinds: cfg.target_modules, layers, singleLayer: Boolean(layers && layers.length < numLayers) };
+}
+
+export async function runExport(params: ExportParams, hooks: JobHooks = {}): Promise<ExportResult> {
+  const adapterDir = path.resolve(params.adapterDir);
+  const cfgFile = path.join(adapterDir, 'adapter_config.json');
+  if (!fs.existsSync(cfgFile)) throw badInput('not a PEFT adapter folder: it has no adapter_config.json', adapterDir);
+  const peftCfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as PeftConfig;
+  const modelDir = params.modelDir ?? peftCfg.base_model_name_or_path;
+  if (!modelDir || !fs.existsSync(modelDir)) throw badInput(`the base model "${modelDir}" named in adapter_config.json was not found; pass --model MODEL_DIR`, cfgFile);
+  const folder = openModelFolder(modelDir);
+  const out = path.resolve(params.out);
+  if (fs.existsSync(out) && !params.force) throw badInput('already exists; choose another --out or pass --force', out);
+  const checks = runtimeChecks(peftCfg, folder.cfg.modelType);
+  const gpus = params.gpus ?? 8;
+  const { kinds, layers, singleLayer } = placement(peftCfg, folder.cfg.numLayers);
+  const lines: string[] = [];
+  switch (params.format) {
+    case 'merged': {
+      await exportMerged(adapterDir, folder, out, hooks);
+      lines.push(`merged model written to ${out} (W + (alpha/r) B A folded into the base weights)`);
+      break;
+    }
+    case 'peft-config': {
+      const args = { r: peftCfg.r, lora_alpha: peftCfg.lora_alpha, lora_dropout: peftCfg.lora_dropout, target_modules: peftCfg.target_modules,
+        layers_to_transform: peftCfg.layers_to_transform, bias: 'none', task_type: 'CAUSAL_LM' };
+      const py = `# LoRA placement found by DomLoRA (PAGE). Use with any PEFT trainer (TRL SFTTrainer, HF Trainer).\nfrom peft import LoraConfig\n\n` +
+        `lora_config = LoraConfig(\n${Object.entries(args).map(([k, v]) => `    ${k}=${pyValue(v)},`).join('\n')}\n)\n\n` +
+        `# Multi-GPU: accelerate launch --num_processes ${gpus} train.py   (or: torchrun --nproc_per_node ${gpus} train.py)\n`;
+      writeFileAtomic(out, py);
+      lines.push(`PEFT LoraConfig written to ${out}`, `launch on ${gpus} GPUs: accelerate launch --num_processes ${gpus} train.py`);
+      break;
+    }
+    case 'axolotl': {
+      const yaml = [`# LoRA placement found by DomLoRA (PAGE).`, `base_model: ${peftCfg.base_model_name_or_path}`, 'adapter: lora',
+        `lora_r: ${peftCfg.r}`, `lora_alpha: ${peftCfg.lora_alpha}`, `lora_dropout: ${peftCfg.lora_dropout}`,
+        'lora_target_modules:', ...kinds.map((k) => `  - ${k}`),
+        ...(layers && singleLayer ? ['peft_layers_to_transform:', ...layers.map((l) => `  - ${l}`)] : []),
+        '# datasets, sequence_len, micro_batch_size, num_epochs, learning_rate: fill in for your run', ''].join('\n');
+      if (peftCfg.target_modules.some((t) => t.includes('.')) && kinds.length * (layers?.length ?? 1) !== peftCfg.target_modules.length) {
+        throw badInput('this placement pairs different module kinds with different layers, which Axolotl\'s lora_target_modules + peft_layers_to_transform cannot express; use --format peft-config');
+      }
+      writeFileAtomic(out, yaml);
+      lines.push(`Axolotl config written to ${out}`, `launch on ${gpus} GPUs: accelerate launch --num_processes ${gpus} -m axolotl.cli.train ${out}`);
+      break;
+    }
+    case 'llamafactory': {
+      if (singleLayer) {
+        throw badInput(`LLaMA-Factory's lora_target takes module kinds for every layer and cannot restrict them to layer${layers!.length > 1 ? 's' : ''} ${layers!.join(', ')}: ` +
+          'a config would train a different placement. Use --format peft-config (or axolotl) for this adapter.');
+      }
+      const yaml = [`# LoRA placement found by DomLoRA (PAGE).`, `model_name_or_path: ${peftCfg.base_model_name_or_path}`, 'stage: sft', 'finetuning_type: lora',
+        `lora_rank: ${peftCfg.r}`, `lora_alpha: ${peftCfg.lora_alpha}`, `lora_target: ${kinds.join(',')}`, ''].join('\n');
+      writeFileAtomic(out, yaml);
+      lines.push(`LLaMA-Factory config written to ${out}`, `launch on ${gpus} GPUs: FORCE_TORCHRUN=1 NPROC_PER_NODE=${gpus} llamafactory-cli train ${out}`);
+      break;
+    }
+    case 'mlx': {
+      const L = folder.cfg.numLayers;
+      const lowest = layers ? Math.min(...layers) : 0;
+      const contiguousTop = layers && layers.length === L - lowest && layers.every((l, i) => l === lowest + i);
+      if (singleLayer && !contiguousTop) {
+        throw badInput(`MLX-LM adapts the last N layers (num_layers) and cannot target only layer${layers!.length > 1 ? 's' : ''} ${layers!.join(', ')} of ${L}; ` +
+          'an MLX config would train a different placement. Use --format peft-config, or train with DomLoRA and convert the PEFT adapter.');
+      }
+      const yaml = [`# LoRA placement found by DomLoRA (PAGE).`, `model: ${peftCfg.base_model_name_or_path}`, 'fine_tune_type: lora',
+        `num_layers: ${layers ? L - lowest : -1}`, 'lora_parameters:', `  keys: [${kinds.map((k) => `"${k.includes('proj') ? (['gate_proj', 'up_proj', 'down_proj'].includes(k) ? 'mlp.' : 'self_attn.') + k : k}"`).join(', ')}]`,
+        `  rank: ${peftCfg.r}`, `  scale: ${loraScale(peftCfg.lora_alpha, peftCfg.r)}`, `  dropout: ${peftCfg.lora_dropout}`, ''].join('\n');
+      writeFileAtomic(out, yaml);
+      lines.push(`MLX-LM config written to ${out}`, `run: mlx_lm.lora --config ${out} --train (MLX runs on one Apple-silicon machine)`);
+      break;
+    }
+    default:
+      throw badInput(`--format must be one of merged, peft-config, axolotl, llamafactory, mlx; got "${params.format as string}"`);
+  }
+  if (checks.warnings.length) lines.push('', 'Downstream runtimes:', ...checks.warnings.map((w) => `  ! ${w}`));
+  lines.push('', 'Load the adapter with:', ...checks.loadCommands.map((c) => `  ${c.replace(/ADAPTER_DIR/g, adapterDir)}`));
+  return { format: params.format, out, text: lines.join('\n'), warnings: checks.warnings, loadCommands: checks.loadCommands.map((c) => c.replace(/ADAPTER_DIR/g, adapterDir)) };
+}
+
+function pyValue(v: unknown): string {
+  if (v === null || v === undefined) return 'None';
+  if (Array.isArray(v)) return `[${v.map(pyValue).join(', ')}]`;
+  if (typeof v === 'string') return JSON.stringify(v);
+  return String(v);
+}
+
+/** Folds W + (alpha / r) B A into a copy of the base model, tensor by tensor. */
+async function exportMerged(adapterDir: string, folder: ModelFolder, out: string, hooks: JobHooks): Promise<void> {
+  const { config, tensors } = readAdapterFiles(adapterDir, folder);
+  const scale = loraScale(config.lora_alpha, config.r, Boolean(config.use_rslora));
+  const delta = new Map(tensors.map((t) => [`${t.spec.name}.weight`, t]));
+  const names = folder.store.names;
+  const list: TensorToWrite[] = [];
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i];
+    const w = folder.store.read(name);
+    const t = delta.get(name);
+    if (t) {
+      const { dIn, dOut } = t.spec;
+      const r = config.r;
+      for (let o = 0; o < dOut; o++) {
+        for (let k = 0; k < r; k++) {
+          const bv = scale * t.b[o * r + k];
+          if (bv === 0) continue;
+          const arow = k * dIn, wrow = o * dIn;
+          for (let j = 0; j < dIn; j++) w[wrow + j] += bv * t.a[arow + j];
+        }
+      }
+    }
+    list.push({ name, shape: folder.store.entry(name).shape, data: w });
+    hooks.onProgress?.({ phase: 'export', done: i + 1, total: names.length });
+  }
+  await writeDirAtomic(out, (tmp) => {
+    fs.writeFileSync(path.join(tmp, 'model.safetensors'), encodeSafetensors(list, { format: 'pt' }));
+    const cfg = { ...folder.cfg.raw, torch_dtype: 'float32' };
+    fs.writeFileSync(path.join(tmp, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
+    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json', 'tokenizer.model']) {
+      const src = path.join(folder.dir, f);
+      if (fs.existsSync(src)) fs.copyFileSync(src, path.join(tmp, f));
+    }
+  });
+}

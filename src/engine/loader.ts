@@ -1,0 +1,57 @@
+// Opening a Hugging Face model folder: config, weights (headers first, tensors on demand), tokenizer.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { readConfig, ModelConfig, candidateModules, parameterCount, ARCHITECTURES } from './config';
+import { WeightStore } from './safetensors';
+import { LlamaModel, ModelOptions } from './model';
+import { ModelTokenizer } from './tokenizer';
+import { badInput } from './errors';
+import { adapterParams } from './lora';
+import type { InfoResult, ModelSummary } from '../protocol/messages';
+
+export interface ModelFolder { dir: string; cfg: ModelConfig; store: WeightStore }
+
+export function openModelFolder(dir: string): ModelFolder {
+  const abs = path.resolve(dir);
+  if (!fs.existsSync(abs)) throw badInput('model folder does not exist', abs);
+  if (!fs.statSync(abs).isDirectory()) throw badInput('is not a folder (expected a Hugging Face model folder)', abs);
+  const cfg = readConfig(abs);
+  const store = WeightStore.open(abs);
+  return { dir: abs, cfg, store };
+}
+
+export function summarise(folder: ModelFolder): ModelSummary {
+  const { cfg } = folder;
+  return {
+    path: folder.dir, modelType: cfg.modelType, layers: cfg.numLayers, hiddenSize: cfg.hiddenSize,
+    intermediateSize: cfg.intermediateSize, heads: cfg.numHeads, kvHeads: cfg.numKvHeads, headDim: cfg.headDim,
+    vocabSize: cfg.vocabSize, parameters: parameterCount(cfg), tiedEmbeddings: cfg.tieWordEmbeddings || !folder.store.has('lm_head.weight'),
+  };
+}
+
+/** `domlora info`: everything from the headers alone, so it is instant for any model size. */
+export function modelInfo(dir: string, rank = 8): InfoResult {
+  const folder = openModelFolder(dir);
+  const modules = candidateModules(folder.cfg);
+  // Check the weights the config implies are present with the right shapes, still from headers only.
+  for (const m of modules) {
+    const e = folder.store.entry(`${m.name}.weight`);
+    if (e.shape[0] !== m.dOut || e.shape[1] !== m.dIn) {
+      throw badInput(`tensor "${m.name}.weight" has shape [${e.shape}], config.json implies [${m.dOut}, ${m.dIn}]`, folder.dir);
+    }
+  }
+  return {
+    model: summarise(folder), kinds: [...ARCHITECTURES[folder.cfg.modelType].kinds], rank, dtype: folder.store.dtype,
+    modules: modules.map((m) => ({ ...m, adapterParams: adapterParams(m, rank) })),
+  };
+}
+
+export interface LoadedModel { folder: ModelFolder; model: LlamaModel; tokenizer: ModelTokenizer; loadSeconds: number }
+
+export function loadModel(dir: string, opts: ModelOptions = {}): LoadedModel {
+  const t0 = Date.now();
+  const folder = openModelFolder(dir);
+  const tokenizer = ModelTokenizer.load(folder.dir);
+  const model = LlamaModel.load(folder.cfg, folder.store, opts);
+  return { folder, model, tokenizer, loadSeconds: (Date.now() - t0) / 1000 };
+}

@@ -1,0 +1,120 @@
+// The embedded default: a small Llama folder and a dataset that DomLoRA writes itself, deterministically, so the
+// demo and the end-to-end tests need no third-party weights. The weights are random (seeded), the tokenizer is a
+// character-level SentencePiece-style BPE with byte fallback, and the data is arithmetic question/answer pairs that
+// a few hundred training steps can visibly learn.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Rng } from './rng';
+import { encodeSafetensors, TensorToWrite } from './safetensors';
+import { writeDirAtomic, writeFileAtomic } from './atomic';
+
+export interface SynthShape {
+  hiddenSize: number; intermediateSize: number; layers: number; heads: number; kvHeads: number; vocabSize: number;
+  tied: boolean; seed: number; headDim?: number; dtype?: 'F32' | 'F16' | 'BF16'; attentionBias?: boolean;
+}
+
+export const DEMO_SHAPE: SynthShape = { hiddenSize: 96, intermediateSize: 256, layers: 6, heads: 6, kvHeads: 2, vocabSize: 384, tied: true, seed: 1234 };
+
+function normal(rng: Rng, n: number, std: number): Float32Array {
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i += 2) {
+    const u = Math.max(rng.next(), 1e-12), v = rng.next();
+    const r = Math.sqrt(-2 * Math.log(u)) * std;
+    out[i] = r * Math.cos(2 * Math.PI * v);
+    if (i + 1 < n) out[i + 1] = r * Math.sin(2 * Math.PI * v);
+  }
+  return out;
+}
+
+/** The tokenizer files: `<unk> <s> </s>`, 256 byte-fallback tokens, then one token per printable character. */
+export function synthTokenizer(vocabSize: number): { tokenizer: object; config: object } {
+  const vocab: Record<string, number> = { '<unk>': 0, '<s>': 1, '</s>': 2 };
+  for (let b = 0; b < 256; b++) vocab[`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`] = 3 + b;
+  let id = 259;
+  for (let c = 0x21; c <= 0x7e && id < vocabSize; c++) vocab[String.fromCharCode(c)] = id++;
+  if (id < vocabSize) vocab['\u2581'] = id++;
+  const special = (i: number, content: string) => ({ id: i, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  const tokenizer = {
+    version: '1.0', truncation: null, padding: null,
+    added_tokens: [special(0, '<unk>'), special(1, '<s>'), special(2, '</s>')],
+    normalizer: { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '\u2581' }, { type: 'Replace', pattern: { String: ' ' }, content: '\u2581' }] },
+    pre_tokenizer: null,
+    post_processor: {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '<s>', type_id: 1 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
+    },
+    decoder: { type: 'Sequence', decoders: [{ type: 'Replace', pattern: { String: '\u2581' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }] },
+    model: { type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, ignore_merges: false, vocab, merges: [] },
+  };
+  const config = {
+    add_bos_token: true, add_eos_token: false, bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', pad_token: null,
+    clean_up_tokenization_spaces: false, legacy: true, model_max_length: 512, tokenizer_class: 'LlamaTokenizer',
+  };
+  return { tokenizer, config };
+}
+
+/** Writes a random Llama folder (config, weights, tokenizer) of the given shape. Atomic: the folder appears whole. */
+export async function writeSynthModel(dir: string, shape: SynthShape = DEMO_SHAPE): Promise<void> {
+  const rng = new Rng(shape.seed);
+  const H = shape.hiddenSize, I = shape.intermediateSize, hd = shape.headDim ?? H / shape.heads;
+  const q = shape.heads * hd, kv = shape.kvHeads * hd;
+  const tensors: TensorToWrite[] = [];
+  const add = (name: string, dims: number[], std: number, base = 0) => {
+    const n = dims.reduce((a, b) => a * b, 1);
+    const data = normal(rng, n, std);
+    if (base) for (let i = 0; i < n; i++) data[i] += base;
+    tensors.push({ name, shape: dims, data, dtype: shape.dtype });
+  };
+  add('model.embed_tokens.weight', [shape.vocabSize, H], 0.5);
+  for (let l = 0; l < shape.layers; l++) {
+    const p = `model.layers.${l}`;
+    add(`${p}.input_layernorm.weight`, [H], 0.1, 1);
+    add(`${p}.self_attn.q_proj.weight`, [q, H], 1 / Math.sqrt(H));
+    add(`${p}.self_attn.k_proj.weight`, [kv, H], 1 / Math.sqrt(H));
+    add(`${p}.self_attn.v_proj.weight`, [kv, H], 1 / Math.sqrt(H));
+    if (shape.attentionBias) {
+      add(`${p}.self_attn.q_proj.bias`, [q], 0.02);
+      add(`${p}.self_attn.k_proj.bias`, [kv], 0.02);
+      add(`${p}.self_attn.v_proj.bias`, [kv], 0.02);
+    }
+    add(`${p}.self_attn.o_proj.weight`, [H, q], 1 / Math.sqrt(q));
+    add(`${p}.post_attention_layernorm.weight`, [H], 0.1, 1);
+    add(`${p}.mlp.gate_proj.weight`, [I, H], 1 / Math.sqrt(H));
+    add(`${p}.mlp.up_proj.weight`, [I, H], 1 / Math.sqrt(H));
+    add(`${p}.mlp.down_proj.weight`, [H, I], 1 / Math.sqrt(I));
+  }
+  add('model.norm.weight', [H], 0.1, 1);
+  if (!shape.tied) add('lm_head.weight', [shape.vocabSize, H], 1 / Math.sqrt(H));
+  const config = {
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: H, intermediate_size: I,
+    num_hidden_layers: shape.layers, num_attention_heads: shape.heads, num_key_value_heads: shape.kvHeads, head_dim: hd,
+    vocab_size: shape.vocabSize, max_position_embeddings: 1024, rms_norm_eps: 1e-5, rope_theta: 10000.0, rope_scaling: null,
+    hidden_act: 'silu', tie_word_embeddings: shape.tied, attention_bias: Boolean(shape.attentionBias), mlp_bias: false,
+    bos_token_id: 1, eos_token_id: 2, torch_dtype: 'float32',
+  };
+  const { tokenizer, config: tokConfig } = synthTokenizer(shape.vocabSize);
+  await writeDirAtomic(dir, (tmp) => {
+    fs.writeFileSync(path.join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+    fs.writeFileSync(path.join(tmp, 'model.safetensors'), encodeSafetensors(tensors, { format: 'pt' }));
+    fs.writeFileSync(path.join(tmp, 'tokenizer.json'), JSON.stringify(tokenizer));
+    fs.writeFileSync(path.join(tmp, 'tokenizer_config.json'), JSON.stringify(tokConfig, null, 2) + '\n');
+    fs.writeFileSync(path.join(tmp, 'README.md'), '# DomLoRA demo model\n\nRandom weights (seeded) written by `domlora make-demo-model`; ' +
+      'a stand-in for a real checkpoint in the demo and tests.\n');
+  });
+}
+
+/** Arithmetic question/answer records in the `qa` shape, deterministic by seed. */
+export function synthDataset(file: string, count = 96, seed = 7): void {
+  const rng = new Rng(seed);
+  const lines: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const a = rng.nextInt(50), b = rng.nextInt(50);
+    const op = rng.nextInt(2);
+    const question = op === 0 ? `What is ${a} plus ${b}?` : `What is ${a + b} minus ${b}?`;
+    const answer = op === 0 ? `${a} plus ${b} is ${a + b}.` : `${a + b} minus ${b} is ${a}.`;
+    lines.push(JSON.stringify({ question, answer }));
+  }
+  writeFileAtomic(file, lines.join('\n') + '\n');
+}
