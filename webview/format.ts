@@ -1,0 +1,88 @@
+// Number and name formatting for the heatmap: pure functions, no DOM.
+
+/** `model.layers.12.mlp.down_proj` -> { layer: 12, kind: 'down_proj', group: 'mlp' }. */
+export function parseModule(name: string): { layer?: number; kind: string; group?: string } {
+  const parts = name.split('.');
+  const kind = parts[parts.length - 1] ?? name;
+  const li = parts.indexOf('layers');
+  const layer = li >= 0 ? Number(parts[li + 1]) : NaN;
+  const group = parts.length >= 2 ? parts[parts.length - 2] : undefined;
+  return { layer: Number.isFinite(layer) ? layer : undefined, kind, group };
+}
+
+/** `layer 12 · down_proj`. */
+export function shortModule(name: string): string {
+  const m = parseModule(name);
+  return m.layer !== undefined ? `layer ${m.layer} · ${m.kind}` : name;
+}
+
+/** Human names of the usual sub-module groups. */
+export function groupLabel(group: string | undefined): string {
+  if (!group) return '';
+  if (/attn|attention/i.test(group)) return 'attention';
+  if (/mlp|ffn|feed_forward/i.test(group)) return 'MLP';
+  return group;
+}
+
+/** A share in [0, 1] as a percentage with sensible precision. */
+export function percent(share: number, digits = 1): string {
+  if (!Number.isFinite(share)) return '–';
+  const p = share * 100;
+  if (p > 0 && p < 0.1) return '<0.1%';
+  return `${p.toFixed(p >= 10 || digits === 0 ? Math.min(digits, 1) : digits)}%`;
+}
+
+/** PAGE values span many decades: scientific notation with three significant digits. */
+export function sci(x: number): string {
+  if (!Number.isFinite(x)) return '–';
+  if (x === 0) return '0';
+  const a = Math.abs(x);
+  if (a >= 0.01 && a < 1000) return x.toPrecision(3);
+  return x.toExponential(2).replace('e+', 'e');
+}
+
+export function int(n: number | undefined): string {
+  return n === undefined || !Number.isFinite(n) ? '–' : Math.round(n).toLocaleString('en-US');
+}
+
+/** 1234 -> 1.2k, 3_400_000 -> 3.4M. */
+export function compact(n: number | undefined): string {
+  if (n === undefined || !Number.isFinite(n)) return '–';
+  const a = Math.abs(n);
+  if (a >= 1e9) return `${(n / 1e9).toFixed(a >= 1e10 ? 0 : 1)}B`;
+  if (a >= 1e6) return `${(n / 1e6).toFixed(a >= 1e7 ? 0 : 1)}M`;
+  if (a >= 1e3) return `${(n / 1e3).toFixed(a >= 1e4 ? 0 : 1)}k`;
+  return String(Math.round(n));
+}
+
+export function duration(seconds: number | undefined): string {
+  if (seconds === undefined || !Number.isFinite(seconds)) return '–';
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}:${String(s % 60).padStart(2, '0')}`;
+  return `${Math.floor(m / 60)}:${String(m % 60).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}`;
+}
+
+export function basename(p: string): string {
+  const parts = p.split(/[\\/]/);
+  return parts[parts.length - 1] || p;
+}
+
+/**
+ * Maps a share to a colour position t in [0, 1]. Linear: share / max. Log: log10 over three decades below the
+ * maximum, so small but non-zero energy stays visible.
+ */
+export function colourPosition(share: number, max: number, scale: 'linear' | 'log'): number {
+  if (!(max > 0) || !(share > 0)) return 0;
+  if (scale === 'linear') return Math.min(1, share / max);
+  const decades = 3;
+  const t = (Math.log10(share / max) + decades) / decades;
+  return Math.max(0, Math.min(1, t));
+}
+
+/** Tick values for the legend (shares), in ascending order. */
+export function legendTicks(max: number, scale: 'linear' | 'log'): number[] {
+  if (!(max > 0)) return [0];
+  return scale === 'linear' ? [0, max / 2, max] : [max / 1000, max / 100, max / 10, max];
+}
