@@ -52,7 +52,7 @@ export function readConfig(modelDir: string): ModelConfig {
 
 export function normaliseConfig(raw: Record<string, unknown>, file = 'config.json'): ModelConfig {
   const modelType = raw.model_type;
-  if (typeof modelType !== 'string' || !(modelType in ARCHITECTURES)) {
+  if (typeof modelType !== 'string' || !Object.hasOwn(ARCHITECTURES, modelType)) {
     throw badInput(`model_type ${JSON.stringify(modelType)} is not supported; supported: ${SUPPORTED_MODEL_TYPES.join(', ')}`, file);
   }
   const int = (key: string, fallback?: number): number => {

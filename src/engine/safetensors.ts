@@ -72,7 +72,7 @@ export function readHeader(file: string): SafetensorsHeader {
 function validateEntry(file: string, name: string, value: unknown, dataLen: number): TensorEntry {
   const v = value as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
   if (!v || typeof v !== 'object') throw badInput(`tensor "${name}": entry is not an object`, file);
-  if (typeof v.dtype !== 'string' || !(v.dtype in DTYPE_BYTES)) {
+  if (typeof v.dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, v.dtype)) {
     throw badInput(`tensor "${name}": unsupported dtype ${JSON.stringify(v.dtype)} (expected one of ${Object.keys(DTYPE_BYTES).join(', ')})`, file);
   }
   const dtype = v.dtype as Dtype;
