@@ -37,7 +37,7 @@ if (fs.existsSync(path.join(root, 'test/host/index.ts'))) {
   builds.push({ ...node, entryPoints: ['test/host/index.ts', ...hostTests], outdir: 'out/test/host', outbase: 'test/host' });
 }
 
-const existing = builds.filter((b) => Object.values(b.entryPoints).every((e) => fs.existsSync(path.join(root, e))));
+const existing = builds.filter((b) => Object.values(b.entryPoints).every((e) => fs.existsSync(path.resolve(root, e))));
 process.chdir(root);
 if (watch) {
   for (const b of existing) await (await esbuild.context(b)).watch();

@@ -51,8 +51,9 @@ function num(v: string | undefined, flag: string, integer = false): number | und
 
 function backendOf(v: string | undefined): BackendChoice {
   const ok = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
-  if (v === undefined) return (process.env.DOMLORA_BACKEND as BackendChoice) || 'auto';
-  if (!ok.includes(v)) throw badInput(`--backend must be one of ${ok.join(', ')}, got "${v}"`);
+  const from = v === undefined ? 'DOMLORA_BACKEND' : '--backend';
+  v ??= process.env.DOMLORA_BACKEND || 'auto';
+  if (!ok.includes(v)) throw badInput(`${from} must be one of ${ok.join(', ')}, got "${v}"`);
   return v as BackendChoice;
 }
 

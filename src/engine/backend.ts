@@ -3,6 +3,7 @@
 // and a GPU adapter exist) -> wasm (bundled; SIMD, threads where they work) -> cpu (pure JS; tiny models only).
 import * as tf from '@tensorflow/tfjs-core';
 import * as os from 'node:os';
+import { createRequire } from 'node:module';
 import type { Backend, BackendChoice } from '../protocol/messages';
 import { badInput } from './errors';
 
@@ -12,9 +13,7 @@ let chosen: BackendReport | undefined;
 
 /** Loads an optional package by name without the bundler resolving it at build time. */
 function optionalRequire(name: string): unknown {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const req = eval('require') as NodeRequire;
-  return req(name);
+  return createRequire(__filename)(name);
 }
 
 async function tryTensorflow(tried: string[]): Promise<string | undefined> {

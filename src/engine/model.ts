@@ -400,7 +400,8 @@ export class LlamaModel {
         const picked = tf.gather(tf.reshape(logits, [-1]), tIdx); // [n]
         const loss = tf.sum(tf.sub(tf.reshape(lse, [-1]), picked));
         if (!wantGrad) return { loss };
-        const onehot = tf.oneHot(tf.tensor1d(tgt.slice(c0, c1), 'int32'), V, 1, 0, 'float32');
+        // tfjs-wasm 4.22's OneHot writes int bits into float32 outputs (1 becomes 1.4e-45): build it as int32, then cast.
+        const onehot = tf.cast(tf.oneHot(tf.tensor1d(tgt.slice(c0, c1), 'int32'), V), 'float32');
         const dLogits = tf.div(tf.sub(tf.exp(tf.sub(logits, lse)), onehot), S); // [n, V]
         return { loss, dh: tf.matMul(dLogits, this.head) as tf.Tensor2D }; // [n, H]
       });

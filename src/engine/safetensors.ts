@@ -224,9 +224,12 @@ export class WeightStore {
       } catch (e) {
         throw badInput(`invalid JSON (${(e as Error).message})`, index);
       }
-      if (!weightMap || typeof weightMap !== 'object') throw badInput('has no "weight_map" object', index);
+      if (!weightMap || typeof weightMap !== 'object' || Array.isArray(weightMap)) throw badInput('has no "weight_map" object', index);
       const shardHeaders = new Map<string, SafetensorsHeader>();
       for (const [name, shard] of Object.entries(weightMap)) {
+        if (typeof shard !== 'string' || shard.includes('..') || path.isAbsolute(shard)) {
+          throw badInput(`weight_map entry for "${name}" must be a file name inside the model folder, got ${JSON.stringify(shard)}`, index);
+        }
         const shardPath = path.join(dir, shard);
         let h = shardHeaders.get(shardPath);
         if (!h) {
