@@ -132,7 +132,7 @@ function checkDataset(file: string): boolean {
 /** Tells the user how a job ended badly, with the action that helps. */
 export function reportJobError(ctx: Ctx, what: string, model: string, err: unknown): void {
   const e = err instanceof JobError ? err : new JobError('internal', err instanceof Error ? err.message : String(err));
-  ctx.output.error(`[host] ${what} of ${model} failed: ${e.code}: ${e.message}`);
+  ctx.log(`[host] ${what} of ${model} failed: ${e.code}: ${e.message}`);
   switch (e.code) {
     case 'cancelled':
       notify.info(`DomLoRA: the ${what} of ${model} was cancelled. Nothing was written.`);
@@ -290,7 +290,7 @@ export const cancel: CommandFactory = (ctx) => () => {
     notify.info('DomLoRA: nothing is running.');
     return false;
   }
-  ctx.output.info(`[host] cancel requested for the ${running?.kind} of ${running?.model}`);
+  ctx.log(`[host] cancel requested for the ${running?.kind} of ${running?.model}`);
   return true;
 };
 

@@ -1,11 +1,13 @@
 // The extension's context: the one owner of every disposable and every long-lived object (as rust-analyzer's
 // ctx.ts). Commands are `(ctx) => handler` factories that receive it; `activate` builds it and nothing else.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { Backend } from '../protocol/messages';
 import { readSettings } from './config';
 import { Jobs } from './jobs';
 import { ModelFolders } from './modelFolders';
+import { onNotice, recentNotices, type Notice } from './notify';
 import { PanelManager } from './panel';
 import { StatusBar } from './status';
 import { Store } from './store';
@@ -31,7 +33,7 @@ export class Ctx implements vscode.Disposable {
     this.store = new Store(extension);
     this.worker = new WorkerClient({
       script: extension.asAbsolutePath(path.join('dist', 'worker.js')),
-      log: (line) => this.output.info(line),
+      log: (line) => this.log(line),
       backend: () => readSettings().backend,
     });
     this.own({ dispose: () => this.worker.dispose() });
@@ -40,13 +42,27 @@ export class Ctx implements vscode.Disposable {
       if (this.status.current.kind === 'idle') this.status.set({ ...this.status.current, backend: info.backend, backendIsRemembered: false });
       this.panels.setBackend(info.backend);
     }));
-    this.own(this.worker.onDidExit((reason) => this.output.warn(`[host] ${reason}`)));
+    this.own(this.worker.onDidExit((reason) => this.log(`[host] ${reason}`)));
     this.jobs = this.own(new Jobs(this.worker, this.status, () => this.rememberedBackend()));
     this.panels = this.own(new PanelManager(this));
     this.modelFolders = this.own(new ModelFolders());
+    onNotice((n) => this.log(`[${n.level === 'warning' ? 'warn' : n.level}] ${n.message}`));
+    this.own({ dispose: () => onNotice(undefined) });
     this.status.set({ kind: 'idle', backend: this.rememberedBackend(), backendIsRemembered: true });
     this.status.show();
   }
+
+  /** A line for the "DomLoRA" output channel (and DOMLORA_LOG_FILE, which the e2e driver sets to keep the log). */
+  log(line: string): void {
+    this.output.info(line);
+    const file = process.env.DOMLORA_LOG_FILE;
+    if (file) {
+      try { fs.appendFileSync(file, `${new Date().toISOString()} ${line}\n`); } catch { /* the log file is a convenience */ }
+    }
+  }
+
+  /** The messages shown to the user, newest last (read by the host tests). */
+  get notices(): readonly Notice[] { return recentNotices(); }
 
   rememberedBackend(): Backend | undefined {
     return this.extension.globalState.get<Backend>(BACKEND_KEY);

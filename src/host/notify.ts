@@ -5,6 +5,12 @@ import * as vscode from 'vscode';
 export interface Notice { level: 'info' | 'warning' | 'error'; message: string; at: number }
 
 const recent: Notice[] = [];
+let listener: ((n: Notice) => void) | undefined;
+
+/** Where every notice is also logged (the "DomLoRA" output channel). */
+export function onNotice(l: ((n: Notice) => void) | undefined): void {
+  listener = l;
+}
 
 export function recentNotices(): readonly Notice[] {
   return recent;
@@ -13,7 +19,9 @@ export function recentNotices(): readonly Notice[] {
 type Action = { title: string; run: () => unknown };
 
 function show(level: Notice['level'], message: string, actions: Action[]): void {
-  recent.push({ level, message, at: Date.now() });
+  const notice = { level, message, at: Date.now() };
+  recent.push(notice);
+  listener?.(notice);
   if (recent.length > 50) recent.shift();
   const titles = actions.map((a) => a.title);
   const p = level === 'error' ? vscode.window.showErrorMessage(message, ...titles)

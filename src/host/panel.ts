@@ -88,7 +88,7 @@ export class HeatmapPanel implements vscode.Disposable {
         await vscode.commands.executeCommand(inWorkspace ? 'revealInExplorer' : 'revealFileInOS', target);
       }
     } catch (err) {
-      this.ctx.output.error(`[panel] ${m.method}: ${String(err)}`);
+      this.ctx.log(`[panel] ${m.method}: ${String(err)}`);
     }
   }
 

@@ -46,6 +46,8 @@ interface Pending {
   resolve(value: unknown): void;
   reject(err: JobError): void;
   cancelTimer?: NodeJS.Timeout;
+  /** The process the request went to: when it dies, only its requests fail. */
+  child?: ChildProcess;
 }
 
 /** Recognises the ways a process reports running out of memory, in the worker's stderr or its exit. */
@@ -63,8 +65,8 @@ export class WorkerClient {
   private stderrTail = '';
   private idleTimer?: NodeJS.Timeout;
   private disposed = false;
-  /** The process we stopped on purpose (idle): its exit is not a crash. */
-  private retiring?: ChildProcess;
+  /** Processes we stopped on purpose (idle, or a cancel that did not land): their exit is not a crash. */
+  private readonly retiring = new Set<ChildProcess>();
   private readonly readyListeners = new Set<(info: ReadyInfo) => void>();
   private readonly exitListeners = new Set<(reason: string) => void>();
 
@@ -139,15 +141,16 @@ export class WorkerClient {
           this.starting = undefined;
           this.readyInfo = undefined;
         }
-        if (this.retiring === child) {
-          this.retiring = undefined;
-          this.options.log('[host] idle worker stopped');
+        if (this.retiring.has(child)) {
+          this.retiring.delete(child);
+          this.options.log(`[host] worker pid ${child.pid} stopped`);
+          this.failAll({ code: 'cancelled', message: 'cancelled' }, child);
           return;
         }
         const reason = this.exitReason(code, signal);
         this.options.log(`[host] worker exited (${code !== null ? `code ${code}` : `signal ${signal}`})`);
         reject(new JobError('internal', reason.message));
-        this.failAll(reason);
+        this.failAll(reason, child);
         if (!this.disposed) for (const l of this.exitListeners) l(reason.message);
       });
     });
@@ -169,6 +172,7 @@ export class WorkerClient {
         if (!this.pending.has(id)) return; // cancelled while the worker was starting
         const msg: WorkerRequest = { kind: 'request', id, method, params };
         this.options.log(`[host] -> ${method} #${id} ${JSON.stringify(params)}`);
+        p.child = this.child;
         this.child?.send(msg);
       }, (err: JobError) => {
         if (this.pending.delete(id)) reject(err);
@@ -190,20 +194,32 @@ export class WorkerClient {
     this.options.log(`[host] -> cancel #${id}`);
     const msg: WorkerRequest = { kind: 'cancel', id };
     this.child.send(msg);
-    const grace = (this.options.cancelGraceSeconds ?? 15) * 1000;
+    // A job that does not stop in time is stopped with its process: that is always safe, because the engine
+    // writes every file under a temporary name and renames it, so a killed worker leaves nothing partial.
+    const grace = (this.options.cancelGraceSeconds ?? 5) * 1000;
     p.cancelTimer ??= setTimeout(() => {
       if (!this.pending.has(id)) return;
-      this.options.log(`[host] job #${id} did not stop within ${grace / 1000} s of cancel: killing the worker`);
+      this.options.log(`[host] job #${id} did not stop within ${grace / 1000} s of cancel: stopping the worker`);
       this.pending.delete(id);
       p.reject(new JobError('cancelled', 'cancelled'));
       this.kill();
     }, grace);
   }
 
-  /** Stops the worker process now (jobs in flight fail). */
+  /** Stops the worker process now; its jobs in flight fail as cancelled, and the next request forks a fresh one. */
   kill(): void {
-    const child = this.child;
+    const child = this.detach();
     if (child && child.exitCode === null) child.kill('SIGKILL');
+  }
+
+  /** Forgets the current process (marked as stopped on purpose) so the next request starts a new one. */
+  private detach(): ChildProcess | undefined {
+    const child = this.child;
+    if (child) this.retiring.add(child);
+    this.child = undefined;
+    this.starting = undefined;
+    this.readyInfo = undefined;
+    return child;
   }
 
   dispose(): void {
@@ -245,9 +261,10 @@ export class WorkerClient {
     this.pending.delete(p.id);
   }
 
-  private failAll(reason: { code: ErrorCode; message: string }): void {
-    const all = [...this.pending.values()];
-    this.pending.clear();
+  /** Fails the requests sent to `child` (all requests when none is named). */
+  private failAll(reason: { code: ErrorCode; message: string }, child?: ChildProcess): void {
+    const all = [...this.pending.values()].filter((p) => !child || p.child === child);
+    for (const p of all) this.pending.delete(p.id);
     for (const p of all) {
       if (p.cancelTimer) clearTimeout(p.cancelTimer);
       // A job that was being cancelled when the worker died was cancelled, whatever killed the process.
@@ -287,12 +304,7 @@ export class WorkerClient {
     this.idleTimer = setTimeout(() => {
       if (this.pending.size) return;
       this.options.log('[host] stopping the idle worker to give its memory back');
-      const child = this.child;
-      this.retiring = child;
-      this.child = undefined;
-      this.starting = undefined;
-      this.readyInfo = undefined;
-      child?.kill();
+      this.detach()?.kill();
     }, idle);
     this.idleTimer.unref?.();
   }

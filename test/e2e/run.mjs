@@ -1,0 +1,595 @@
+#!/usr/bin/env node
+// The end-to-end driver: a real VS Code (code-server 4.100.3, installed by setup-code-server.sh) driven by Debian's
+// chromium through playwright-core, on fixture workspaces made here with a small real model and datasets.
+//   1. builds, packages the extension (.vsix, cached by content) and installs it into a throwaway extensions dir;
+//   2. starts ONE code-server in its own process group (killed at the end, see vscode-testing.md pitfall 8);
+//   3. runs the extension-host mocha suite (out/test/host) through the `payload` URL in one window;
+//   4. runs the user journeys in a second window, against the installed .vsix, saving screenshots to test-results/.
+// Prints one line per test, then `N passed, M failed`, and exits non-zero on any failure.
+// Flags: --host-only, --ui-only, --no-build, --keep (keep the temp folder), --only=<substring of a journey name>.
+import { execFileSync, spawn } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const args = new Set(process.argv.slice(2));
+const only = [...args].find((a) => a.startsWith('--only='))?.slice(7);
+const CS_VERSION = '4.100.3';
+const codeServer = path.join(root, '.vscode-test', `code-server-${CS_VERSION}`, 'node_modules', '.bin', 'code-server');
+const resultsDir = path.join(root, 'test-results');
+const t0 = Date.now();
+const results = [];
+const log = (s) => process.stdout.write(`${s}\n`);
+const elapsed = () => `${((Date.now() - t0) / 1000).toFixed(1)} s`;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// ---- Build and package ------------------------------------------------------------------------------------------
+
+function build() {
+  if (args.has('--no-build')) return;
+  execFileSync(process.execPath, [path.join(root, 'scripts/build.mjs')], { cwd: root, stdio: 'inherit' });
+}
+
+function hashTree(h, p) {
+  if (!fs.existsSync(p)) return;
+  if (fs.statSync(p).isDirectory()) {
+    for (const f of fs.readdirSync(p).sort()) hashTree(h, path.join(p, f));
+  } else if (!p.endsWith('.map')) {
+    h.update(p);
+    h.update(fs.readFileSync(p));
+  }
+}
+
+/** Packages the extension with vsce, once per distinct content of what goes into it. */
+function packageVsix() {
+  const h = crypto.createHash('sha256');
+  for (const p of ['package.json', '.vscodeignore', 'dist', 'media']) hashTree(h, path.join(root, p));
+  const vsix = path.join(root, '.vscode-test', `domlora-${h.digest('hex').slice(0, 12)}.vsix`);
+  if (!fs.existsSync(vsix)) {
+    for (const f of fs.readdirSync(path.dirname(vsix))) if (/^domlora-.*\.vsix$/.test(f)) fs.rmSync(path.join(path.dirname(vsix), f));
+    execFileSync(path.join(root, 'node_modules/.bin/vsce'), ['package', '--skip-license', '--allow-missing-repository', '-o', vsix],
+      { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+  }
+  return vsix;
+}
+
+// ---- Fixtures ---------------------------------------------------------------------------------------------------
+
+function write(file, text) {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, text);
+}
+
+/** A small real model folder and a dataset: the CLI's deterministic demo model, else the shared stories260K. */
+function makeBaseFixture(tmp) {
+  const base = path.join(tmp, 'base');
+  const model = path.join(base, 'model');
+  const data = path.join(base, 'arith.jsonl');
+  try {
+    execFileSync(process.execPath, [path.join(root, 'dist/cli.js'), 'make-demo-model', model, '--data', data], { stdio: 'ignore' });
+  } catch {
+    fs.cpSync(path.resolve(root, '../shared/models/stories260K'), model, { recursive: true });
+    const alpaca = JSON.parse(fs.readFileSync(path.resolve(root, '../shared/data/instruction/alpaca_en_demo.json'), 'utf8'));
+    fs.writeFileSync(data, alpaca.slice(0, 40).map((r) => JSON.stringify(r)).join('\n') + '\n');
+  }
+  return { model, data };
+}
+
+function makeWorkspace(dir, base, settings, models) {
+  for (const m of models) fs.cpSync(base.model, path.join(dir, m), { recursive: true });
+  fs.mkdirSync(path.join(dir, 'data'), { recursive: true });
+  fs.copyFileSync(base.data, path.join(dir, 'data', 'arith.jsonl'));
+  // A dataset that breaks on its third line: the engine must name the file and the line.
+  write(path.join(dir, 'data', 'bad.jsonl'), '{"question": "What is 1 plus 1?", "answer": "1 plus 1 is 2."}\n'
+    + '{"question": "What is 2 plus 2?", "answer": "2 plus 2 is 4."}\n{"question": "What is 3 plus 3?", "answer": \n');
+  write(path.join(dir, 'notes', 'README.md'), '# Notes\n\nNot a model: no config.json here.\n');
+  write(path.join(dir, '.vscode', 'settings.json'), JSON.stringify(settings, null, 2));
+}
+
+// ---- code-server ------------------------------------------------------------------------------------------------
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)); });
+    s.on('error', reject);
+  });
+}
+
+async function startCodeServer(tmp, env) {
+  const port = await freePort();
+  const logFile = path.join(resultsDir, 'code-server.log');
+  const fd = fs.openSync(logFile, 'w');
+  const child = spawn(codeServer, [
+    '--config', '/dev/null', '--auth', 'none', '--bind-addr', `127.0.0.1:${port}`,
+    '--user-data-dir', path.join(tmp, 'user-data'), '--extensions-dir', path.join(tmp, 'extensions'),
+    '--disable-telemetry', '--disable-update-check', '--disable-workspace-trust', '--disable-getting-started-override',
+    '--ignore-last-opened',
+  ], { detached: true, stdio: ['ignore', fd, fd], env: { ...process.env, ...env } });
+  fs.closeSync(fd);
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 300; i++) {
+    try {
+      const r = await fetch(`${url}/healthz`);
+      if (r.ok) return { child, port, url };
+    } catch { /* not up yet */ }
+    if (child.exitCode !== null) break;
+    await sleep(100);
+  }
+  throw new Error(`code-server did not start; see ${logFile}`);
+}
+
+function stopCodeServer(cs) {
+  if (!cs) return;
+  try { process.kill(-cs.child.pid, 'SIGTERM'); } catch { /* already gone */ }
+}
+
+// ---- Test bookkeeping -------------------------------------------------------------------------------------------
+
+function record(name, ok, ms, error) {
+  results.push({ name, ok, ms, error });
+  log(`${ok ? 'PASS' : 'FAIL'} ${name} (${(ms / 1000).toFixed(1)} s)${ok ? '' : `\n     ${String(error).split('\n').join('\n     ')}`}`);
+}
+
+async function journey(page, name, fn) {
+  if (only && !name.includes(only)) return;
+  const start = Date.now();
+  try {
+    await fn();
+    record(name, true, Date.now() - start);
+  } catch (err) {
+    record(name, false, Date.now() - start, err?.stack ?? err);
+    const slug = name.replace(/[^a-z0-9]+/gi, '-').toLowerCase().slice(0, 60);
+    await page.screenshot({ path: path.join(resultsDir, `FAIL-${slug}.png`) }).catch(() => {});
+    await page.keyboard.press('Escape').catch(() => {});
+  }
+}
+
+function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+async function waitFor(cond, ms, what, every = 100) {
+  const start = Date.now();
+  for (;;) {
+    const v = await cond();
+    if (v) return v;
+    if (Date.now() - start > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(every);
+  }
+}
+
+// ---- The extension-host suite -----------------------------------------------------------------------------------
+
+async function runHostSuite(browser, cs, ws, hostResults) {
+  const start = Date.now();
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  let exitCode;
+  await page.exposeFunction('codeAutomationExit', (code) => { exitCode = code; });
+  const remote = (p) => `vscode-remote://127.0.0.1:${cs.port}${p}`;
+  const payload = [['extensionDevelopmentPath', remote(root)], ['extensionTestsPath', remote(path.join(root, 'out/test/host/index'))]];
+  await page.goto(`${cs.url}/?folder=${encodeURIComponent(ws)}&payload=${encodeURIComponent(JSON.stringify(payload))}`);
+  try {
+    await waitFor(() => exitCode !== undefined, 8 * 60_000, 'the extension-host suite', 250);
+  } catch (err) {
+    record('extension-host suite', false, Date.now() - start, err);
+  }
+  await context.close();
+  if (!fs.existsSync(hostResults)) {
+    if (exitCode !== undefined) record('extension-host suite', false, Date.now() - start, `exit code ${exitCode} and no result file ${hostResults}`);
+    return;
+  }
+  const { results: rs } = JSON.parse(fs.readFileSync(hostResults, 'utf8'));
+  for (const r of rs) record(`host: ${r.title}`, r.state === 'passed', r.ms, r.error);
+  if (exitCode !== 0 && rs.every((r) => r.state === 'passed')) record('extension-host suite', false, Date.now() - start, `exit code ${exitCode}`);
+}
+
+// ---- UI helpers -------------------------------------------------------------------------------------------------
+
+function webview(page) {
+  return page.frameLocator('iframe.webview.ready').frameLocator('#active-frame');
+}
+
+function statusItem(page) {
+  return page.locator('.statusbar-item', { hasText: 'DomLoRA' }).first();
+}
+
+async function statusText(page) {
+  return ((await statusItem(page).textContent({ timeout: 2000 }).catch(() => '')) ?? '').trim();
+}
+
+async function statusSpinning(page) {
+  return (await statusItem(page).locator('.codicon-sync, .codicon-loading, [class*="spin"]').count().catch(() => 0)) > 0;
+}
+
+/** Records every distinct status bar text until stopped. */
+function recordStatus(page) {
+  const seen = [];
+  let on = true;
+  (async () => {
+    while (on) {
+      const t = await statusText(page);
+      if (t && seen[seen.length - 1] !== t) seen.push(t);
+      await sleep(120);
+    }
+  })();
+  return { seen, stop: () => { on = false; return seen; } };
+}
+
+function explorerRow(page, name) {
+  return page.locator('.explorer-folders-view .monaco-list-row', { hasText: new RegExp(`^${name}$`) }).first();
+}
+
+async function openContextMenu(page, folder) {
+  const row = explorerRow(page, folder);
+  await row.waitFor({ state: 'visible', timeout: 30_000 });
+  await row.click({ button: 'right' });
+  await page.locator('.context-view .monaco-menu, .monaco-menu-container').first().waitFor({ state: 'visible', timeout: 5000 });
+}
+
+/** Right-click, hover, settle, click: an immediate click on a fresh context menu is flaky (pitfall 6). */
+async function contextMenuItem(page, folder, item) {
+  let lastErr;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      await openContextMenu(page, folder);
+      const mi = page.getByRole('menuitem', { name: item });
+      await mi.waitFor({ state: 'visible', timeout: 5000 });
+      await mi.hover();
+      await sleep(300);
+      await mi.click();
+      await sleep(200);
+      if (!(await mi.isVisible().catch(() => false))) return;
+    } catch (err) {
+      lastErr = err;
+    }
+    await page.keyboard.press('Escape');
+    await sleep(300);
+  }
+  throw lastErr ?? new Error(`could not click "${item}" in the context menu of ${folder}`);
+}
+
+async function quickPick(page, titlePart) {
+  const widget = page.locator('.quick-input-widget');
+  await widget.waitFor({ state: 'visible', timeout: 20_000 });
+  if (titlePart) await page.locator('.quick-input-widget .quick-input-title', { hasText: titlePart }).waitFor({ timeout: 10_000 });
+  return widget;
+}
+
+async function pickItem(page, filter, expectFirst) {
+  const input = page.locator('.quick-input-widget .quick-input-box input');
+  if (filter !== undefined) await input.fill(filter);
+  const first = page.locator('.quick-input-widget .quick-input-list .monaco-list-row').first();
+  await first.waitFor({ state: 'visible', timeout: 10_000 });
+  if (expectFirst) await page.locator('.quick-input-widget .quick-input-list .monaco-list-row.focused', { hasText: expectFirst }).first().waitFor({ timeout: 10_000 });
+  await sleep(250);
+  await input.press('Enter');
+}
+
+async function runPaletteCommand(page, title) {
+  await page.keyboard.press('F1');
+  const input = page.locator('.quick-input-widget .quick-input-box input');
+  await input.waitFor({ state: 'visible', timeout: 10_000 });
+  await input.fill(`>${title}`);
+  await page.locator('.quick-input-widget .quick-input-list .monaco-list-row.focused', { hasText: title }).first().waitFor({ timeout: 10_000 });
+  await sleep(200);
+  await input.press('Enter');
+}
+
+function notification(page, text) {
+  return page.locator('.notification-toast', { hasText: text }).first();
+}
+
+async function clearNotifications(page) {
+  await runPaletteCommand(page, 'Notifications: Clear All Notifications').catch(() => {});
+  await sleep(200);
+}
+
+function listDir(dir) {
+  try { return fs.readdirSync(dir).sort(); } catch { return []; }
+}
+
+async function shot(page, name, locator) {
+  const file = path.join(resultsDir, name);
+  if (locator) await locator.screenshot({ path: file });
+  else await page.screenshot({ path: file });
+}
+
+function shortModule(name) {
+  const m = /layers\.(\d+)\..*?([A-Za-z0-9_]+)$/.exec(name);
+  return m ? `layer ${m[1]} · ${m[2]}` : name;
+}
+
+// ---- The user journeys ------------------------------------------------------------------------------------------
+
+async function runJourneys(browser, cs, ws, userSettingsFile) {
+  const context = await browser.newContext({ viewport: { width: 1440, height: 960 } });
+  const page = await context.newPage();
+  const consoleErrors = [];
+  page.on('console', (m) => { if (m.type() === 'error' && /domlora|webview\.js|heatmap/i.test(m.text())) consoleErrors.push(m.text()); });
+  await page.goto(`${cs.url}/?folder=${encodeURIComponent(ws)}`);
+  await page.locator('.monaco-workbench').waitFor({ timeout: 60_000 });
+  await explorerRow(page, 'tiny').waitFor({ timeout: 60_000 });
+  const dataDir = path.join(ws, '.domlora', 'tiny');
+  const reports = () => listDir(dataDir).filter((f) => /^probe-.*\.json$/.test(f));
+  let report;
+  const frame = webview(page);
+
+  await journey(page, 'probe from the Explorer context menu: heatmap, dominant cell, status bar progress then idle', async () => {
+    await waitFor(async () => /DomLoRA/.test(await statusText(page)), 60_000, 'the DomLoRA status bar item (activation)');
+    const rec = recordStatus(page);
+    await contextMenuItem(page, 'tiny', 'Run PAGE Probe');
+    await quickPick(page, 'dataset');
+    await shot(page, '01-dataset-picker.png');
+    await pickItem(page, 'arith');
+    await frame.locator('#heatmap').waitFor({ state: 'visible', timeout: 180_000 });
+    await waitFor(async () => !(await statusSpinning(page)) && /DomLoRA: wasm/.test(await statusText(page)), 30_000, 'the status bar to return to idle');
+    const seen = rec.stop();
+    const files = reports();
+    assert(files.length === 1, `one report written, found ${files.join(', ')}`);
+    report = JSON.parse(fs.readFileSync(path.join(dataDir, files[0]), 'utf8'));
+    const rows = await frame.locator('#heatmap .row').count();
+    const cols = await frame.locator('#heatmap .colhead:not(.sum)').count();
+    const cells = await frame.locator('#heatmap .cell[data-name]').count();
+    assert(rows === report.model.layers, `rows ${rows} = layers ${report.model.layers}`);
+    assert(cols === report.kinds.length, `columns ${cols} = kinds ${report.kinds.length}`);
+    assert(cells === report.modules.length, `cells ${cells} = modules ${report.modules.length}`);
+    const dom = frame.locator('#heatmap .cell.dominant');
+    assert(await dom.count() === 1, 'exactly one dominant cell');
+    assert(await dom.getAttribute('data-name') === report.dominant.name, 'the dominant cell is the report\'s dominant module');
+    assert(await dom.locator('.codicon-star-full').count() === 1, 'the dominant cell carries a star');
+    assert(seen.some((t) => /DomLoRA: probe \d+\/\d+/.test(t)), `status bar showed probe progress (saw: ${seen.join(' | ')})`);
+    assert(seen.some((t) => /ETA \d+:\d\d/.test(t)), 'status bar showed an ETA');
+    const header = await frame.locator('header').textContent();
+    assert(header.includes('tiny') && header.includes('arith.jsonl'), 'header names the model and the dataset');
+    const summary = await frame.locator('.dominant-card').textContent();
+    assert(summary.includes(shortModule(report.dominant.name)) && /resamples/.test(summary), 'dominant card with stability');
+    await dom.hover();
+    await frame.locator('#tip:not([hidden])').waitFor({ timeout: 5000 });
+    const tip = await frame.locator('#tip').textContent();
+    assert(tip.includes(report.dominant.name) && tip.includes('expected PAGE') && tip.includes('sampled PAGE') && tip.includes('params'), 'tooltip details');
+    await shot(page, '02-heatmap-probe-done.png');
+    await shot(page, '03-heatmap-panel-dark.png', page.locator('iframe.webview.ready'));
+  });
+
+  let placed;
+  await journey(page, 'click another cell, placement changes; keyboard moves and places', async () => {
+    assert(report, 'needs the probe journey');
+    placed = report.modules.find((m) => m.rank === 2);
+    await frame.locator(`#heatmap .cell[data-name="${placed.name}"]`).click();
+    await waitFor(async () => (await frame.locator('#heatmap .cell.placed').getAttribute('data-name').catch(() => '')) === placed.name, 5000, 'the placement mark to move');
+    assert((await frame.locator('#placement-value').textContent()).includes(shortModule(placed.name)), 'the placement card names the module');
+    assert(await frame.locator('#heatmap .cell.placed .codicon-pinned').count() === 1, 'the placed cell carries a pin');
+    // Keyboard: the clicked cell has focus; an arrow moves focus, Enter places, the other arrow and Space return.
+    const k = report.kinds.indexOf(placed.kind);
+    const dk = k + 1 < report.kinds.length ? 1 : -1;
+    await page.keyboard.press(dk > 0 ? 'ArrowRight' : 'ArrowLeft');
+    await page.keyboard.press('Enter');
+    const neighbour = report.modules.find((m) => m.layer === placed.layer && m.kind === report.kinds[k + dk]);
+    await waitFor(async () => (await frame.locator('#heatmap .cell.placed').getAttribute('data-name').catch(() => '')) === neighbour.name, 5000, 'Enter to place at the neighbour');
+    await page.keyboard.press(dk > 0 ? 'ArrowLeft' : 'ArrowRight');
+    await page.keyboard.press(' ');
+    await waitFor(async () => (await frame.locator('#heatmap .cell.placed').getAttribute('data-name').catch(() => '')) === placed.name, 5000, 'Space to place back');
+    await shot(page, '04-placement-moved.png', page.locator('iframe.webview.ready'));
+  });
+
+  await journey(page, 'Train DomLoRA from the panel: live loss curve grows, PEFT adapter folder appears', async () => {
+    assert(placed, 'needs the placement journey');
+    await clearNotifications(page);
+    const rec = recordStatus(page);
+    await frame.locator('vscode-button#train-domlora').click();
+    const chart = frame.locator('#chart-domlora svg.loss-chart');
+    const counts = [];
+    let midShot = false;
+    await waitFor(async () => {
+      const n = Number(await chart.getAttribute('data-train-points', { timeout: 1000 }).catch(() => 0));
+      if (n && counts[counts.length - 1] !== n) counts.push(n);
+      if (!midShot && n >= 3) { midShot = true; await shot(page, '05-training-live.png'); }
+      return (await frame.locator('.run-card[data-preset="domlora"][data-status="done"]').count()) > 0;
+    }, 240_000, 'DomLoRA training to finish', 150);
+    const seen = rec.stop();
+    assert(counts.length >= 2 && counts[counts.length - 1] > counts[0], `the loss curve grew while training (points seen: ${counts.join(', ')})`);
+    assert(seen.some((t) => /DomLoRA: train \d+\/\d+ · loss \d/.test(t)), `status bar showed training progress (saw: ${seen.slice(0, 8).join(' | ')})`);
+    const adapters = listDir(dataDir).filter((f) => /^adapter-domlora-/.test(f));
+    assert(adapters.length === 1, `one adapter folder, found ${adapters.join(', ')}`);
+    const dir = path.join(dataDir, adapters[0]);
+    const cfg = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8'));
+    assert(cfg.peft_type === 'LORA', 'adapter_config.json says LORA');
+    assert(JSON.stringify(cfg).includes(placed.kind), 'the adapter targets the placed module kind');
+    assert(fs.statSync(path.join(dir, 'adapter_model.safetensors')).size > 0, 'adapter_model.safetensors written');
+    const params = await frame.locator('.run-card[data-preset="domlora"] .stat.params dd').textContent();
+    assert(params.replace(/,/g, '') === String(placed.adapterParams), `trainable params ${params} = ${placed.adapterParams}`);
+    await shot(page, '06-domlora-trained.png', page.locator('iframe.webview.ready'));
+  });
+
+  await journey(page, 'Train vanilla LoRA: both runs side by side with parameter counts', async () => {
+    await frame.locator('vscode-button#train-vanilla').click();
+    await frame.locator('.run-card[data-preset="vanilla"][data-status="done"]').waitFor({ timeout: 300_000 });
+    const cmp = frame.locator('#compare');
+    await cmp.waitFor({ timeout: 10_000 });
+    const text = await cmp.textContent();
+    const vanilla = report.modules.reduce((s, m) => s + m.adapterParams, 0);
+    assert(text.includes(placed.adapterParams.toLocaleString('en-US')) && text.includes(vanilla.toLocaleString('en-US')), `comparison shows both parameter counts (${text})`);
+    await frame.locator('#compare').scrollIntoViewIfNeeded();
+    await shot(page, '07-side-by-side.png', page.locator('iframe.webview.ready'));
+  });
+
+  await journey(page, 'cancel a running probe: status bar returns to idle, no report written', async () => {
+    await clearNotifications(page);
+    const before = reports();
+    // A bigger probe, so there is time to cancel it: a setting change, as a user would make it.
+    const wsSettings = path.join(ws, '.vscode', 'settings.json');
+    const original = fs.readFileSync(wsSettings, 'utf8');
+    fs.writeFileSync(wsSettings, JSON.stringify({ ...JSON.parse(original), 'domlora.samples': 400 }, null, 2));
+    try {
+      await sleep(1200);
+      await contextMenuItem(page, 'tiny', 'Run PAGE Probe');
+      await quickPick(page, 'dataset');
+      await pickItem(page, undefined, 'arith.jsonl'); // the remembered dataset comes first
+      await waitFor(async () => /DomLoRA: (probe \d|tokenize|load)/.test(await statusText(page)), 60_000, 'the probe to start');
+      const toast = notification(page, 'PAGE probe of tiny');
+      let cancelled = false;
+      try {
+        await toast.waitFor({ timeout: 5000 });
+        await toast.hover();
+        await toast.getByRole('button', { name: 'Cancel' }).click({ timeout: 3000 });
+        cancelled = true;
+      } catch {
+        await runPaletteCommand(page, 'DomLoRA: Cancel');
+        cancelled = true;
+      }
+      assert(cancelled, 'cancel clicked');
+      await waitFor(async () => !(await statusSpinning(page)) && /DomLoRA: wasm/.test(await statusText(page)), 30_000, 'idle after cancel');
+      await notification(page, 'was cancelled. Nothing was written.').waitFor({ timeout: 10_000 });
+      await shot(page, '08-probe-cancelled.png');
+      await sleep(500);
+      assert(JSON.stringify(reports()) === JSON.stringify(before), `no new report (before ${before}, after ${reports()})`);
+      assert(!listDir(dataDir).some((f) => f.endsWith('.tmp')), 'no temporary file left');
+    } finally {
+      fs.writeFileSync(wsSettings, original);
+      await sleep(800);
+    }
+  });
+
+  await journey(page, 'a folder without config.json: not offered in the menu; from the palette, a clear message, nothing written', async () => {
+    await clearNotifications(page);
+    await openContextMenu(page, 'notes');
+    await sleep(500);
+    const offered = await page.getByRole('menuitem', { name: 'Run PAGE Probe' }).count();
+    await page.keyboard.press('Escape');
+    assert(offered === 0, 'Run PAGE Probe is not offered for a folder without config.json');
+    await runPaletteCommand(page, 'DomLoRA: Run PAGE Probe');
+    await quickPick(page, 'model to probe');
+    await pickItem(page, 'Choose a folder');
+    // VS Code's own folder dialog (the simple file dialog, in the browser): type the path and accept.
+    const input = page.locator('.quick-input-widget .quick-input-box input');
+    await input.waitFor({ state: 'visible', timeout: 10_000 });
+    await sleep(300);
+    await input.fill(path.join(ws, 'notes') + '/');
+    await sleep(600);
+    await page.locator('.quick-input-widget .monaco-button', { hasText: 'Use this model' }).first().click();
+    await notification(page, 'is not a model folder').waitFor({ timeout: 15_000 });
+    const msg = await notification(page, 'is not a model folder').textContent();
+    assert(/"notes" is not a model folder: it has no config\.json/.test(msg), `clear message (${msg})`);
+    await shot(page, '09-not-a-model.png');
+    assert(!fs.existsSync(path.join(ws, '.domlora', 'notes')), 'nothing written for notes');
+  });
+
+  await journey(page, 'a malformed dataset: a clear message naming the file, nothing written', async () => {
+    await clearNotifications(page);
+    const before = listDir(dataDir);
+    await contextMenuItem(page, 'tiny', 'Run PAGE Probe');
+    await quickPick(page, 'dataset');
+    await pickItem(page, 'bad.jsonl');
+    const toast = notification(page, 'bad.jsonl');
+    await toast.waitFor({ timeout: 90_000 });
+    const msg = await toast.textContent();
+    assert(/line|JSON|parse/i.test(msg), `the message explains what is wrong (${msg})`);
+    await shot(page, '10-malformed-dataset.png');
+    await waitFor(async () => /DomLoRA: wasm/.test(await statusText(page)), 20_000, 'idle');
+    assert(JSON.stringify(listDir(dataDir)) === JSON.stringify(before), 'nothing written');
+  });
+
+  await journey(page, 'the panel survives being hidden and restored, placement remembered', async () => {
+    await clearNotifications(page);
+    await runPaletteCommand(page, 'View: Close All Editors');
+    await sleep(800);
+    await statusItem(page).click(); // idle: shows the heatmap of the last model
+    await frame.locator('#heatmap').waitFor({ timeout: 20_000 });
+    const placedNow = await frame.locator('#heatmap .cell.placed').getAttribute('data-name');
+    assert(placedNow === placed.name, `placement remembered (${placedNow})`);
+    // Hide it behind another editor and bring it back: the webview is rebuilt from setState and the host's data.
+    await page.keyboard.press('Control+n');
+    await sleep(800);
+    await page.keyboard.press('Control+PageUp');
+    await frame.locator('#heatmap .cell.placed').waitFor({ timeout: 20_000 });
+    assert(await frame.locator('#heatmap .cell.placed').getAttribute('data-name') === placed.name, 'placement after restore');
+  });
+
+  await journey(page, 'themes: light and high contrast screenshots', async () => {
+    const base = JSON.parse(fs.readFileSync(userSettingsFile, 'utf8'));
+    for (const [theme, file] of [['Default Light Modern', '11-heatmap-light.png'], ['Default High Contrast', '12-heatmap-high-contrast.png'],
+      ['Default High Contrast Light', '13-heatmap-high-contrast-light.png']]) {
+      fs.writeFileSync(userSettingsFile, JSON.stringify({ ...base, 'workbench.colorTheme': theme }, null, 2));
+      await sleep(2500);
+      await frame.locator('#heatmap').waitFor({ timeout: 10_000 });
+      await shot(page, file, page.locator('iframe.webview.ready'));
+    }
+    fs.writeFileSync(userSettingsFile, JSON.stringify(base, null, 2));
+    await sleep(1500);
+    await shot(page, '14-workbench-final.png');
+  });
+
+  if (consoleErrors.length) log(`webview console errors:\n  ${consoleErrors.join('\n  ')}`);
+  await context.close();
+}
+
+// ---- Main -------------------------------------------------------------------------------------------------------
+
+async function main() {
+  if (!fs.existsSync(codeServer)) throw new Error(`code-server is not installed: run bash test/e2e/setup-code-server.sh (${codeServer})`);
+  fs.rmSync(resultsDir, { recursive: true, force: true });
+  fs.mkdirSync(resultsDir, { recursive: true });
+  build();
+  const vsix = args.has('--host-only') ? undefined : packageVsix();
+  log(`[${elapsed()}] built${vsix ? ` and packaged ${path.basename(vsix)}` : ''}`);
+
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'domlora-e2e-'));
+  const userSettingsFile = path.join(tmp, 'user-data', 'User', 'settings.json');
+  write(userSettingsFile, JSON.stringify({
+    'workbench.startupEditor': 'none', 'workbench.colorTheme': 'Default Dark Modern', 'security.workspace.trust.enabled': false,
+    'telemetry.telemetryLevel': 'off', 'extensions.autoCheckUpdates': false, 'extensions.autoUpdate': false,
+    'extensions.ignoreRecommendations': true, 'workbench.tips.enabled': false, 'update.mode': 'none',
+    'workbench.enableExperiments': false, 'chat.commandCenter.enabled': false, 'git.enabled': false,
+    'workbench.secondarySideBar.defaultVisibility': 'hidden', 'window.restoreWindows': 'none',
+  }, null, 2));
+  const base = makeBaseFixture(tmp);
+  const wsHost = path.join(tmp, 'ws-host');
+  const wsUi = path.join(tmp, 'ws-ui');
+  // Small jobs: a probe takes seconds on the demo model.
+  const fast = { 'domlora.backend': 'wasm', 'domlora.samples': 6, 'domlora.seqLen': 64, 'domlora.steps': 24, 'domlora.learningRate': 0.005 };
+  makeWorkspace(wsHost, base, { ...fast, 'domlora.steps': 6 }, ['tiny', 'fresh']);
+  makeWorkspace(wsUi, base, fast, ['tiny']);
+  if (vsix) {
+    execFileSync(codeServer, ['--config', '/dev/null', '--user-data-dir', path.join(tmp, 'user-data'),
+      '--extensions-dir', path.join(tmp, 'extensions'), '--install-extension', vsix], { stdio: 'ignore' });
+  }
+  const hostResults = path.join(tmp, 'host-results.json');
+  let cs;
+  let browser;
+  try {
+    cs = await startCodeServer(tmp, { DOMLORA_HOST_RESULTS: hostResults, DOMLORA_LOG_FILE: path.join(resultsDir, 'domlora-output.log') });
+    log(`[${elapsed()}] code-server ${CS_VERSION} on ${cs.url} (pid ${cs.child.pid}), fixtures in ${tmp}`);
+    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-dev-shm-usage'] });
+    if (!args.has('--ui-only') && !only) {
+      await runHostSuite(browser, cs, wsHost, hostResults);
+      log(`[${elapsed()}] extension-host suite done`);
+    }
+    if (!args.has('--host-only')) {
+      await runJourneys(browser, cs, wsUi, userSettingsFile);
+      log(`[${elapsed()}] journeys done`);
+    }
+  } finally {
+    await browser?.close().catch(() => {});
+    stopCodeServer(cs);
+    if (!args.has('--keep')) fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+main().then(() => {
+  const passed = results.filter((r) => r.ok).length;
+  const failed = results.length - passed;
+  log(`screenshots in ${path.relative(process.cwd(), resultsDir) || resultsDir}/, total ${elapsed()}`);
+  log(`${passed} passed, ${failed} failed`);
+  process.exit(failed || !results.length ? 1 : 0);
+}, (err) => {
+  log(`e2e driver error: ${err?.stack ?? err}`);
+  log(`${results.filter((r) => r.ok).length} passed, ${results.filter((r) => !r.ok).length + 1} failed`);
+  process.exit(1);
+});

@@ -1,0 +1,178 @@
+// Extension-host tests that run the real worker on the fixture workspace (made by test/e2e/run.mjs): probe, train,
+// cancel, bad input, a crashed worker, and the heatmap panel's security settings.
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import type { ProbeReport, TrainResult } from '../../src/protocol/messages';
+import type { Ctx } from '../../src/host/ctx';
+
+function ctx(): Ctx {
+  return vscode.extensions.getExtension('domlora.domlora')!.exports as Ctx;
+}
+
+const ws = () => vscode.workspace.workspaceFolders![0]!.uri.fsPath;
+const model = () => path.join(ws(), 'tiny');
+const data = () => path.join(ws(), 'data', 'arith.jsonl');
+const dataDir = (m: string) => path.join(ws(), '.domlora', path.basename(m));
+
+function listData(m: string): string[] {
+  try { return fs.readdirSync(dataDir(m)).sort(); } catch { return []; }
+}
+
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function lastNotice(since: number) {
+  return ctx().notices.filter((n) => n.at >= since).at(-1);
+}
+
+describe('commands with the real worker', function () {
+  this.timeout(240_000);
+
+  before(async () => {
+    await vscode.extensions.getExtension('domlora.domlora')!.activate();
+  });
+
+  it('explains clearly when the folder is not a model, and writes nothing', async () => {
+    const t = Date.now();
+    const notes = path.join(ws(), 'notes');
+    const r = await vscode.commands.executeCommand('domlora.runProbe', vscode.Uri.file(notes), { data: data() });
+    assert.equal(r, undefined);
+    const n = lastNotice(t);
+    assert.equal(n?.level, 'error');
+    assert.match(n!.message, /"notes" is not a model folder: it has no config\.json/);
+    assert.equal(fs.existsSync(dataDir(notes)), false);
+    assert.equal(ctx().status.current.kind, 'idle');
+  });
+
+  it('runs the PAGE probe, writes the report, opens the heatmap and returns to idle', async () => {
+    const seen: string[] = [];
+    const sub = ctx().status.onDidChange((s) => { if (s.kind === 'running' && s.progress) seen.push(s.progress.phase); });
+    try {
+      const r = await vscode.commands.executeCommand<{ reportPath: string; report: ProbeReport }>('domlora.runProbe', vscode.Uri.file(model()), { data: data() });
+      assert.ok(r, 'the probe returned a result');
+      assert.ok(fs.existsSync(r.reportPath), 'report written');
+      assert.equal(path.dirname(r.reportPath), dataDir(model()));
+      assert.match(path.basename(r.reportPath), /^probe-\d{8}-\d{6}(-\d+)?\.json$/);
+      const onDisk = JSON.parse(fs.readFileSync(r.reportPath, 'utf8')) as ProbeReport;
+      assert.equal(onDisk.dominant.name, r.report.dominant.name);
+      assert.equal(onDisk.modules.length, onDisk.model.layers * onDisk.kinds.length);
+      assert.ok(seen.includes('probe'), `probe progress reached the status bar (saw ${seen.join(',')})`);
+      assert.equal(ctx().status.current.kind, 'idle');
+      assert.equal((ctx().status.current as { backend?: string }).backend, 'wasm');
+      const panel = ctx().panels.get(model());
+      assert.ok(panel, 'the heatmap panel is open');
+      assert.equal(panel.panel.title, 'PAGE · tiny');
+      const st = ctx().panels.state(model());
+      assert.equal(st.report?.dominant.name, onDisk.dominant.name);
+      assert.equal(st.placement, onDisk.dominant.name);
+      assert.equal(st.placementIsUserChoice, false);
+      assert.equal(listData(model()).filter((f) => f.endsWith('.tmp')).length, 0);
+    } finally {
+      sub.dispose();
+    }
+  });
+
+  it('serves the heatmap with a strict CSP and local resources only', async () => {
+    const panel = await vscode.commands.executeCommand<vscode.WebviewPanel>('domlora.showHeatmap', vscode.Uri.file(model()));
+    assert.ok(panel);
+    const html = panel.webview.html;
+    const csp = /http-equiv="Content-Security-Policy" content="([^"]+)"/.exec(html)?.[1] ?? '';
+    assert.match(csp, /default-src 'none'/);
+    assert.match(csp, /script-src 'nonce-[A-Za-z0-9]+'/);
+    assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+    // The only sources are VS Code's own webview origin (webview.cspSource) and the nonce.
+    assert.doesNotMatch(csp.split(panel.webview.cspSource).join(''), /https?:|\*/);
+    const nonce = /'nonce-([A-Za-z0-9]+)'/.exec(csp)![1];
+    for (const tag of html.match(/<script[^>]*>/g) ?? []) assert.ok(tag.includes(`nonce="${nonce}"`), `${tag} carries the nonce`);
+    assert.doesNotMatch(html, /<script[^>]*>[^<]+<\/script>/, 'no inline script');
+    const roots = (panel.webview.options.localResourceRoots ?? []).map((u) => path.basename(u.fsPath)).sort();
+    assert.deepEqual(roots, ['dist', 'media']);
+    assert.equal(panel.webview.options.enableScripts, true);
+  });
+
+  it('remembers a placement per model and trains DomLoRA there, in PEFT format', async () => {
+    const report = ctx().panels.report(model())!.report;
+    const other = report.modules.find((m) => m.rank === 2)!;
+    await ctx().panels.place(model(), other.name);
+    assert.equal(ctx().panels.state(model()).placement, other.name);
+    assert.equal(ctx().panels.state(model()).placementIsUserChoice, true);
+    const points: number[] = [];
+    const sub = ctx().status.onDidChange((s) => { if (s.kind === 'running' && s.progress?.phase === 'train') points.push(s.progress.done); });
+    let r: TrainResult | undefined;
+    try {
+      r = await vscode.commands.executeCommand<TrainResult>('domlora.train', vscode.Uri.file(model()), { steps: 6 });
+    } finally {
+      sub.dispose();
+    }
+    assert.ok(r, 'training returned a result');
+    assert.deepEqual(r.targets, [other.name]);
+    assert.ok(points.length >= 2, 'train progress reached the status bar');
+    assert.equal(path.dirname(r.adapterDir), dataDir(model()));
+    assert.match(path.basename(r.adapterDir), /^adapter-domlora-\d{8}-\d{6}/);
+    const cfg = JSON.parse(fs.readFileSync(path.join(r.adapterDir, 'adapter_config.json'), 'utf8'));
+    assert.equal(cfg.peft_type, 'LORA');
+    assert.ok(JSON.stringify(cfg.target_modules).includes(other.kind) || JSON.stringify(cfg).includes(other.name));
+    assert.ok(fs.existsSync(path.join(r.adapterDir, 'adapter_model.safetensors')));
+    const run = ctx().panels.state(model()).runs.domlora!;
+    assert.equal(run.status, 'done');
+    assert.equal(run.result?.trainableParams, other.adapterParams);
+    await ctx().panels.place(model(), undefined);
+    assert.equal(ctx().panels.state(model()).placementIsUserChoice, false);
+  });
+
+  it('refuses to train DomLoRA on a model with no probe, clearly', async () => {
+    const t = Date.now();
+    const r = await vscode.commands.executeCommand('domlora.train', vscode.Uri.file(path.join(ws(), 'fresh')), { data: data() });
+    assert.equal(r, undefined);
+    assert.match(lastNotice(t)?.message ?? '', /no PAGE probe of fresh yet/);
+    assert.equal(fs.existsSync(dataDir(path.join(ws(), 'fresh'))), false);
+  });
+
+  it('reports a malformed dataset clearly and writes no report', async () => {
+    const before = listData(model());
+    const t = Date.now();
+    const r = await vscode.commands.executeCommand('domlora.runProbe', vscode.Uri.file(model()), { data: path.join(ws(), 'data', 'bad.jsonl') });
+    assert.equal(r, undefined);
+    const n = lastNotice(t);
+    assert.equal(n?.level, 'error');
+    assert.match(n!.message, /bad\.jsonl/);
+    assert.deepEqual(listData(model()), before);
+    assert.equal(ctx().status.current.kind, 'idle');
+  });
+
+  it('cancels a running probe: idle again, nothing written', async () => {
+    const before = listData(model());
+    const t = Date.now();
+    const pending = vscode.commands.executeCommand('domlora.runProbe', vscode.Uri.file(model()), { data: data(), samples: 64 });
+    await until(() => ctx().status.current.kind === 'running' && (ctx().status.current as { progress?: { phase: string } }).progress?.phase === 'probe', 60_000, 'the probe to start');
+    assert.equal(await vscode.commands.executeCommand('domlora.cancel'), true);
+    assert.equal(await pending, undefined);
+    assert.equal(ctx().status.current.kind, 'idle');
+    assert.match(lastNotice(t)?.message ?? '', /cancelled\. Nothing was written/);
+    assert.deepEqual(listData(model()), before);
+  });
+
+  it('turns a worker crash into a clear error, and the next job gets a fresh worker', async () => {
+    const t = Date.now();
+    const pending = vscode.commands.executeCommand('domlora.runProbe', vscode.Uri.file(model()), { data: data(), samples: 64 });
+    await until(() => ctx().status.current.kind === 'running' && !!ctx().worker.pid && (ctx().status.current as { progress?: unknown }).progress !== undefined, 60_000, 'the probe to start');
+    const pid = ctx().worker.pid!;
+    process.kill(pid, 'SIGTERM');
+    assert.equal(await pending, undefined);
+    const n = lastNotice(t);
+    assert.equal(n?.level, 'error');
+    assert.match(n!.message, /worker stopped unexpectedly/);
+    const s = ctx().status.current;
+    assert.equal(s.kind, 'idle');
+    const r = await vscode.commands.executeCommand<{ reportPath: string }>('domlora.runProbe', vscode.Uri.file(model()), { data: data(), samples: 2 });
+    assert.ok(r && fs.existsSync(r.reportPath), 'the next probe ran');
+    assert.notEqual(ctx().worker.pid, pid, 'in a fresh worker');
+  });
+});
