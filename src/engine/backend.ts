@@ -85,6 +85,16 @@ function shortReason(e: unknown): string {
   return msg.split('\n')[0].slice(0, 200);
 }
 
+/**
+ * Threads for a model: the XNNPACK pool pays off only on large matmuls. On small models (hidden < 512) every
+ * kernel ran 5-10x slower with a second thread in our measurements (the pool competes with the main thread for
+ * the cores), so they run on one. DOMLORA_THREADS overrides.
+ */
+export function threadsForModel(hiddenSize: number): number {
+  if (process.env.DOMLORA_THREADS) return defaultThreads();
+  return hiddenSize >= 512 ? defaultThreads() : 1;
+}
+
 export function defaultThreads(): number {
   const env = Number(process.env.DOMLORA_THREADS);
   if (Number.isInteger(env) && env > 0) return env;

@@ -5,7 +5,8 @@ import { readDataset, tokenizeDataset, TokenizedRecord } from './data';
 import { badInput } from './errors';
 import { JobHooks, eta, throwIfCancelled } from './jobs';
 import { loadModel } from './loader';
-import { initBackend } from './backend';
+import { initBackend, threadsForModel } from './backend';
+import { readConfig } from './config';
 import type { LlamaModel, LoraAdapter } from './model';
 import { loadAdapter } from './peft';
 import { disposeAdapter } from './lora';
@@ -28,7 +29,7 @@ export function evalRecords(model: LlamaModel, records: TokenizedRecord[], adapt
 
 export async function runEval(params: EvalParams, hooks: JobHooks = {}): Promise<EvalOutcome> {
   const seqLen = params.seqLen ?? 512;
-  const backend = await initBackend(params.backend ?? 'auto');
+  const backend = await initBackend(params.backend ?? 'auto', threadsForModel(readConfig(params.modelDir).hiddenSize));
   hooks.log?.('info', `backend: ${backend.detail}`);
   const ds = readDataset(params.data);
   const { model, tokenizer, folder } = loadModel(params.modelDir);
@@ -52,7 +53,7 @@ export interface GenerateResult { ids: number[]; text: string; lastTop: [number,
 
 /** Greedy decoding, and the top-5 logits after the prompt (checked against golden_reference.json). */
 export async function runGenerate(params: { modelDir: string; prompt: string; maxNewTokens?: number; backend?: EvalParams['backend']; adapter?: string }): Promise<GenerateResult> {
-  await initBackend(params.backend ?? 'auto');
+  await initBackend(params.backend ?? 'auto', threadsForModel(readConfig(params.modelDir).hiddenSize));
   const { model, tokenizer, folder } = loadModel(params.modelDir);
   let adapters: Map<string, LoraAdapter> | undefined;
   try {

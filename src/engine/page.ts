@@ -7,7 +7,7 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ProbeParams, ProbeReport, ProbeModule } from '../protocol/messages';
-import { candidateModules, ModuleSpec } from './config';
+import { candidateModules, ModuleSpec, readConfig } from './config';
 import { readDataset, tokenizeDataset, TokenizedRecord } from './data';
 import { badInput } from './errors';
 import { JobHooks, eta, throwIfCancelled } from './jobs';
@@ -15,7 +15,7 @@ import { loadModel, summarise } from './loader';
 import { initLoraA, adapterParams, loraScale } from './lora';
 import type { Linear } from './model';
 import { Rng } from './rng';
-import { initBackend } from './backend';
+import { initBackend, threadsForModel } from './backend';
 import { writeFileAtomic } from './atomic';
 
 export const PROBE_DEFAULTS = { samples: 32, seqLen: 512, rank: 8, alpha: 16, seed: 0, bootstrap: 200, stabilityThreshold: 0.95 };
@@ -109,7 +109,7 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
   if (!Number.isInteger(p.seqLen) || p.seqLen < 2) throw badInput(`--seq-len must be an integer >= 2, got ${p.seqLen}`);
   if (!Number.isInteger(p.rank) || p.rank < 1) throw badInput(`--rank must be a positive integer, got ${p.rank}`);
   if (!(p.alpha > 0)) throw badInput(`--alpha must be positive, got ${p.alpha}`);
-  const backend = await initBackend(p.backend ?? 'auto');
+  const backend = await initBackend(p.backend ?? 'auto', threadsForModel(readConfig(params.modelDir).hiddenSize));
   hooks.log?.('info', `backend: ${backend.detail}`);
   hooks.onProgress?.({ phase: 'load', done: 0, total: 1, message: 'loading model' });
   // Read the data first: a bad dataset should fail before seconds of model loading.

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ProbeReport, TrainParams, TrainResult, TrainCurvePoint } from '../protocol/messages';
-import { candidateModules, ModuleSpec } from './config';
+import { candidateModules, ModuleSpec, readConfig } from './config';
 import { readDataset, tokenizeDataset, TokenizedRecord } from './data';
 import { badInput } from './errors';
 import { JobHooks, eta, throwIfCancelled } from './jobs';
@@ -14,7 +14,7 @@ import { adapterParams, disposeAdapter, initLoraA, loraScale, makeAdapter } from
 import type { LoraAdapter, LoraGrads } from './model';
 import { buildPeftConfig, peftKey, writeAdapterFiles, readAdapterFiles } from './peft';
 import { permutation } from './rng';
-import { initBackend } from './backend';
+import { initBackend, threadsForModel } from './backend';
 import { writeDirAtomic } from './atomic';
 import { encodeSafetensors, readHeader, readTensorF32 } from './safetensors';
 import { evalRecords } from './evaluate';
@@ -99,7 +99,7 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
   } else if (fs.existsSync(outDir) && !params.force) {
     throw badInput('the output folder already exists; choose another --out, pass --force to replace it, or --resume it', outDir);
   }
-  const backend = await initBackend(params.backend ?? 'auto');
+  const backend = await initBackend(params.backend ?? 'auto', threadsForModel(readConfig(params.modelDir).hiddenSize));
   hooks.log?.('info', `backend: ${backend.detail}`);
   hooks.onProgress?.({ phase: 'load', done: 0, total: 1, message: 'loading model' });
   const dataFile = state?.plan.data ?? params.data;

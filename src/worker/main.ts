@@ -38,8 +38,10 @@ process.on('message', (msg: WorkerRequest) => {
 });
 
 // The backend is chosen once, at start-up, and reported to the host (the status bar shows it when idle).
+// The worker must start its backend before it knows the model: one wasm thread unless DOMLORA_THREADS asks for more
+// (a second thread slows the small models down; see threadsForModel).
 const choice = (process.env.DOMLORA_BACKEND || 'auto') as BackendChoice;
-initBackend(choice).then(
+initBackend(choice, Number(process.env.DOMLORA_THREADS) || 1).then(
   (b) => send({ kind: 'ready', backend: b.backend, pid: process.pid }),
   (err) => { send({ kind: 'error', id: 0, error: toErrorInfo(err) }); process.exit(1); },
 );
