@@ -7,9 +7,10 @@ import { createRequire } from 'node:module';
 import type { Backend, BackendChoice } from '../protocol/messages';
 import { badInput } from './errors';
 
-export interface BackendReport { backend: Backend; detail: string; tried: string[] }
+export interface BackendReport { backend: Backend; detail: string; tried: string[]; threads: number }
 
 let chosen: BackendReport | undefined;
+let wasmThreads = 1;
 
 /** Loads an optional package by name without the bundler resolving it at build time. */
 function optionalRequire(name: string): unknown {
@@ -50,11 +51,13 @@ async function tryWasm(tried: string[], threads: number): Promise<string | undef
   try {
     await import('@tensorflow/tfjs-backend-wasm');
     let threadNote = 'single thread';
+    wasmThreads = 1;
     if (threads > 1) {
       try {
         const mod = await import('./wasmThreads');
         const r = await mod.enableWasmThreads(tf, threads);
         threadNote = r.enabled ? `${r.threads} threads` : `single thread (${r.reason ?? 'threads unavailable'})`;
+        if (r.enabled) wasmThreads = r.threads;
       } catch (e) {
         threadNote = `single thread (${shortReason(e)})`;
       }
@@ -123,7 +126,7 @@ export async function initBackend(choice: BackendChoice = 'auto', threads = defa
     else if (b === 'cpu') detail = await tryCpu(tried);
     if (detail) {
       await tf.ready();
-      chosen = { backend: b, detail, tried };
+      chosen = { backend: b, detail, tried, threads: b === 'wasm' ? wasmThreads : threads };
       return chosen;
     }
   }

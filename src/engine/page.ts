@@ -11,9 +11,11 @@ import { candidateModules, ModuleSpec, readConfig } from './config';
 import { readDataset, tokenizeDataset, TokenizedRecord } from './data';
 import { badInput } from './errors';
 import { JobHooks, eta, throwIfCancelled } from './jobs';
-import { loadModel, summarise } from './loader';
+import { openModelFolder, summarise } from './loader';
+import { ModelTokenizer } from './tokenizer';
+import { LlamaModel, Linear } from './model';
+import { estimateJob, describeEstimate, assertFits } from './estimate';
 import { initLoraA, adapterParams, loraScale } from './lora';
-import type { Linear } from './model';
 import { Rng } from './rng';
 import { initBackend, threadsForModel } from './backend';
 import { writeFileAtomic } from './atomic';
@@ -29,7 +31,7 @@ export interface PageAccumulator {
 
 /** The probe's core, separated from I/O so tests can call it on a model they built. */
 export function pageForRecord(
-  model: import('./model').LlamaModel, rec: TokenizedRecord, modules: ModuleSpec[],
+  model: LlamaModel, rec: TokenizedRecord, modules: ModuleSpec[],
   aT: Map<string, tf.Tensor2D>, rank: number, scale: number,
 ): { loss: number; tokens: number; sampled: Float64Array; expected: Float64Array } {
   const index = new Map(modules.map((m, i) => [m.name, i]));
@@ -114,24 +116,32 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
   hooks.onProgress?.({ phase: 'load', done: 0, total: 1, message: 'loading model' });
   // Read the data first: a bad dataset should fail before seconds of model loading.
   const ds = readDataset(p.data);
-  const loaded = loadModel(params.modelDir);
-  const { model, tokenizer, folder } = loaded;
+  // Headers, config and tokenizer first: the data is checked and the job sized before any weight is read.
+  const tLoad = Date.now();
+  const folder = openModelFolder(params.modelDir);
+  const tokenizer = ModelTokenizer.load(folder.dir);
+  const modules = candidateModules(folder.cfg);
+  for (const m of modules) {
+    if (p.rank > Math.min(m.dIn, m.dOut)) throw badInput(`--rank ${p.rank} is larger than ${m.name}'s dimensions (${m.dIn} x ${m.dOut})`);
+  }
+  hooks.onProgress?.({ phase: 'tokenize', done: 0, total: 1, message: 'tokenizing' });
+  const sampling = p.sampling ?? 'first';
+  const tok = tokenizeDataset(ds, tokenizer, { seqLen: p.seqLen, limit: p.samples, sample: sampling, seed: p.seed });
+  if (tok.records.length === 0) {
+    throw badInput(`no usable records: ${tok.skipped} record(s) had no supervised tokens within --seq-len ${p.seqLen}` +
+      (tok.skippedReasons.length ? ` (${tok.skippedReasons[0]})` : ''), ds.file);
+  }
+  if (tok.records.length < p.samples) {
+    hooks.log?.('warn', `${ds.file}: only ${tok.records.length} usable records (asked for ${p.samples}); probing with ${tok.records.length}`);
+  }
+  if (tok.skipped) hooks.log?.('warn', `${tok.skipped} record(s) skipped: no supervised tokens after truncation to ${p.seqLen}`);
+  const est = estimateJob({ cfg: folder.cfg, backend: backend.backend, threads: backend.threads,
+    tokensPerRecord: Math.max(...tok.records.map((r) => r.inputIds.length)), backwardPasses: tok.records.length });
+  hooks.log?.('info', describeEstimate(est, backend.backend));
+  assertFits(est, backend.backend);
+  const model = LlamaModel.load(folder.cfg, folder.store);
+  const loaded = { loadSeconds: (Date.now() - tLoad) / 1000 };
   try {
-    const modules = candidateModules(folder.cfg);
-    for (const m of modules) {
-      if (p.rank > Math.min(m.dIn, m.dOut)) throw badInput(`--rank ${p.rank} is larger than ${m.name}'s dimensions (${m.dIn} x ${m.dOut})`);
-    }
-    hooks.onProgress?.({ phase: 'tokenize', done: 0, total: 1, message: 'tokenizing' });
-    const sampling = p.sampling ?? 'first';
-    const tok = tokenizeDataset(ds, tokenizer, { seqLen: p.seqLen, limit: p.samples, sample: sampling, seed: p.seed });
-    if (tok.records.length === 0) {
-      throw badInput(`no usable records: ${tok.skipped} record(s) had no supervised tokens within --seq-len ${p.seqLen}` +
-        (tok.skippedReasons.length ? ` (${tok.skippedReasons[0]})` : ''), ds.file);
-    }
-    if (tok.records.length < p.samples) {
-      hooks.log?.('warn', `${ds.file}: only ${tok.records.length} usable records (asked for ${p.samples}); probing with ${tok.records.length}`);
-    }
-    if (tok.skipped) hooks.log?.('warn', `${tok.skipped} record(s) skipped: no supervised tokens after truncation to ${p.seqLen}`);
 
     const scale = loraScale(p.alpha, p.rank);
     const aT = new Map<string, tf.Tensor2D>();

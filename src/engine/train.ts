@@ -16,6 +16,7 @@ import { buildPeftConfig, peftKey, writeAdapterFiles, readAdapterFiles } from '.
 import { permutation } from './rng';
 import { initBackend, threadsForModel } from './backend';
 import { writeDirAtomic } from './atomic';
+import { estimateJob, describeEstimate, assertFits } from './estimate';
 import { encodeSafetensors, readHeader, readTensorF32 } from './safetensors';
 import { evalRecords } from './evaluate';
 
@@ -104,6 +105,11 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
   hooks.onProgress?.({ phase: 'load', done: 0, total: 1, message: 'loading model' });
   const dataFile = state?.plan.data ?? params.data;
   const ds = readDataset(dataFile);
+  // Size the job from the config before reading any weight: a model that cannot fit is refused now.
+  const cfg0 = readConfig(params.modelDir);
+  const heapCheck = estimateJob({ cfg: cfg0, backend: backend.backend, threads: backend.threads,
+    tokensPerRecord: state?.plan.seqLen ?? params.seqLen ?? TRAIN_DEFAULTS.seqLen, backwardPasses: 0 });
+  assertFits(heapCheck, backend.backend);
   const loaded = loadModel(params.modelDir);
   const { model, tokenizer, folder } = loaded;
   const adapters = new Map<string, LoraAdapter>();
@@ -184,6 +190,10 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
     rebuild();
     const trainable = targetsSpecs.reduce((s, m) => s + adapterParams(m, rank), 0);
     const vanilla = modules.reduce((s, m) => s + adapterParams(m, rank), 0);
+    const est = estimateJob({ cfg: folder.cfg, backend: backend.backend, threads: backend.threads, lowestLayer: Math.min(...targetsSpecs.map((m) => m.layer)),
+      tokensPerRecord: Math.round(train.reduce((s, r) => s + r.inputIds.length, 0) / train.length),
+      backwardPasses: (plan.steps - (state?.step ?? 0)) * perStep, forwardPasses: evalSet.length * (1 + Math.ceil(plan.steps / plan.evalEvery)) });
+    hooks.log?.('info', describeEstimate(est, backend.backend));
     hooks.log?.('info', `training ${plan.preset} at ${plan.targets.length === 1 ? plan.targets[0] : `${plan.targets.length} modules`}: ` +
       `${trainable.toLocaleString('en-US')} trainable parameters (${((100 * trainable) / vanilla).toFixed(2)}% of vanilla LoRA), ` +
       `${train.length} train / ${evalSet.length} eval records, ${plan.steps} steps of ${perStep} records`);

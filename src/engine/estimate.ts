@@ -1,0 +1,84 @@
+// Before a job starts: how much memory and time it will take on the chosen backend, from the model's shapes alone.
+// A job that cannot fit is refused with the reason and the backend that would fit, instead of dying halfway.
+import * as os from 'node:os';
+import type { Backend } from '../protocol/messages';
+import { ModelConfig, candidateModules, parameterCount } from './config';
+import { badInput } from './errors';
+
+/** The wasm32 heap stops at 4 GiB; leave room for the allocator's fragmentation and XNNPACK's scratch. */
+export const WASM_HEAP_BYTES = 4 * 1024 ** 3;
+const WASM_USABLE = 0.9 * WASM_HEAP_BYTES;
+
+export interface JobEstimate {
+  /** Bytes the backend holds for the job (the wasm heap on wasm). */
+  heapBytes: number;
+  weightsBytes: number;
+  activationBytes: number;
+  /** Floating-point operations of the whole job. */
+  flops: number;
+  /** Seconds, from the backend's typical throughput on this machine's cores. */
+  seconds: number;
+  fits: boolean;
+  note: string;
+}
+
+/** Typical sustained GFLOP/s per backend for our kernels (measured on 2 cores; see docs/benchmark.md). */
+function throughput(backend: Backend, threads: number): number {
+  switch (backend) {
+    case 'wasm': return threads > 1 ? 28 : 18;
+    case 'cpu': return 0.7;
+    case 'tensorflow': return 80;
+    case 'webgpu': return 500;
+  }
+}
+
+export interface EstimateInput {
+  cfg: ModelConfig; backend: Backend; threads: number; tokensPerRecord: number;
+  /** Forward+backward record passes the job makes (probe: N; train: steps x batch + evals). */
+  backwardPasses: number; forwardPasses?: number; lowestLayer?: number;
+}
+
+export function estimateJob(e: EstimateInput): JobEstimate {
+  const { cfg } = e;
+  const T = e.tokensPerRecord;
+  const linears = candidateModules(cfg).reduce((s, m) => s + m.dIn * m.dOut, 0);
+  const embed = cfg.vocabSize * cfg.hiddenSize;
+  // Linears in both layouts plus XNNPACK's packed copy of each matmul operand; the embedding, its transpose for the
+  // head, and the head's packed copy.
+  const weightsBytes = 4 * (linears * 4 + embed * 3 + (cfg.tieWordEmbeddings ? 0 : embed));
+  const layersKept = cfg.numLayers - (e.lowestLayer ?? 0);
+  const perLayer = T * (12 * cfg.hiddenSize + 4 * cfg.intermediateSize + 2 * cfg.numHeads * cfg.headDim) + 2 * cfg.numHeads * T * T;
+  const activationBytes = 4 * (perLayer * layersKept + 2 * 256 * cfg.vocabSize + 4 * T * T);
+  const heapBytes = weightsBytes + activationBytes;
+  const perTokenFwd = 2 * (linears + cfg.numLayers * 2 * T * cfg.numHeads * cfg.headDim) + 2 * embed;
+  const flops = T * perTokenFwd * (3 * e.backwardPasses + (e.forwardPasses ?? 0));
+  const seconds = flops / (throughput(e.backend, e.threads) * 1e9);
+  let fits = true;
+  let note = '';
+  if (e.backend === 'wasm' && heapBytes > WASM_USABLE) {
+    fits = false;
+    note = `needs about ${gib(heapBytes)} of the wasm heap, which stops at 4 GiB (model of ${(parameterCount(cfg) / 1e6).toFixed(0)}M parameters)`;
+  } else if (heapBytes > 0.85 * os.totalmem()) {
+    fits = false;
+    note = `needs about ${gib(heapBytes)}, and this machine has ${gib(os.totalmem())}`;
+  }
+  return { heapBytes, weightsBytes, activationBytes, flops, seconds, fits, note };
+}
+
+export function gib(bytes: number): string {
+  return bytes >= 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)} GiB` : `${Math.round(bytes / 1024 ** 2)} MiB`;
+}
+
+export function describeEstimate(est: JobEstimate, backend: Backend): string {
+  const mins = est.seconds >= 90 ? `${(est.seconds / 60).toFixed(1)} min` : `${Math.max(1, Math.round(est.seconds))} s`;
+  return `estimate on ${backend}: about ${gib(est.heapBytes)} of memory (weights ${gib(est.weightsBytes)}, activations ${gib(est.activationBytes)}), ~${mins}`;
+}
+
+/** Throws a clear bad-input error when the job cannot fit, naming the backend that would. */
+export function assertFits(est: JobEstimate, backend: Backend): void {
+  if (est.fits) return;
+  const alt = backend === 'wasm'
+    ? 'Install @tensorflow/tfjs-node (native CPU, no 4 GiB heap) or @tensorflow/tfjs-node-gpu and run with --backend tensorflow, or use --seq-len to shorten records'
+    : 'Use a machine with more memory, or --seq-len to shorten records';
+  throw badInput(`this job will not fit: it ${est.note}. ${alt}.`);
+}
