@@ -63,6 +63,7 @@ export class WorkerClient {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private stderrTail = '';
+  private startError?: string;
   private idleTimer?: NodeJS.Timeout;
   private disposed = false;
   /** Processes we stopped on purpose (idle, or a cancel that did not land): their exit is not a crash. */
@@ -106,6 +107,7 @@ export class WorkerClient {
       }
       this.child = child;
       this.stderrTail = '';
+      this.startError = undefined;
       this.options.log(`[host] started worker pid ${child.pid} (${this.options.script}, backend ${backend})`);
       const timeout = setTimeout(() => {
         reject(new JobError('internal', `the DomLoRA worker did not start within ${this.startTimeout()} s`));
@@ -125,6 +127,12 @@ export class WorkerClient {
           this.options.log(`[host] worker ready: backend ${msg.backend}, pid ${msg.pid}`);
           for (const l of this.readyListeners) l(this.readyInfo);
           resolve(this.readyInfo);
+          return;
+        }
+        if (msg.kind === 'error' && msg.id === 0) {
+          // The worker failed before it was ready (no backend could start): it says why, then exits.
+          this.startError = msg.error.message;
+          this.options.log(`[host] the worker could not start: ${msg.error.message}`);
           return;
         }
         this.route(msg);
@@ -274,7 +282,7 @@ export class WorkerClient {
 
   private exitReason(code: number | null, signal: NodeJS.Signals | null): { code: ErrorCode; message: string } {
     if (this.disposed) return { code: 'cancelled', message: 'DomLoRA was shut down' };
-    const tail = this.stderrTail.trim().split('\n').slice(-3).join(' | ');
+    const tail = this.startError ? `could not start its backend: ${this.startError}` : lastErrorLine(this.stderrTail);
     if (looksLikeOutOfMemory(this.stderrTail, signal)) {
       return {
         code: 'out-of-memory',
@@ -313,4 +321,11 @@ export class WorkerClient {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
   }
+}
+
+/** The most telling line of a crashed process's stderr: the last error message, not a stack frame. */
+export function lastErrorLine(stderr: string): string {
+  const lines = stderr.split('\n').map((l) => l.trim()).filter((l) => l && !/^at\s/.test(l));
+  const errorLine = [...lines].reverse().find((l) => /error|abort|fatal|killed|memory/i.test(l)) ?? lines[lines.length - 1] ?? '';
+  return errorLine.length > 300 ? `${errorLine.slice(0, 297)}…` : errorLine;
 }
