@@ -76,7 +76,7 @@ export function renderChart(curve: TrainCurvePoint[], opts: ChartOptions): SVGSV
     axis.append(el('text', { class: 'tick', x: x(t), y: m.top + h + 16, 'text-anchor': 'middle' }, String(Math.round(t))));
   }
   axis.append(el('line', { class: 'baseline', x1: m.left, x2: m.left + w, y1: m.top + h, y2: m.top + h }));
-  axis.append(el('text', { class: 'axis-label', x: m.left - 6, y: m.top + h + 16, 'text-anchor': 'end' }, 'step'));
+  axis.append(el('text', { class: 'axis-label', x: m.left + w, y: m.top + h - 5, 'text-anchor': 'end' }, 'step'));
   svg.append(axis);
 
   if (train.length) {

@@ -526,9 +526,16 @@ function onGridKey(e: KeyboardEvent): void {
 
 const PRESET_TITLE: Record<Preset, string> = { domlora: 'DomLoRA', vanilla: 'Vanilla LoRA' };
 
+let lastRunningKey = '';
+
 function renderRuns(): void {
   const s = state!;
   const runs = s.runs;
+  // A run that just started: bring the training section into view, so its live curve is seen.
+  const running = (['domlora', 'vanilla'] as Preset[]).find((p) => runs[p]?.status === 'running');
+  const runningKey = running ? `${running}|${runs[running]!.startedAt}` : '';
+  const justStarted = runningKey !== '' && runningKey !== lastRunningKey;
+  lastRunningKey = runningKey;
   const any = runs.domlora || runs.vanilla;
   if (!any) { sections.runs.replaceChildren(); return; }
   const yRange = lossRange([runs.domlora?.curve ?? [], runs.vanilla?.curve ?? []]);
@@ -540,6 +547,7 @@ function renderRuns(): void {
   sections.runs.replaceChildren(...children.filter((c): c is Node | string => !!c));
   // Charts are drawn once the cards have a width.
   for (const p of ['domlora', 'vanilla'] as Preset[]) drawChart(p, yRange);
+  if (justStarted) sections.runs.querySelector(`[data-preset="${running}"]`)?.scrollIntoView({ behavior: 'smooth', block: 'nearest' });
 }
 
 function runCard(preset: Preset, run: RunView | undefined, _yRange: [number, number] | undefined): HTMLElement {

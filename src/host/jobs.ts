@@ -77,7 +77,8 @@ export class Jobs implements vscode.Disposable {
       this.status.set({
         kind: 'idle', backend: this.worker.backend ?? this.rememberedBackend(),
         backendIsRemembered: !this.worker.backend,
-        lastError: e.code === 'cancelled' ? undefined : e.message,
+        // Only a failure of DomLoRA itself leaves a warning on the status bar; bad input is the user's to fix.
+        lastError: e.code === 'internal' || e.code === 'out-of-memory' ? e.message : undefined,
       });
       throw running.cancelRequested && e.code !== 'bad-input' ? new JobError('cancelled', 'cancelled') : e;
     } finally {

@@ -272,14 +272,23 @@ async function pickItem(page, filter, expectFirst) {
   await input.press('Enter');
 }
 
+/** Runs a command from the palette, clicking the row whose label is exactly `title` (not just the focused one). */
 async function runPaletteCommand(page, title) {
   await page.keyboard.press('F1');
   const input = page.locator('.quick-input-widget .quick-input-box input');
   await input.waitFor({ state: 'visible', timeout: 10_000 });
   await input.fill(`>${title}`);
-  await page.locator('.quick-input-widget .quick-input-list .monaco-list-row.focused', { hasText: title }).first().waitFor({ timeout: 10_000 });
-  await sleep(200);
-  await input.press('Enter');
+  const rows = page.locator('.quick-input-widget .quick-input-list .monaco-list-row');
+  const row = await waitFor(async () => {
+    const n = await rows.count();
+    for (let i = 0; i < n; i++) {
+      const label = ((await rows.nth(i).locator('.label-name').first().textContent().catch(() => '')) ?? '').trim();
+      if (label === title) return rows.nth(i);
+    }
+    return undefined;
+  }, 10_000, `the command "${title}" in the palette`);
+  await sleep(150);
+  await row.click();
 }
 
 function notification(page, text) {
@@ -297,6 +306,7 @@ function listDir(dir) {
 
 async function shot(page, name, locator) {
   const file = path.join(resultsDir, name);
+  await sleep(400); // let notification toasts finish fading in
   if (locator) await locator.screenshot({ path: file });
   else await page.screenshot({ path: file });
 }
@@ -311,8 +321,14 @@ function shortModule(name) {
 async function runJourneys(browser, cs, ws, userSettingsFile) {
   const context = await browser.newContext({ viewport: { width: 1440, height: 960 } });
   const page = await context.newPage();
-  const consoleErrors = [];
-  page.on('console', (m) => { if (m.type() === 'error' && /domlora|webview\.js|heatmap/i.test(m.text())) consoleErrors.push(m.text()); });
+  // Errors from our webview: CSP violations ("Refused to ...") and exceptions in its scripts.
+  const webviewErrors = [];
+  page.on('console', (m) => {
+    const t = m.text();
+    const url = m.location()?.url ?? '';
+    if (m.type() === 'error' && (/Refused to/.test(t) || /webview\.js|vscode-elements\.js|heatmap\.css|codicon/.test(`${t} ${url}`))) webviewErrors.push(t);
+  });
+  page.on('pageerror', (e) => { if (/webview\.js|vscode-elements/.test(e.stack ?? '')) webviewErrors.push(e.message); });
   await page.goto(`${cs.url}/?folder=${encodeURIComponent(ws)}`);
   await page.locator('.monaco-workbench').waitFor({ timeout: 60_000 });
   await explorerRow(page, 'tiny').waitFor({ timeout: 60_000 });
@@ -405,6 +421,7 @@ async function runJourneys(browser, cs, ws, userSettingsFile) {
     assert(fs.statSync(path.join(dir, 'adapter_model.safetensors')).size > 0, 'adapter_model.safetensors written');
     const params = await frame.locator('.run-card[data-preset="domlora"] .stat.params dd').textContent();
     assert(params.replace(/,/g, '') === String(placed.adapterParams), `trainable params ${params} = ${placed.adapterParams}`);
+    await page.mouse.move(5, 500);
     await shot(page, '06-domlora-trained.png', page.locator('iframe.webview.ready'));
   });
 
@@ -417,6 +434,7 @@ async function runJourneys(browser, cs, ws, userSettingsFile) {
     const vanilla = report.modules.reduce((s, m) => s + m.adapterParams, 0);
     assert(text.includes(placed.adapterParams.toLocaleString('en-US')) && text.includes(vanilla.toLocaleString('en-US')), `comparison shows both parameter counts (${text})`);
     await frame.locator('#compare').scrollIntoViewIfNeeded();
+    await page.mouse.move(5, 500);
     await shot(page, '07-side-by-side.png', page.locator('iframe.webview.ready'));
   });
 
@@ -512,21 +530,35 @@ async function runJourneys(browser, cs, ws, userSettingsFile) {
     assert(await frame.locator('#heatmap .cell.placed').getAttribute('data-name') === placed.name, 'placement after restore');
   });
 
-  await journey(page, 'themes: light and high contrast screenshots', async () => {
-    const base = JSON.parse(fs.readFileSync(userSettingsFile, 'utf8'));
-    for (const [theme, file] of [['Default Light Modern', '11-heatmap-light.png'], ['Default High Contrast', '12-heatmap-high-contrast.png'],
-      ['Default High Contrast Light', '13-heatmap-high-contrast-light.png']]) {
-      fs.writeFileSync(userSettingsFile, JSON.stringify({ ...base, 'workbench.colorTheme': theme }, null, 2));
-      await sleep(2500);
-      await frame.locator('#heatmap').waitFor({ timeout: 10_000 });
-      await shot(page, file, page.locator('iframe.webview.ready'));
+  await journey(page, 'themes: the heatmap follows light and high-contrast themes', async () => {
+    const bodyClass = async () => (await frame.locator('body').getAttribute('class')) ?? '';
+    // The theme is a setting like any other; the workspace's settings file is watched by VS Code.
+    const wsSettings = path.join(ws, '.vscode', 'settings.json');
+    const original = fs.readFileSync(wsSettings, 'utf8');
+    try {
+      for (const [theme, cls, file] of [
+        ['Default Light Modern', 'vscode-light', '11-heatmap-light.png'],
+        ['Default High Contrast', 'vscode-high-contrast', '12-heatmap-high-contrast.png'],
+        ['Default High Contrast Light', 'vscode-high-contrast-light', '13-heatmap-high-contrast-light.png'],
+      ]) {
+        fs.writeFileSync(wsSettings, JSON.stringify({ ...JSON.parse(original), 'workbench.colorTheme': theme }, null, 2));
+        await waitFor(async () => (await bodyClass()).split(/\s+/).includes(cls), 20_000, `the webview to switch to ${theme}`);
+        await sleep(600);
+        await page.mouse.move(5, 500);
+        await shot(page, file, page.locator('iframe.webview.ready'));
+      }
+    } finally {
+      fs.writeFileSync(wsSettings, original);
     }
-    fs.writeFileSync(userSettingsFile, JSON.stringify(base, null, 2));
-    await sleep(1500);
+    await waitFor(async () => (await bodyClass()).split(/\s+/).includes('vscode-dark'), 20_000, 'the dark theme back');
+    await sleep(600);
     await shot(page, '14-workbench-final.png');
   });
 
-  if (consoleErrors.length) log(`webview console errors:\n  ${consoleErrors.join('\n  ')}`);
+  await journey(page, 'no CSP violation or script error in the webview', async () => {
+    assert(webviewErrors.length === 0, `webview errors:\n${webviewErrors.join('\n')}`);
+  });
+
   await context.close();
 }
 
