@@ -32,7 +32,7 @@ export interface PageAccumulator {
 /** The probe's core, separated from I/O so tests can call it on a model they built. */
 export function pageForRecord(
   model: LlamaModel, rec: TokenizedRecord, modules: ModuleSpec[],
-  aT: Map<string, tf.Tensor2D>, rank: number, scale: number,
+  aT: Map<string, tf.Tensor2D>, rank: number, scale: number, route: 'auto' | 'gram' | 'direct' = 'auto',
 ): { loss: number; tokens: number; sampled: Float64Array; expected: Float64Array } {
   const index = new Map(modules.map((m, i) => [m.name, i]));
   const sampledT: tf.Scalar[] = new Array(modules.length);
@@ -41,16 +41,30 @@ export function pageForRecord(
   const tap = (lin: Linear, x: tf.Tensor2D, delta: tf.Tensor2D) => {
     const i = index.get(lin.name);
     if (i === undefined) return;
-    let xg = xGrams.get(x.id);
-    if (!xg) {
-      xg = tf.keep(tf.matMul(x, tf.transpose(x) as tf.Tensor2D)) as tf.Tensor2D; // [T, T]
-      xGrams.set(x.id, xg);
+    const T = x.shape[0];
+    const deltaT = tf.transpose(delta) as tf.Tensor2D; // [d_out, T]
+    // Sampled: dl/dB = s Delta^T (X A^T), a [d_out, r] product: cheap for any T.
+    const dB = tf.matMul(deltaT, tf.matMul(x, aT.get(lin.name)!)); // [d_out, r]
+    sampledT[i] = tf.keep(tf.mul(tf.sum(tf.square(dB)), scale * scale));
+    // Expected needs ||Delta^T X||^2. Two exact routes: the Gram identity <X X^T, Delta Delta^T>, T^2 (d_in + d_out)
+    // (X X^T shared by modules reading the same input), or the product itself, T d_in d_out, summed at once and
+    // dropped. Short records favour the Gram route, long ones the product; the product is only formed when small.
+    const xg = xGrams.get(x.id);
+    const gramCost = T * T * (lin.dOut + (xg ? 0 : lin.dIn));
+    const directCost = T * lin.dIn * lin.dOut;
+    let energy: tf.Scalar;
+    const direct = route === 'auto' ? directCost < gramCost && lin.dIn * lin.dOut <= 16 * 1024 * 1024 : route === 'direct';
+    if (direct) {
+      energy = tf.sum(tf.square(tf.matMul(deltaT, x))); // ||dl/dW||^2, the [d_out, d_in] product never kept
+    } else {
+      let gram = xg;
+      if (!gram) {
+        gram = tf.keep(tf.matMul(x, tf.transpose(x) as tf.Tensor2D)) as tf.Tensor2D; // [T, T]
+        xGrams.set(x.id, gram);
+      }
+      energy = tf.sum(tf.mul(gram, tf.matMul(delta, deltaT))); // <X X^T, Delta Delta^T>
     }
-    const dg = tf.matMul(delta, tf.transpose(delta) as tf.Tensor2D); // [T, T]
-    const u = tf.matMul(x, aT.get(lin.name)!); // [T, r]
-    const ug = tf.matMul(u, tf.transpose(u) as tf.Tensor2D); // [T, T]
-    sampledT[i] = tf.keep(tf.mul(tf.sum(tf.mul(ug, dg)), scale * scale));
-    expectedT[i] = tf.keep(tf.mul(tf.sum(tf.mul(xg, dg)), (scale * scale * rank) / (3 * lin.dIn)));
+    expectedT[i] = tf.keep(tf.mul(energy, (scale * scale * rank) / (3 * lin.dIn)));
   };
   const lowestLayer = Math.min(...modules.map((m) => m.layer));
   const lowestKinds = [...new Set(modules.filter((m) => m.layer === lowestLayer).map((m) => m.kind))];

@@ -51,6 +51,12 @@ test('PAGE on stories260K matches PyTorch: shares within 1e-4, same top-10 ranki
   writeSafetensors(initFile, modules.map((m) => ({ name: `${m.name}.lora_A.weight`, shape: [rank, m.dIn], data: initLoraA(seed, m.name, rank, m.dIn) })));
   const aT = new Map(modules.map((m) => [m.name, tf.tidy(() => tf.transpose(tf.tensor2d(initLoraA(seed, m.name, rank, m.dIn), [rank, m.dIn])) as tf.Tensor2D)]));
   const rows = recs.map((r) => pageForRecord(model, r, modules, aT, rank, loraScale(alpha, rank)));
+  // Both exact routes to ||Delta^T X||^2 (the Gram identity and the product) agree, whichever 'auto' picked.
+  for (const route of ['gram', 'direct'] as const) {
+    const alt = pageForRecord(model, recs[0], modules, aT, rank, loraScale(alpha, rank), route);
+    assert.ok(maxRelErr(alt.expected, rows[0].expected) < 1e-4, `${route} route: ${maxRelErr(alt.expected, rows[0].expected)}`);
+    assert.ok(maxRelErr(alt.sampled, rows[0].sampled) < 1e-5);
+  }
   tf.dispose([...aT.values()]);
   model.dispose();
   assert.equal(tf.memory().numTensors, before, 'no tensors leak in pageForRecord');
