@@ -2,7 +2,9 @@
 // tensorflow (tfjs-node-gpu, then tfjs-node: native, only if the user installed them) -> webgpu (if its packages
 // and a GPU adapter exist) -> wasm (bundled; SIMD, threads where they work) -> cpu (pure JS; tiny models only).
 import * as tf from '@tensorflow/tfjs-core';
+import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import type { Backend, BackendChoice } from '../protocol/messages';
 import { badInput } from './errors';
@@ -30,21 +32,43 @@ async function tryTensorflow(tried: string[]): Promise<string | undefined> {
   return undefined;
 }
 
+/** Dynamic import that the bundler leaves alone: `webgpu` is an ES module, which Node 20 cannot `require`. */
+const importEsm = new Function('specifier', 'return import(specifier)') as (s: string) => Promise<Record<string, unknown>>;
+
+/** Dawn needs the Vulkan loader on Linux; without it there is no adapter (and Dawn prints a warning), so skip early. */
+function vulkanLoaderMissing(): boolean {
+  if (process.platform !== 'linux') return false;
+  const dirs = [...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean), '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu',
+    '/usr/lib64', '/usr/lib', '/lib/x86_64-linux-gnu', '/lib64', '/usr/local/lib', '/usr/local/nvidia/lib64'];
+  return !dirs.some((d) => fs.existsSync(path.join(d, 'libvulkan.so.1')));
+}
+
 async function tryWebgpu(tried: string[]): Promise<string | undefined> {
+  if (vulkanLoaderMissing()) { tried.push('webgpu: no Vulkan loader (libvulkan.so.1)'); return undefined; }
   try {
-    const webgpu = optionalRequire('webgpu') as { create?: (opts: string[]) => unknown; globals?: Record<string, unknown> };
-    if (webgpu.globals) Object.assign(globalThis, webgpu.globals);
-    if (webgpu.create) (globalThis as Record<string, unknown>).navigator ??= { gpu: webgpu.create([]) };
-    const gpu = (globalThis as { navigator?: { gpu?: { requestAdapter(): Promise<unknown> } } }).navigator?.gpu;
-    const adapter = gpu ? await gpu.requestAdapter() : null;
+    const webgpu = await importEsm('webgpu') as { create: (opts: string[]) => GpuLike; globals: Record<string, unknown> };
+    Object.assign(globalThis, webgpu.globals);
+    const gpu = webgpu.create([]);
+    const adapter = await gpu.requestAdapter();
     if (!adapter) { tried.push('webgpu: no GPU adapter found'); return undefined; }
+    // tfjs-backend-webgpu looks for navigator.gpu, which Node 20 does not define.
+    const g = globalThis as { navigator?: { gpu?: GpuLike } };
+    if (!g.navigator) Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
+    else if (!g.navigator.gpu) Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
     optionalRequire('@tensorflow/tfjs-backend-webgpu');
-    if (await tf.setBackend('webgpu')) return 'webgpu (Dawn)';
+    if (await tf.setBackend('webgpu')) return `webgpu (Dawn${adapterName(adapter)})`;
     tried.push('webgpu: backend did not initialise');
   } catch (e) {
     tried.push(`webgpu: ${shortReason(e)}`);
   }
   return undefined;
+}
+
+interface GpuLike { requestAdapter(): Promise<unknown> }
+function adapterName(a: unknown): string {
+  const info = (a as { info?: { description?: string; vendor?: string } }).info;
+  const name = info?.description || info?.vendor;
+  return name ? `: ${name}` : '';
 }
 
 async function tryWasm(tried: string[], threads: number): Promise<string | undefined> {
@@ -84,7 +108,7 @@ async function tryCpu(tried: string[]): Promise<string | undefined> {
 
 function shortReason(e: unknown): string {
   const msg = e instanceof Error ? e.message : String(e);
-  if (/Cannot find module/.test(msg)) return 'not installed';
+  if (/Cannot find (module|package)/.test(msg)) return 'not installed';
   return msg.split('\n')[0].slice(0, 200);
 }
 
@@ -134,3 +158,8 @@ export async function initBackend(choice: BackendChoice = 'auto', threads = defa
 }
 
 export function currentBackend(): BackendReport | undefined { return chosen; }
+
+/** The backend in use, and why better ones were skipped (when they were). */
+export function describeBackend(b: BackendReport): string {
+  return b.tried.length ? `${b.detail} (skipped: ${b.tried.join('; ')})` : b.detail;
+}

@@ -5,7 +5,7 @@ import { readDataset, tokenizeDataset, TokenizedRecord } from './data';
 import { badInput } from './errors';
 import { JobHooks, eta, throwIfCancelled } from './jobs';
 import { loadModel } from './loader';
-import { initBackend, threadsForModel } from './backend';
+import { initBackend, threadsForModel, describeBackend } from './backend';
 import { readConfig } from './config';
 import type { LlamaModel, LoraAdapter } from './model';
 import { loadAdapter } from './peft';
@@ -30,7 +30,7 @@ export function evalRecords(model: LlamaModel, records: TokenizedRecord[], adapt
 export async function runEval(params: EvalParams, hooks: JobHooks = {}): Promise<EvalOutcome> {
   const seqLen = params.seqLen ?? 512;
   const backend = await initBackend(params.backend ?? 'auto', threadsForModel(readConfig(params.modelDir).hiddenSize));
-  hooks.log?.('info', `backend: ${backend.detail}`);
+  hooks.log?.('info', `backend: ${describeBackend(backend)}`);
   const ds = readDataset(params.data);
   const { model, tokenizer, folder } = loadModel(params.modelDir);
   let adapters: Map<string, LoraAdapter> | undefined;

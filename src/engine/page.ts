@@ -17,7 +17,7 @@ import { LlamaModel, Linear } from './model';
 import { estimateJob, describeEstimate, assertFits } from './estimate';
 import { initLoraA, adapterParams, loraScale } from './lora';
 import { Rng } from './rng';
-import { initBackend, threadsForModel } from './backend';
+import { initBackend, threadsForModel, describeBackend } from './backend';
 import { writeFileAtomic } from './atomic';
 
 export const PROBE_DEFAULTS = { samples: 32, seqLen: 512, rank: 8, alpha: 16, seed: 0, bootstrap: 200, stabilityThreshold: 0.95 };
@@ -126,7 +126,7 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
   if (!Number.isInteger(p.rank) || p.rank < 1) throw badInput(`--rank must be a positive integer, got ${p.rank}`);
   if (!(p.alpha > 0)) throw badInput(`--alpha must be positive, got ${p.alpha}`);
   const backend = await initBackend(p.backend ?? 'auto', threadsForModel(readConfig(params.modelDir).hiddenSize));
-  hooks.log?.('info', `backend: ${backend.detail}`);
+  hooks.log?.('info', `backend: ${describeBackend(backend)}`);
   hooks.onProgress?.({ phase: 'load', done: 0, total: 1, message: 'loading model' });
   // Read the data first: a bad dataset should fail before seconds of model loading.
   const ds = readDataset(p.data);

@@ -14,7 +14,7 @@ import { adapterParams, disposeAdapter, initLoraA, loraScale, makeAdapter } from
 import type { LoraAdapter, LoraGrads } from './model';
 import { buildPeftConfig, peftKey, writeAdapterFiles, readAdapterFiles } from './peft';
 import { permutation } from './rng';
-import { initBackend, threadsForModel } from './backend';
+import { initBackend, threadsForModel, describeBackend } from './backend';
 import { writeDirAtomic } from './atomic';
 import { estimateJob, describeEstimate, assertFits } from './estimate';
 import { encodeSafetensors, readHeader, readTensorF32 } from './safetensors';
@@ -101,7 +101,7 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
     throw badInput('the output folder already exists; choose another --out, pass --force to replace it, or --resume it', outDir);
   }
   const backend = await initBackend(params.backend ?? 'auto', threadsForModel(readConfig(params.modelDir).hiddenSize));
-  hooks.log?.('info', `backend: ${backend.detail}`);
+  hooks.log?.('info', `backend: ${describeBackend(backend)}`);
   hooks.onProgress?.({ phase: 'load', done: 0, total: 1, message: 'loading model' });
   const dataFile = state?.plan.data ?? params.data;
   const ds = readDataset(dataFile);

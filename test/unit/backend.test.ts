@@ -1,0 +1,37 @@
+// Backend selection: the best available one runs, the skipped ones are named, an explicit choice fails clearly.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { STORIES, tmpDir } from '../helpers/reference';
+
+function cli(args: string[], env: Record<string, string> = {}) {
+  const e = { ...process.env, ...env };
+  delete e.DOMLORA_BACKEND;
+  return spawnSync(process.execPath, [path.resolve('dist/cli.js'), ...args], { encoding: 'utf8', env: e, timeout: 120_000 });
+}
+
+test('auto falls back past missing native and GPU backends to wasm, and says why each was skipped', () => {
+  const data = path.join(tmpDir(), 'd.jsonl');
+  fs.writeFileSync(data, JSON.stringify({ text: 'Once upon a time, there was a little girl.' }) + '\n');
+  const r = cli(['eval', STORIES, '--data', data, '--json']);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout.trim().split('\n').pop()!).backend, 'wasm');
+  assert.match(r.stderr, /backend: wasm, SIMD on/);
+  assert.match(r.stderr, /skipped: .*@tensorflow\/tfjs-node-gpu: not installed/);
+  assert.match(r.stderr, /webgpu: (no Vulkan loader|no GPU adapter found)/);
+  // An explicit backend that cannot start is an error, not a silent fallback.
+  const g = cli(['eval', STORIES, '--data', data, '--backend', 'webgpu']);
+  assert.equal(g.status, 2);
+  assert.match(g.stderr, /backend "webgpu" could not be started: webgpu: /);
+  const t = cli(['eval', STORIES, '--data', data, '--backend', 'tensorflow']);
+  assert.equal(t.status, 2);
+  assert.match(t.stderr, /tfjs-node-gpu: not installed; @tensorflow\/tfjs-node: not installed/);
+  const c = cli(['eval', STORIES, '--data', data, '--backend', 'cpu', '--json']);
+  assert.equal(c.status, 0, c.stderr);
+  const cpu = JSON.parse(c.stdout.trim().split('\n').pop()!);
+  const wasm = JSON.parse(r.stdout.trim().split('\n').pop()!);
+  assert.equal(cpu.backend, 'cpu');
+  assert.ok(Math.abs(cpu.meanLoss - wasm.meanLoss) < 1e-5, `cpu ${cpu.meanLoss} vs wasm ${wasm.meanLoss}`);
+});
