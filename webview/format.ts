@@ -86,3 +86,15 @@ export function legendTicks(max: number, scale: 'linear' | 'log'): number[] {
   if (!(max > 0)) return [0];
   return scale === 'linear' ? [0, max / 2, max] : [max / 1000, max / 100, max / 10, max];
 }
+
+/**
+ * Which rows of a dense grid get a label: the dominant layer always, the last one when it keeps clear of it, then
+ * every `every`-th layer that keeps clear of the labels already placed, so no two labels touch.
+ */
+export function labelledRows(layers: number, every: number, dominant: number): Set<number> {
+  const out = new Set<number>([dominant]);
+  const clear = (l: number) => [...out].every((x) => Math.abs(x - l) >= every);
+  if (clear(layers - 1)) out.add(layers - 1);
+  for (let l = 0; l < layers; l += every) if (clear(l)) out.add(l);
+  return out;
+}

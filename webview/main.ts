@@ -8,7 +8,7 @@ import {
 import type { ProbeModule } from '../src/protocol/messages';
 import { lossRange, renderChart } from './chart';
 import {
-  basename, colourPosition, compact, duration, groupLabel, int, legendTicks, parseModule, percent, sci, shortModule,
+  basename, colourPosition, compact, duration, groupLabel, int, labelledRows, legendTicks, parseModule, percent, sci, shortModule,
 } from './format';
 
 interface VsCodeApi { postMessage(msg: unknown): void; getState(): unknown; setState(state: unknown): void }
@@ -316,11 +316,10 @@ function renderHeat(): void {
 
   const maxLayer = Math.max(...g.layerShare, 1e-12);
   const dominantLayer = g.report.dominant.layer;
+  const labelled = labelledRows(g.layers, labelEvery, dominantLayer);
   for (let l = 0; l < g.layers; l++) {
     const row = h('div', { class: 'row', role: 'row', 'data-l': l, 'aria-rowindex': l + 3 });
-    // Dense grids label every few layers, always the dominant one, and never one that would touch its label.
-    const nearDominant = l !== dominantLayer && Math.abs(l - dominantLayer) < labelEvery;
-    const showLabel = !dense || l === dominantLayer || (!nearDominant && (l % labelEvery === 0 || l === g.layers - 1));
+    const showLabel = !dense || labelled.has(l);
     row.append(h('span', { class: `rowhead${l === dominantLayer ? ' dom' : ''}`, role: 'rowheader', 'data-l': l }, showLabel ? String(l) : ''));
     for (let k = 0; k < g.kinds.length; k++) {
       const m = g.cells[l]![k];

@@ -14,6 +14,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as esbuild from 'esbuild';
 import { chromium } from 'playwright-core';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -78,6 +79,14 @@ function makeBaseFixture(tmp) {
     fs.writeFileSync(data, alpaca.slice(0, 40).map((r) => JSON.stringify(r)).join('\n') + '\n');
   }
   return { model, data };
+}
+
+/** An 80-layer Llama with tiny matrices (the engine's synthetic model writer), to see the heatmap at depth. */
+async function makeDeepModel(tmp, dir) {
+  const out = path.join(tmp, 'synth.mjs');
+  await esbuild.build({ entryPoints: [path.join(root, 'src/engine/synth.ts')], bundle: true, platform: 'node', format: 'esm', outfile: out, logLevel: 'warning' });
+  const synth = await import(out);
+  await synth.writeSynthModel(dir, { ...synth.DEMO_SHAPE, hiddenSize: 32, intermediateSize: 64, layers: 80, heads: 4, kvHeads: 2, seed: 99 });
 }
 
 function makeWorkspace(dir, base, settings, models) {
@@ -555,6 +564,46 @@ async function runJourneys(browser, cs, ws, userSettingsFile) {
     await shot(page, '14-workbench-final.png');
   });
 
+  await journey(page, 'an 80-layer model from the palette: 80 rows, dense and readable', async () => {
+    await runPaletteCommand(page, 'View: Close All Editors');
+    await sleep(500);
+    await runPaletteCommand(page, 'DomLoRA: Run PAGE Probe');
+    await quickPick(page, 'model to probe');
+    await pickItem(page, 'deep80', 'deep80');
+    await quickPick(page, 'dataset');
+    await pickItem(page, 'arith', 'arith.jsonl');
+    await frame.locator('#heatmap').waitFor({ state: 'visible', timeout: 180_000 });
+    const deepDir = path.join(ws, '.domlora', 'deep80');
+    const files = listDir(deepDir).filter((f) => /^probe-.*\.json$/.test(f));
+    assert(files.length === 1, 'one report for deep80');
+    const deep = JSON.parse(fs.readFileSync(path.join(deepDir, files[0]), 'utf8'));
+    assert(deep.model.layers === 80, 'the report has 80 layers');
+    assert(await frame.locator('#heatmap .row').count() === 80, '80 rows');
+    assert(await frame.locator('#heatmap.dense').count() === 1, 'dense layout');
+    const h = await frame.locator('#heatmap .cell[data-name]').first().boundingBox();
+    assert(h && h.height >= 8, `cells stay hoverable (${h?.height}px high)`);
+    // Row labels: enough to read positions, never touching each other.
+    const boxes = [];
+    const heads = frame.locator('#heatmap .rowhead');
+    for (let i = 0; i < 80; i++) {
+      const t = ((await heads.nth(i).textContent()) ?? '').trim();
+      if (!t) continue;
+      const b = await heads.nth(i).locator('xpath=.').evaluate((e) => {
+        const r = document.createRange(); r.selectNodeContents(e); const bb = r.getBoundingClientRect(); return { top: bb.top, bottom: bb.bottom };
+      });
+      boxes.push({ t, ...b });
+    }
+    assert(boxes.length >= 10 && boxes.length < 80, `some row labels shown (${boxes.length})`);
+    for (let i = 1; i < boxes.length; i++) assert(boxes[i].top >= boxes[i - 1].bottom - 0.5, `labels ${boxes[i - 1].t} and ${boxes[i].t} do not overlap`);
+    assert(boxes.some((b) => b.t === String(deep.dominant.layer)), 'the dominant layer is labelled');
+    await page.mouse.move(5, 500);
+    await shot(page, '15-deep80-top.png', page.locator('iframe.webview.ready'));
+    await frame.locator('#heatmap .cell.dominant').hover();
+    await frame.locator('#tip:not([hidden])').waitFor({ timeout: 5000 });
+    await frame.locator('#heatmap .row').nth(60).scrollIntoViewIfNeeded();
+    await shot(page, '16-deep80-grid.png', page.locator('iframe.webview.ready'));
+  });
+
   await journey(page, 'no CSP violation or script error in the webview', async () => {
     assert(webviewErrors.length === 0, `webview errors:\n${webviewErrors.join('\n')}`);
   });
@@ -588,6 +637,7 @@ async function main() {
   const fast = { 'domlora.backend': 'wasm', 'domlora.samples': 6, 'domlora.seqLen': 64, 'domlora.steps': 24, 'domlora.learningRate': 0.005 };
   makeWorkspace(wsHost, base, { ...fast, 'domlora.steps': 6 }, ['tiny', 'fresh']);
   makeWorkspace(wsUi, base, fast, ['tiny']);
+  if (!args.has('--host-only')) await makeDeepModel(tmp, path.join(wsUi, 'deep80'));
   if (vsix) {
     execFileSync(codeServer, ['--config', '/dev/null', '--user-data-dir', path.join(tmp, 'user-data'),
       '--extensions-dir', path.join(tmp, 'extensions'), '--install-extension', vsix], { stdio: 'ignore' });

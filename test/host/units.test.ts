@@ -9,7 +9,7 @@ import { looksLikeModelConfig } from '../../src/host/modelFolders';
 import { formatDuration, renderStatus } from '../../src/host/status';
 import { looksLikeOutOfMemory } from '../../src/host/worker';
 import { PlaceCommand, StateNotification, TrainCommand, TrainPointNotification } from '../../src/protocol/webview';
-import { colourPosition, legendTicks, parseModule, percent, shortModule } from '../../webview/format';
+import { colourPosition, labelledRows, legendTicks, parseModule, percent, shortModule } from '../../webview/format';
 import { niceTicks } from '../../webview/chart';
 
 const EXT_ID = 'domlora.domlora';
@@ -117,6 +117,12 @@ describe('webview protocol', () => {
     assert.equal(colourPosition(0.0001, 0.1, 'log'), 0);
     assert.deepEqual(legendTicks(0.2, 'linear'), [0, 0.1, 0.2]);
     assert.deepEqual(niceTicks(0, 10, 5), [0, 2, 4, 6, 8, 10]);
+    for (const [layers, every, dom] of [[80, 2, 3], [80, 2, 78], [64, 2, 63], [48, 3, 10], [80, 2, 0]] as const) {
+      const rows = [...labelledRows(layers, every, dom)].sort((a, b) => a - b);
+      assert.ok(rows.includes(dom), 'the dominant layer is labelled');
+      for (let i = 1; i < rows.length; i++) assert.ok(rows[i]! - rows[i - 1]! >= every, `labels ${rows[i - 1]} and ${rows[i]} keep apart`);
+      assert.ok(rows.length >= Math.floor(layers / every) - 2, 'most rows that can be labelled are');
+    }
   });
 
   it('ships its webview assets in dist/ and media/', () => {
