@@ -305,12 +305,13 @@ export const revealPanel: CommandFactory = (ctx) => () => {
 
 export const showLog: CommandFactory = (ctx) => () => ctx.output.show();
 
-const EXPORT_FORMATS: { format: ExportParams['format']; label: string; detail: string }[] = [
-  { format: 'merged', label: 'Merged model', detail: 'The base model with the adapter folded into its weights: a plain Hugging Face folder' },
-  { format: 'peft-config', label: 'PEFT adapter', detail: 'A PEFT adapter folder (adapter_config.json + adapter_model.safetensors) for transformers/peft' },
-  { format: 'axolotl', label: 'Axolotl config', detail: 'An Axolotl YAML that trains LoRA at the same module on a GPU' },
-  { format: 'llamafactory', label: 'LLaMA-Factory config', detail: 'A LLaMA-Factory YAML that trains LoRA at the same module' },
-  { format: 'mlx', label: 'MLX adapter', detail: 'An mlx-lm adapter for Apple silicon' },
+/** Export targets. The adapter folder itself is already a PEFT adapter; these carry the placement elsewhere. */
+const EXPORT_FORMATS: { format: ExportParams['format']; label: string; detail: string; file: (adapter: string) => string }[] = [
+  { format: 'merged', label: 'Merged model', detail: 'The base model with the adapter folded into its weights: a plain Hugging Face folder', file: (a) => `${path.basename(a)}-merged` },
+  { format: 'peft-config', label: 'PEFT LoraConfig (Python)', detail: 'A LoraConfig with the same target module, to train at scale with transformers + peft', file: () => 'lora_config.py' },
+  { format: 'axolotl', label: 'Axolotl config (YAML)', detail: 'An Axolotl config that trains LoRA at the same module on GPUs', file: () => 'axolotl.yaml' },
+  { format: 'llamafactory', label: 'LLaMA-Factory config (YAML)', detail: 'A LLaMA-Factory config that trains LoRA at the same module', file: () => 'llamafactory.yaml' },
+  { format: 'mlx', label: 'MLX-LM config (YAML)', detail: 'An mlx_lm.lora config for Apple silicon', file: () => 'mlx_lora.yaml' },
 ];
 
 export const exportAdapter: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: ExportOptions = {}) => {
@@ -330,24 +331,27 @@ export const exportAdapter: CommandFactory = (ctx) => async (uri?: vscode.Uri, o
   if (!format) {
     const picked = await vscode.window.showQuickPick(EXPORT_FORMATS.map((f) => ({ label: f.label, detail: f.detail, format: f.format })), {
       title: `DomLoRA: export the ${run!.preset === 'domlora' ? 'DomLoRA' : 'vanilla LoRA'} adapter of ${model}`,
-      placeHolder: path.basename(adapterDir),
+      placeHolder: `${path.basename(adapterDir)} is already a PEFT adapter folder; export it as…`,
     });
     if (!picked) return undefined;
     format = picked.format;
   }
   let out = opts.out;
   if (!out) {
-    const suggested = vscode.Uri.file(path.join(path.dirname(adapterDir), `${path.basename(adapterDir)}-${format}`));
+    const name = EXPORT_FORMATS.find((f) => f.format === format)?.file(adapterDir) ?? `${path.basename(adapterDir)}-${format}`;
+    const suggested = vscode.Uri.file(path.join(adapterDir, '..', `export-${path.basename(adapterDir)}`, name));
     const chosen = await vscode.window.showSaveDialog({ defaultUri: suggested, saveLabel: 'Export', title: 'DomLoRA: export to' });
     if (!chosen) return undefined;
     out = chosen.fsPath;
   }
-  const settings = readSettings(vscode.Uri.file(modelDir));
   const params: ExportParams = { adapterDir, format, out, modelDir, force: true };
-  void settings;
   try {
-    const result = await ctx.jobs.run({ kind: 'export', model, title: `DomLoRA: exporting ${model} (${format})` }, 'export', params);
-    notify.info(`DomLoRA: exported ${format} to ${displayPath(out)}.`, { title: 'Reveal', run: () => revealPath(out!) });
+    const result = await ctx.jobs.run({ kind: 'export', model, title: `DomLoRA: exporting ${model} (${format})` }, 'export', params) as
+      { text?: string; warnings?: string[] };
+    for (const line of (result.text ?? '').split('\n')) if (line.trim()) ctx.log(`[export] ${line}`);
+    for (const w of result.warnings ?? []) ctx.log(`[export] warning: ${w}`);
+    notify.info(`DomLoRA: exported ${format} to ${displayPath(out)}.${result.warnings?.length ? ` ${result.warnings.length} warning(s) in the log.` : ''}`,
+      { title: 'Reveal', run: () => revealPath(out!) }, { title: 'Show Log', run: () => ctx.output.show() });
     return result;
   } catch (err) {
     reportJobError(ctx, 'export', model, err);

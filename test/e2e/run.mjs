@@ -93,6 +93,9 @@ function makeWorkspace(dir, base, settings, models) {
   for (const m of models) fs.cpSync(base.model, path.join(dir, m), { recursive: true });
   fs.mkdirSync(path.join(dir, 'data'), { recursive: true });
   fs.copyFileSync(base.data, path.join(dir, 'data', 'arith.jsonl'));
+  // A long dataset (the same records twenty times) for jobs that must still be running when they are cancelled.
+  const lines = fs.readFileSync(base.data, 'utf8').trim().split('\n');
+  write(path.join(dir, 'data', 'big.jsonl'), `${Array.from({ length: 20 }, () => lines.join('\n')).join('\n')}\n`);
   // A dataset that breaks on its third line: the engine must name the file and the line.
   write(path.join(dir, 'data', 'bad.jsonl'), '{"question": "What is 1 plus 1?", "answer": "1 plus 1 is 2."}\n'
     + '{"question": "What is 2 plus 2?", "answer": "2 plus 2 is 4."}\n{"question": "What is 3 plus 3?", "answer": \n');
@@ -453,12 +456,14 @@ async function runJourneys(browser, cs, ws, userSettingsFile) {
     // A bigger probe, so there is time to cancel it: a setting change, as a user would make it.
     const wsSettings = path.join(ws, '.vscode', 'settings.json');
     const original = fs.readFileSync(wsSettings, 'utf8');
-    fs.writeFileSync(wsSettings, JSON.stringify({ ...JSON.parse(original), 'domlora.samples': 400 }, null, 2));
+    fs.writeFileSync(wsSettings, JSON.stringify({ ...JSON.parse(original), 'domlora.samples': 1000 }, null, 2));
     try {
       await sleep(1200);
       await contextMenuItem(page, 'tiny', 'Run PAGE Probe');
       await quickPick(page, 'dataset');
-      await pickItem(page, undefined, 'arith.jsonl'); // the remembered dataset comes first
+      // The remembered dataset comes first; the long one is picked, so the probe is surely still running.
+      await page.locator('.quick-input-widget .quick-input-list .monaco-list-row.focused', { hasText: 'arith.jsonl' }).first().waitFor({ timeout: 10_000 });
+      await pickItem(page, 'big.jsonl', 'big.jsonl');
       await waitFor(async () => /DomLoRA: (probe \d|tokenize|load)/.test(await statusText(page)), 60_000, 'the probe to start');
       const toast = notification(page, 'PAGE probe of tiny');
       let cancelled = false;

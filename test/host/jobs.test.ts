@@ -14,6 +14,8 @@ function ctx(): Ctx {
 const ws = () => vscode.workspace.workspaceFolders![0]!.uri.fsPath;
 const model = () => path.join(ws(), 'tiny');
 const data = () => path.join(ws(), 'data', 'arith.jsonl');
+/** Long enough that a probe of it is still running when it is cancelled or its worker is killed. */
+const bigData = () => path.join(ws(), 'data', 'big.jsonl');
 const dataDir = (m: string) => path.join(ws(), '.domlora', path.basename(m));
 
 function listData(m: string): string[] {
@@ -127,6 +129,18 @@ describe('commands with the real worker', function () {
     assert.equal(ctx().panels.state(model()).placementIsUserChoice, false);
   });
 
+  it('exports the trained adapter as a PEFT LoraConfig and as a merged model', async () => {
+    const dir = path.join(ws(), 'exports');
+    const py = path.join(dir, 'lora_config.py');
+    const r = await vscode.commands.executeCommand<{ out: string }>('domlora.export', vscode.Uri.file(model()), { format: 'peft-config', out: py });
+    assert.ok(r, 'export returned a result');
+    assert.match(fs.readFileSync(py, 'utf8'), /LoraConfig/);
+    const merged = path.join(dir, 'merged');
+    await vscode.commands.executeCommand('domlora.export', vscode.Uri.file(model()), { format: 'merged', out: merged });
+    assert.ok(fs.existsSync(path.join(merged, 'config.json')), 'merged model folder has config.json');
+    assert.equal(ctx().status.current.kind, 'idle');
+  });
+
   it('refuses to train DomLoRA on a model with no probe, clearly', async () => {
     const t = Date.now();
     const r = await vscode.commands.executeCommand('domlora.train', vscode.Uri.file(path.join(ws(), 'fresh')), { data: data() });
@@ -150,7 +164,7 @@ describe('commands with the real worker', function () {
   it('cancels a running probe: idle again, nothing written', async () => {
     const before = listData(model());
     const t = Date.now();
-    const pending = vscode.commands.executeCommand('domlora.runProbe', vscode.Uri.file(model()), { data: data(), samples: 64 });
+    const pending = vscode.commands.executeCommand('domlora.runProbe', vscode.Uri.file(model()), { data: bigData(), samples: 1000 });
     await until(() => ctx().status.current.kind === 'running' && (ctx().status.current as { progress?: { phase: string } }).progress?.phase === 'probe', 60_000, 'the probe to start');
     assert.equal(await vscode.commands.executeCommand('domlora.cancel'), true);
     assert.equal(await pending, undefined);
@@ -161,7 +175,7 @@ describe('commands with the real worker', function () {
 
   it('turns a worker crash into a clear error, and the next job gets a fresh worker', async () => {
     const t = Date.now();
-    const pending = vscode.commands.executeCommand('domlora.runProbe', vscode.Uri.file(model()), { data: data(), samples: 64 });
+    const pending = vscode.commands.executeCommand('domlora.runProbe', vscode.Uri.file(model()), { data: bigData(), samples: 1000 });
     await until(() => ctx().status.current.kind === 'running' && !!ctx().worker.pid && (ctx().status.current as { progress?: unknown }).progress !== undefined, 60_000, 'the probe to start');
     const pid = ctx().worker.pid!;
     process.kill(pid, 'SIGTERM');
