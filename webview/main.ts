@@ -565,7 +565,7 @@ function runCard(preset: Preset, run: RunView | undefined, _yRange: [number, num
   const last = [...run.curve].reverse().find((p) => p.loss !== undefined);
   const doneSteps = last?.step ?? 0;
   if (run.status === 'running') {
-    badge = h('span', { class: 'badge running' }, h('vscode-progress-ring', { class: 'mini-ring' }),
+    badge = h('span', { class: 'badge running' }, icon('sync', 'codicon-modifier-spin'),
       `step ${doneSteps}/${run.steps}${run.etaSeconds !== undefined ? ` · ETA ${duration(run.etaSeconds)}` : ''}`);
   } else if (run.status === 'done') {
     badge = h('span', { class: 'badge done' }, icon('check'), ` done in ${duration(run.result?.seconds)}`);
