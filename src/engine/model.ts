@@ -1,12 +1,21 @@
-// A Llama decoder in tfjs with a hand-written backward pass, in the spirit of llm.c: every product is a plain 2-D
-// non-transposed matmul (the only shape tfjs-wasm sends to XNNPACK; see shared/docs/engine-bench.md), weights are
-// transposed once at load, and the backward pass computes only activation gradients (frozen weights never get
-// gradients), LoRA gradients, and whatever a "tap" wants to know about each linear module (PAGE).
+// A decoder-only transformer in tfjs with a hand-written backward pass, in the spirit of llm.c: every product is a
+// plain 2-D non-transposed matmul (the only shape tfjs-wasm sends to XNNPACK; see shared/docs/engine-bench.md),
+// weights are transposed once at load, and the backward pass computes only activation gradients (frozen weights never
+// get gradients), LoRA gradients, and whatever a "tap" wants to know about each linear module (PAGE).
+//
+// One layer shape covers the architectures of config.ts (ARCHITECTURES): Llama, and what the others add to it:
+//   Mistral   sliding-window attention (the causal mask also hides keys `window` or more positions back)
+//   Qwen 2    biases on q, k, v                     Qwen 3   RMSNorm on each q and k head before RoPE
+//   Phi-3     fused qkv_proj and gate_up_proj (split after the matmul; the fused module is the PEFT target)
+//   Gemma 2   RMSNorm (1 + w), embeddings x sqrt(H), norms after attention and MLP too, GeGLU (tanh), attention
+//             and final-logit soft-capping, sliding window on even layers, query_pre_attn_scalar
+//   GPT-2     LayerNorm with bias, learned positions, fused c_attn, plain MLP c_fc -> gelu -> c_proj, Conv1D
+//             weights stored [in, out] (already the layout we multiply by)
 //
 // Shapes: T = tokens of one record, H = hidden, I = intermediate, nH/nKV = attention/key-value heads, hd = head dim,
 // rep = nH / nKV, V = vocab. Module names are Hugging Face's (`model.layers.N.mlp.down_proj`).
 import * as tf from '@tensorflow/tfjs-core';
-import { ARCHITECTURES, ModelConfig, moduleName, moduleShape } from './config';
+import { ARCHITECTURES, ArchRoles, ArchSpec, ModelConfig, moduleName, moduleShape, parseModuleName, storedName } from './config';
 import { WeightStore } from './safetensors';
 import { badInput } from './errors';
 
@@ -22,9 +31,21 @@ export interface Linear {
   bias?: tf.Tensor1D;
 }
 
+/** A norm's parameters: RMSNorm has a weight (Gemma's 1 + w already added), LayerNorm a weight and a bias. */
+export interface Norm { w: tf.Tensor1D; b?: tf.Tensor1D }
+
 export interface LayerWeights {
-  inputNorm: tf.Tensor1D;
-  postNorm: tf.Tensor1D;
+  /** Before attention (input_layernorm, GPT-2's ln_1). */
+  inputNorm: Norm;
+  /** Before the MLP (Llama's post_attention_layernorm, Gemma 2's pre_feedforward_layernorm, GPT-2's ln_2). */
+  postNorm: Norm;
+  /** Gemma 2's post_attention_layernorm: on the attention output, before the residual add. */
+  attnOutNorm?: Norm;
+  /** Gemma 2's post_feedforward_layernorm: on the MLP output, before the residual add. */
+  mlpOutNorm?: Norm;
+  /** Qwen 3's q_norm and k_norm, [hd]. */
+  qNorm?: Norm;
+  kNorm?: Norm;
   linears: Record<string, Linear>;
 }
 
@@ -49,21 +70,27 @@ export interface RecordPass {
   tokens: number;
 }
 
+/** What a norm's backward needs: its input, 1/rms (or 1/std) [T, 1], and LayerNorm's mean [T, 1]. */
+interface NormCache { x: tf.Tensor2D; r: tf.Tensor2D; mu?: tf.Tensor2D }
+
 interface LayerCache {
-  x: tf.Tensor2D; // layer input [T, H]
-  r1: tf.Tensor2D; // rsqrt(mean(x^2)+eps) [T, 1]
-  h1: tf.Tensor2D; // normed input of q, k, v [T, H]
+  n1: NormCache; // input norm (x = the layer input [T, H])
+  h1: tf.Tensor2D; // normed input of q, k, v (or qkv) [T, H]
+  qn?: NormCache; // Qwen 3: per-head q norm, x = q before it [T*nH, hd]
+  kn?: NormCache; // [T*nKV, hd]
   q: tf.Tensor3D; // roped queries, kv-group major [nKV, rep*T, hd]
   k: tf.Tensor3D; // roped keys [nKV, T, hd]
   v: tf.Tensor3D; // values [nKV, T, hd]
   p: tf.Tensor3D; // attention probabilities [nKV, rep*T, T]
+  capT?: tf.Tensor3D; // soft-capping: tanh(scores / cap) [nKV, rep*T, T]
   att: tf.Tensor2D; // attention output, the input of o_proj [T, nH*hd]
-  x2: tf.Tensor2D; // residual after attention [T, H]
-  r2: tf.Tensor2D;
-  h2: tf.Tensor2D; // normed input of gate, up [T, H]
-  g: tf.Tensor2D; // gate pre-activation [T, I]
-  u: tf.Tensor2D; // up [T, I]
-  act: tf.Tensor2D; // silu(g) * u, the input of down_proj [T, I]
+  an?: NormCache; // Gemma 2: norm of o_proj's output [T, H]
+  n2: NormCache; // pre-MLP norm (x = residual after attention [T, H])
+  h2: tf.Tensor2D; // normed input of the MLP [T, H]
+  g: tf.Tensor2D; // gate pre-activation (or fc's output, for a plain MLP) [T, I]
+  u?: tf.Tensor2D; // up [T, I] (gated MLPs)
+  act: tf.Tensor2D; // act(g) * u (or act(g)), the input of down_proj [T, I]
+  mn?: NormCache; // Gemma 2: norm of down_proj's output [T, H]
   /** Inputs of LoRA paths (x @ A^T), per adapted module name. */
   loraIn: Map<string, tf.Tensor2D>;
 }
@@ -73,68 +100,177 @@ export interface ModelOptions {
   keepBothLayouts?: boolean;
 }
 
+/**
+ * RoPE's inverse frequencies for a sequence of T tokens and the factor on cos and sin, as transformers'
+ * `_compute_*_parameters` compute them (modeling_rope_utils.py). Only `dynamic` and `longrope` depend on T.
+ */
+export function ropeFrequencies(cfg: ModelConfig, T: number): { invFreq: Float64Array; attentionFactor: number } {
+  const dim = cfg.headDim;
+  const half = dim / 2;
+  const sc = cfg.ropeScaling;
+  const type = sc?.type ?? 'default';
+  const f = (k: string) => Number(sc?.[k]);
+  const base = (theta: number) => Float64Array.from({ length: half }, (_, i) => 1 / Math.pow(theta, (2 * i) / dim));
+  let invFreq = base(cfg.ropeTheta);
+  let attentionFactor = 1;
+  switch (type) {
+    case 'default':
+      break;
+    case 'linear':
+      invFreq = invFreq.map((v) => v / f('factor'));
+      break;
+    case 'dynamic': {
+      // NTK-aware: the base grows once the sequence is longer than max_position_embeddings (HF recomputes it for the
+      // longest position seen; with one record per pass that is T). Below that length it is plain RoPE.
+      const maxPos = cfg.maxPositionEmbeddings;
+      if (T > maxPos) {
+        const factor = f('factor');
+        invFreq = base(cfg.ropeTheta * Math.pow((factor * T) / maxPos - (factor - 1), dim / (dim - 2)));
+      }
+      break;
+    }
+    case 'llama3': {
+      const factor = f('factor'), low = f('low_freq_factor'), high = f('high_freq_factor'), old = f('original_max_position_embeddings');
+      const lowWavelen = old / low, highWavelen = old / high;
+      invFreq = invFreq.map((v) => {
+        const wavelen = (2 * Math.PI) / v;
+        if (wavelen < highWavelen) return v;
+        if (wavelen > lowWavelen) return v / factor;
+        const smooth = (old / wavelen - low) / (high - low);
+        return (1 - smooth) * (v / factor) + smooth * v;
+      });
+      break;
+    }
+    case 'yarn': {
+      const factor = f('factor');
+      const origMax = Number(sc?.original_max_position_embeddings ?? cfg.maxPositionEmbeddings);
+      const mscale = Number(sc?.mscale ?? 0), mscaleAll = Number(sc?.mscale_all_dim ?? 0);
+      const getMscale = (s: number, m = 1) => (s <= 1 ? 1 : 0.1 * m * Math.log(s) + 1);
+      if (sc?.attention_factor != null) attentionFactor = f('attention_factor');
+      else attentionFactor = mscale && mscaleAll ? getMscale(factor, mscale) / getMscale(factor, mscaleAll) : getMscale(factor);
+      const betaFast = Number(sc?.beta_fast || 32), betaSlow = Number(sc?.beta_slow || 1);
+      const corrDim = (rot: number) => (dim * Math.log(origMax / (rot * 2 * Math.PI))) / (2 * Math.log(cfg.ropeTheta));
+      const truncate = sc?.truncate !== false;
+      let lo = corrDim(betaFast), hi = corrDim(betaSlow);
+      if (truncate) { lo = Math.floor(lo); hi = Math.ceil(hi); }
+      lo = Math.max(lo, 0); hi = Math.min(hi, dim - 1);
+      if (lo === hi) hi += 0.001;
+      invFreq = invFreq.map((extra, i) => {
+        const ramp = Math.min(1, Math.max(0, (i - lo) / (hi - lo)));
+        const extraFactor = 1 - ramp; // 1: keep the original frequency (extrapolate), 0: divide by factor
+        return (extra / factor) * (1 - extraFactor) + extra * extraFactor;
+      });
+      break;
+    }
+    case 'longrope': {
+      const origMax = Number(cfg.raw.original_max_position_embeddings ?? sc?.original_max_position_embeddings ?? cfg.maxPositionEmbeddings);
+      const factor = cfg.raw.original_max_position_embeddings != null ? cfg.maxPositionEmbeddings / origMax : Number(sc?.factor ?? 1);
+      if (sc?.attention_factor != null) attentionFactor = f('attention_factor');
+      else attentionFactor = factor <= 1 ? 1 : Math.sqrt(1 + Math.log(factor) / Math.log(origMax));
+      const ext = (T > origMax ? sc?.long_factor : sc?.short_factor) as number[];
+      invFreq = invFreq.map((v, i) => v / ext[i]);
+      break;
+    }
+    default:
+      throw badInput(`rope scaling type "${type}" is not supported`);
+  }
+  // HF computes the frequencies in float32: mirror that rounding before multiplying by the position.
+  return { invFreq: invFreq.map((v) => Math.fround(v)), attentionFactor };
+}
+
+const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
+
 export class LlamaModel {
   readonly kinds: readonly string[];
+  private readonly roles: Readonly<ArchRoles>;
   private ropeCache = new Map<number, { cos: tf.Tensor3D; sinSigned: tf.Tensor3D }>();
-  private maskCache = new Map<number, tf.Tensor2D>();
+  private maskCache = new Map<string, tf.Tensor2D>();
 
   private constructor(
     readonly cfg: ModelConfig,
     readonly embed: tf.Tensor2D, // [V, H]
     readonly headT: tf.Tensor2D, // [H, V]
     readonly head: tf.Tensor2D, // [V, H] (the embedding itself when tied)
-    readonly finalNorm: tf.Tensor1D,
+    readonly finalNorm: Norm,
     readonly layers: LayerWeights[],
+    /** Learned absolute position embeddings [maxPos, H] (GPT-2). */
+    readonly positions?: tf.Tensor2D,
   ) {
     this.kinds = ARCHITECTURES[cfg.modelType].kinds;
+    this.roles = ARCHITECTURES[cfg.modelType].roles;
   }
 
   /** Loads weights tensor by tensor, checking every shape against the config. */
   static load(cfg: ModelConfig, store: WeightStore, opts: ModelOptions = {}): LlamaModel {
     const keepBoth = opts.keepBothLayouts ?? true;
+    const arch: ArchSpec = ARCHITECTURES[cfg.modelType];
     const H = cfg.hiddenSize;
-    const t2 = (name: string, shape: [number, number]) => tf.tensor2d(store.read(name, shape), shape);
-    const t1 = (name: string, n: number) => tf.tensor1d(store.read(name, [n]));
-    const embed = t2('model.embed_tokens.weight', [cfg.vocabSize, H]);
+    const has = (name: string) => store.has(name);
+    const key = (name: string) => storedName(has, name);
+    const t2 = (name: string, shape: [number, number]) => tf.tensor2d(store.read(key(name), shape), shape);
+    const t1 = (name: string, n: number) => tf.tensor1d(store.read(key(name), [n]));
+    const gpt2 = cfg.modelType === 'gpt2';
+    const norm = (prefix: string, n: number): Norm => {
+      let w = t1(`${prefix}.weight`, n);
+      if (cfg.normOffset) w = tf.tidy(() => { const o = tf.add(w, cfg.normOffset) as tf.Tensor1D; w.dispose(); return o; });
+      return cfg.normType === 'layernorm' ? { w, b: t1(`${prefix}.bias`, n) } : { w };
+    };
+    const embed = t2(gpt2 ? 'transformer.wte.weight' : 'model.embed_tokens.weight', [cfg.vocabSize, H]);
+    const positions = gpt2 ? t2('transformer.wpe.weight', [cfg.maxPositionEmbeddings, H]) : undefined;
     let head = embed;
     if (!cfg.tieWordEmbeddings && store.has('lm_head.weight')) head = t2('lm_head.weight', [cfg.vocabSize, H]);
     const headT = tf.transpose(head) as tf.Tensor2D;
     const layers: LayerWeights[] = [];
-    const kinds = ARCHITECTURES[cfg.modelType].kinds;
     for (let l = 0; l < cfg.numLayers; l++) {
       const linears: Record<string, Linear> = {};
-      for (const kind of kinds) {
+      for (const kind of arch.kinds) {
         const [dIn, dOut] = moduleShape(cfg, kind);
-        const name = moduleName(l, kind);
-        const w = t2(`${name}.weight`, [dOut, dIn]);
-        const wt = tf.transpose(w) as tf.Tensor2D;
+        const name = moduleName(l, kind, cfg.modelType);
+        let w: tf.Tensor2D, wt: tf.Tensor2D;
+        if (arch.conv1d) {
+          wt = t2(`${name}.weight`, [dIn, dOut]); // Conv1D: y = x W + b, W stored [in, out]
+          w = tf.transpose(wt) as tf.Tensor2D;
+        } else {
+          w = t2(`${name}.weight`, [dOut, dIn]);
+          wt = tf.transpose(w) as tf.Tensor2D;
+        }
         const biasName = `${name}.bias`;
-        const bias = store.has(biasName) ? t1(biasName, dOut) : undefined;
+        const bias = has(key(biasName)) ? t1(biasName, dOut) : undefined;
         if (!keepBoth) w.dispose();
         linears[kind] = { name, kind, dIn, dOut, wt, w: keepBoth ? w : undefined, bias };
       }
-      layers.push({
-        inputNorm: t1(`model.layers.${l}.input_layernorm.weight`, H),
-        postNorm: t1(`model.layers.${l}.post_attention_layernorm.weight`, H),
-        linears,
-      });
+      const p = `${arch.layerPrefix}.${l}`;
+      const lw: LayerWeights = gpt2
+        ? { inputNorm: norm(`${p}.ln_1`, H), postNorm: norm(`${p}.ln_2`, H), linears }
+        : cfg.sandwichNorms
+          ? {
+            inputNorm: norm(`${p}.input_layernorm`, H), attnOutNorm: norm(`${p}.post_attention_layernorm`, H),
+            postNorm: norm(`${p}.pre_feedforward_layernorm`, H), mlpOutNorm: norm(`${p}.post_feedforward_layernorm`, H), linears,
+          }
+          : { inputNorm: norm(`${p}.input_layernorm`, H), postNorm: norm(`${p}.post_attention_layernorm`, H), linears };
+      if (cfg.qkNorm) {
+        lw.qNorm = norm(`${p}.self_attn.q_norm`, cfg.headDim);
+        lw.kNorm = norm(`${p}.self_attn.k_norm`, cfg.headDim);
+      }
+      layers.push(lw);
     }
-    const finalNorm = t1('model.norm.weight', H);
-    return new LlamaModel(cfg, embed, headT, head, finalNorm, layers);
+    const finalNorm = norm(gpt2 ? 'transformer.ln_f' : 'model.norm', H);
+    return new LlamaModel(cfg, embed, headT, head, finalNorm, layers, positions);
   }
 
   linear(name: string): Linear {
-    const m = /^model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)$/.exec(name);
-    const lin = m ? this.layers[Number(m[1])]?.linears[m[2]] : undefined;
+    const m = parseModuleName(name, this.cfg.modelType);
+    const lin = m ? this.layers[m.layer]?.linears[m.kind] : undefined;
     if (!lin || lin.name !== name) throw badInput(`module "${name}" is not a linear module of this model`);
     return lin;
   }
 
   dispose(): void {
-    const all: tf.Tensor[] = [this.embed, this.headT, this.finalNorm];
+    const all: tf.Tensor[] = [this.embed, this.headT, ...normTensors(this.finalNorm)];
     if (this.head !== this.embed) all.push(this.head);
+    if (this.positions) all.push(this.positions);
     for (const L of this.layers) {
-      all.push(L.inputNorm, L.postNorm);
+      for (const n of [L.inputNorm, L.postNorm, L.attnOutNorm, L.mlpOutNorm, L.qNorm, L.kNorm]) if (n) all.push(...normTensors(n));
       for (const lin of Object.values(L.linears)) { all.push(lin.wt); if (lin.w) all.push(lin.w); if (lin.bias) all.push(lin.bias); }
     }
     for (const c of this.ropeCache.values()) all.push(c.cos, c.sinSigned);
@@ -152,14 +288,14 @@ export class LlamaModel {
     if (!c) {
       const hd = this.cfg.headDim;
       const half = hd / 2;
+      const { invFreq, attentionFactor } = ropeFrequencies(this.cfg, T);
       const cos = new Float32Array(T * hd);
       const sin = new Float32Array(T * hd);
       for (let i = 0; i < half; i++) {
-        // HF computes inv_freq in float32: mirror that rounding before multiplying by the position.
-        const invFreq = Math.fround(1 / Math.pow(this.cfg.ropeTheta, (2 * i) / hd));
         for (let t = 0; t < T; t++) {
-          const ang = Math.fround(t * invFreq);
-          const cv = Math.cos(ang), sv = Math.sin(ang);
+          const ang = Math.fround(t * invFreq[i]);
+          // YaRN and LongRoPE scale cos and sin (HF's attention_scaling); q.k then scales by its square.
+          const cv = Math.cos(ang) * attentionFactor, sv = Math.sin(ang) * attentionFactor;
           cos[t * hd + i] = cv; cos[t * hd + half + i] = cv;
           sin[t * hd + i] = -sv; sin[t * hd + half + i] = sv;
         }
@@ -171,18 +307,23 @@ export class LlamaModel {
     return c;
   }
 
-  /** Additive causal mask for kv-group-major queries: row i is position i mod T. [rep*T, T] */
-  private causalMask(T: number): tf.Tensor2D {
-    let m = this.maskCache.get(T);
+  /**
+   * Additive causal mask for kv-group-major queries: row i is position i mod T. [rep*T, T]. With a sliding window
+   * W, a query at position i also sees only keys j with i - j < W (transformers' sliding_window_overlay).
+   */
+  private causalMask(T: number, window: number | null): tf.Tensor2D {
+    const W = window !== null && window < T ? window : T;
+    const keyName = `${T}:${W}`;
+    let m = this.maskCache.get(keyName);
     if (!m) {
       const rep = this.cfg.numHeads / this.cfg.numKvHeads;
       const data = new Float32Array(rep * T * T);
       for (let i = 0; i < rep * T; i++) {
         const pos = i % T;
-        for (let j = pos + 1; j < T; j++) data[i * T + j] = -1e9;
+        for (let j = 0; j < T; j++) if (j > pos || pos - j >= W) data[i * T + j] = -1e9;
       }
       m = tf.keep(tf.tensor2d(data, [rep * T, T]));
-      this.maskCache.set(T, m);
+      this.maskCache.set(keyName, m);
     }
     return m;
   }
@@ -199,16 +340,46 @@ export class LlamaModel {
     return (inverse ? tf.sub(tf.mul(x, cos), rot) : tf.add(tf.mul(x, cos), rot)) as tf.Tensor3D;
   }
 
-  private rmsNorm(x: tf.Tensor2D, w: tf.Tensor1D): { y: tf.Tensor2D; r: tf.Tensor2D } {
+  /** RMSNorm x * rsqrt(mean(x^2) + eps) * w, or LayerNorm (x - mean) * rsqrt(var + eps) * w + b, over the last axis. */
+  private norm(x: tf.Tensor2D, n: Norm): { y: tf.Tensor2D; c: NormCache } {
+    if (this.cfg.normType === 'layernorm') {
+      const mu = tf.mean(x, 1, true) as tf.Tensor2D; // [T, 1]
+      const xc = tf.sub(x, mu);
+      const r = tf.rsqrt(tf.add(tf.mean(tf.square(xc), 1, true), this.cfg.rmsNormEps)) as tf.Tensor2D; // [T, 1]
+      return { y: tf.add(tf.mul(tf.mul(xc, r), n.w), n.b!) as tf.Tensor2D, c: { x, r, mu } };
+    }
     const r = tf.rsqrt(tf.add(tf.mean(tf.square(x), 1, true), this.cfg.rmsNormEps)) as tf.Tensor2D; // [T, 1]
-    return { y: tf.mul(tf.mul(x, r), w) as tf.Tensor2D, r };
+    return { y: tf.mul(tf.mul(x, r), n.w) as tf.Tensor2D, c: { x, r } };
   }
 
-  private rmsNormBackward(dy: tf.Tensor2D, x: tf.Tensor2D, r: tf.Tensor2D, w: tf.Tensor1D): tf.Tensor2D {
-    const xhat = tf.mul(x, r); // [T, H]
-    const dxhat = tf.mul(dy, w); // [T, H]
+  private normBackward(dy: tf.Tensor2D, c: NormCache, n: Norm): tf.Tensor2D {
+    const xhat = c.mu ? tf.mul(tf.sub(c.x, c.mu), c.r) : tf.mul(c.x, c.r); // [T, H]
+    const dxhat = tf.mul(dy, n.w); // [T, H]
     const dot = tf.mean(tf.mul(dxhat, xhat), 1, true); // [T, 1]
-    return tf.mul(r, tf.sub(dxhat, tf.mul(xhat, dot))) as tf.Tensor2D;
+    const centred = c.mu ? tf.sub(dxhat, tf.mean(dxhat, 1, true)) : dxhat;
+    return tf.mul(c.r, tf.sub(centred, tf.mul(xhat, dot))) as tf.Tensor2D;
+  }
+
+  /** The MLP's activation and its derivative. */
+  private activation(g: tf.Tensor2D): tf.Tensor2D {
+    if (this.cfg.hiddenAct === 'gelu_tanh') {
+      // 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))
+      const t = tf.tanh(tf.mul(tf.add(g, tf.mul(tf.pow(g, 3), 0.044715)), SQRT_2_OVER_PI));
+      return tf.mul(tf.mul(g, 0.5), tf.add(t, 1)) as tf.Tensor2D;
+    }
+    return tf.mul(g, tf.sigmoid(g)) as tf.Tensor2D;
+  }
+
+  private activationGrad(g: tf.Tensor2D): tf.Tensor2D {
+    if (this.cfg.hiddenAct === 'gelu_tanh') {
+      const g2 = tf.square(g);
+      const t = tf.tanh(tf.mul(tf.mul(g, tf.add(tf.mul(g2, 0.044715), 1)), SQRT_2_OVER_PI));
+      const dInner = tf.mul(tf.add(tf.mul(g2, 3 * 0.044715), 1), SQRT_2_OVER_PI);
+      // d/dg: 0.5 (1 + t) + 0.5 g (1 - t^2) * inner'
+      return tf.add(tf.mul(tf.add(t, 1), 0.5), tf.mul(tf.mul(tf.mul(g, 0.5), tf.sub(1, tf.square(t))), dInner)) as tf.Tensor2D;
+    }
+    const sig = tf.sigmoid(g);
+    return tf.mul(sig, tf.add(1, tf.mul(g, tf.sub(1, sig)))) as tf.Tensor2D;
   }
 
   /** y = x W^T (+ bias) (+ scale * (x A^T) B^T). Records the LoRA input when a cache is given. */
@@ -250,48 +421,98 @@ export class LlamaModel {
 
   // ---- the layer ---------------------------------------------------------------------------------------------
 
+  /** Scores' factor at layer l (1/sqrt(hd), Gemma 2's query_pre_attn_scalar, GPT-2's optional 1/(l+1)). */
+  private attnScale(l: number): number {
+    return this.cfg.attnScale / (this.cfg.attnScaleByLayer ? l + 1 : 1);
+  }
+
   /** One decoder layer. Returns the output and, when `keepCache`, everything the backward pass needs (kept). */
   layerForward(l: number, x: tf.Tensor2D, adapters?: Map<string, LoraAdapter>, keepCache = false): { out: tf.Tensor2D; cache?: LayerCache } {
     const cfg = this.cfg;
+    const R = this.roles;
     const L = this.layers[l];
     const T = x.shape[0];
     const nH = cfg.numHeads, nKV = cfg.numKvHeads, hd = cfg.headDim, rep = nH / nKV;
     const cache: LayerCache | undefined = keepCache ? ({ loraIn: new Map() } as unknown as LayerCache) : undefined;
     const out = tf.tidy(() => {
-      const n1 = this.rmsNorm(x, L.inputNorm);
-      const q0 = this.applyLinear(L.linears.q_proj, n1.y, adapters, cache); // [T, nH*hd]
-      const k0 = this.applyLinear(L.linears.k_proj, n1.y, adapters, cache); // [T, nKV*hd]
-      const v0 = this.applyLinear(L.linears.v_proj, n1.y, adapters, cache); // [T, nKV*hd]
-      const qr = this.applyRope(tf.reshape(q0, [T, nH, hd]), T, false);
-      const kr = this.applyRope(tf.reshape(k0, [T, nKV, hd]), T, false);
+      const n1 = this.norm(x, L.inputNorm);
+      let q0: tf.Tensor2D, k0: tf.Tensor2D, v0: tf.Tensor2D;
+      if (R.qkv) {
+        const qkv = this.applyLinear(L.linears[R.qkv], n1.y, adapters, cache); // [T, (nH + 2 nKV) hd]
+        [q0, k0, v0] = tf.split(qkv, [nH * hd, nKV * hd, nKV * hd], 1) as tf.Tensor2D[];
+      } else {
+        q0 = this.applyLinear(L.linears[R.q!], n1.y, adapters, cache); // [T, nH*hd]
+        k0 = this.applyLinear(L.linears[R.k!], n1.y, adapters, cache); // [T, nKV*hd]
+        v0 = this.applyLinear(L.linears[R.v!], n1.y, adapters, cache); // [T, nKV*hd]
+      }
+      let qn: { y: tf.Tensor2D; c: NormCache } | undefined, kn: typeof qn;
+      if (L.qNorm && L.kNorm) {
+        qn = this.norm(tf.reshape(q0, [T * nH, hd]), L.qNorm); // every head normed over hd
+        kn = this.norm(tf.reshape(k0, [T * nKV, hd]), L.kNorm);
+        q0 = qn.y; k0 = kn.y;
+      }
+      let qr = tf.reshape(q0, [T, nH, hd]) as tf.Tensor3D;
+      let kr = tf.reshape(k0, [T, nKV, hd]) as tf.Tensor3D;
+      if (cfg.positions === 'rope') {
+        qr = this.applyRope(qr, T, false);
+        kr = this.applyRope(kr, T, false);
+      }
       // Heads h = g*rep + j use key/value head g (HF repeat_kv): grouping by g needs no repeat at all.
       const q = tf.reshape(tf.transpose(qr, [1, 0, 2]), [nKV, rep * T, hd]) as tf.Tensor3D;
       const k = tf.transpose(kr, [1, 0, 2]) as tf.Tensor3D; // [nKV, T, hd]
       const kT = tf.transpose(kr, [1, 2, 0]) as tf.Tensor3D; // [nKV, hd, T]
       const v = tf.transpose(tf.reshape(v0, [T, nKV, hd]), [1, 0, 2]) as tf.Tensor3D; // [nKV, T, hd]
-      const scale = 1 / Math.sqrt(hd);
-      const mask = this.causalMask(T);
+      const scale = this.attnScale(l);
+      const cap = cfg.attnSoftcap;
+      const mask = this.causalMask(T, cfg.slidingWindows[l]);
       const qs = tf.unstack(q), kTs = tf.unstack(kT), vs = tf.unstack(v);
-      const ps: tf.Tensor2D[] = [], os: tf.Tensor2D[] = [];
+      const ps: tf.Tensor2D[] = [], os: tf.Tensor2D[] = [], caps: tf.Tensor2D[] = [];
       for (let g = 0; g < nKV; g++) {
-        const s = tf.add(tf.mul(tf.matMul(qs[g] as tf.Tensor2D, kTs[g] as tf.Tensor2D), scale), mask); // [rep*T, T]
-        const p = tf.softmax(s) as tf.Tensor2D;
+        let s = tf.mul(tf.matMul(qs[g] as tf.Tensor2D, kTs[g] as tf.Tensor2D), scale) as tf.Tensor2D; // [rep*T, T]
+        if (cap) {
+          const th = tf.tanh(tf.div(s, cap)) as tf.Tensor2D; // Gemma 2: cap * tanh(s / cap), before the mask
+          caps.push(th);
+          s = tf.mul(th, cap) as tf.Tensor2D;
+        }
+        const p = tf.softmax(tf.add(s, mask)) as tf.Tensor2D;
         ps.push(p);
         os.push(tf.matMul(p, vs[g] as tf.Tensor2D)); // [rep*T, hd]
       }
       const o = tf.stack(os) as tf.Tensor3D; // [nKV, rep*T, hd]
       const att = tf.reshape(tf.transpose(tf.reshape(o, [nH, T, hd]), [1, 0, 2]), [T, nH * hd]) as tf.Tensor2D;
-      const x2 = tf.add(x, this.applyLinear(L.linears.o_proj, att, adapters, cache)) as tf.Tensor2D;
-      const n2 = this.rmsNorm(x2, L.postNorm);
-      const g = this.applyLinear(L.linears.gate_proj, n2.y, adapters, cache); // [T, I]
-      const u = this.applyLinear(L.linears.up_proj, n2.y, adapters, cache); // [T, I]
-      const act = tf.mul(tf.mul(g, tf.sigmoid(g)), u) as tf.Tensor2D; // silu(g) * u
-      const y = tf.add(x2, this.applyLinear(L.linears.down_proj, act, adapters, cache)) as tf.Tensor2D;
+      let attOut = this.applyLinear(L.linears[R.o], att, adapters, cache); // [T, H]
+      let an: { y: tf.Tensor2D; c: NormCache } | undefined;
+      if (L.attnOutNorm) { an = this.norm(attOut, L.attnOutNorm); attOut = an.y; }
+      const x2 = tf.add(x, attOut) as tf.Tensor2D;
+      const n2 = this.norm(x2, L.postNorm);
+      let g: tf.Tensor2D, u: tf.Tensor2D | undefined, act: tf.Tensor2D;
+      if (R.gateUp) {
+        const gu = this.applyLinear(L.linears[R.gateUp], n2.y, adapters, cache); // [T, 2I]: gate, then up
+        [g, u] = tf.split(gu, 2, 1) as tf.Tensor2D[];
+      } else if (R.fc) {
+        g = this.applyLinear(L.linears[R.fc], n2.y, adapters, cache); // [T, I]
+      } else {
+        g = this.applyLinear(L.linears[R.gate!], n2.y, adapters, cache); // [T, I]
+        u = this.applyLinear(L.linears[R.up!], n2.y, adapters, cache); // [T, I]
+      }
+      act = this.activation(g);
+      if (u) act = tf.mul(act, u) as tf.Tensor2D; // act(gate) * up
+      let mlpOut = this.applyLinear(L.linears[R.down], act, adapters, cache); // [T, H]
+      let mn: { y: tf.Tensor2D; c: NormCache } | undefined;
+      if (L.mlpOutNorm) { mn = this.norm(mlpOut, L.mlpOutNorm); mlpOut = mn.y; }
+      const y = tf.add(x2, mlpOut) as tf.Tensor2D;
       if (cache) {
+        const keepNorm = (c: NormCache, cloneX = false): NormCache =>
+          ({ x: tf.keep(cloneX ? c.x.clone() : c.x), r: tf.keep(c.r), ...(c.mu ? { mu: tf.keep(c.mu) } : {}) });
         Object.assign(cache, {
-          x: tf.keep(x.clone()), r1: tf.keep(n1.r), h1: tf.keep(n1.y), q: tf.keep(q), k: tf.keep(k), v: tf.keep(v),
-          p: tf.keep(tf.stack(ps) as tf.Tensor3D), att: tf.keep(att), x2: tf.keep(x2), r2: tf.keep(n2.r), h2: tf.keep(n2.y),
-          g: tf.keep(g), u: tf.keep(u), act: tf.keep(act),
+          n1: keepNorm(n1.c, true), h1: tf.keep(n1.y), q: tf.keep(q), k: tf.keep(k), v: tf.keep(v),
+          p: tf.keep(tf.stack(ps) as tf.Tensor3D), att: tf.keep(att), n2: keepNorm(n2.c), h2: tf.keep(n2.y),
+          g: tf.keep(g), act: tf.keep(act),
+          ...(u ? { u: tf.keep(u) } : {}),
+          ...(qn && kn ? { qn: keepNorm(qn.c), kn: keepNorm(kn.c) } : {}),
+          ...(caps.length ? { capT: tf.keep(tf.stack(caps) as tf.Tensor3D) } : {}),
+          ...(an ? { an: keepNorm(an.c) } : {}),
+          ...(mn ? { mn: keepNorm(mn.c) } : {}),
         });
       }
       return y;
@@ -306,69 +527,122 @@ export class LlamaModel {
    */
   layerBackward(l: number, dy: tf.Tensor2D, cache: LayerCache, ctx: BackwardContext): tf.Tensor2D | undefined {
     const cfg = this.cfg;
+    const R = this.roles;
     const L = this.layers[l];
     const T = dy.shape[0];
     const nH = cfg.numHeads, nKV = cfg.numKvHeads, hd = cfg.headDim, rep = nH / nKV;
     const full = ctx.needInputGrad !== false;
     const left = new Set(full ? this.kinds : (ctx.lowestKinds ?? this.kinds));
-    const done = (...kinds: string[]) => { for (const k of kinds) left.delete(k); return !full && left.size === 0; };
+    const done = (...kinds: (string | undefined)[]) => { for (const k of kinds) if (k) left.delete(k); return !full && left.size === 0; };
     return tf.tidy(() => {
-      // MLP: y = x2 + down(silu(g) * u)
-      const dAct = this.linearBackward(L.linears.down_proj, cache.act, dy, ctx, cache, true)!; // [T, I]
-      if (done('down_proj')) return undefined;
-      const sig = tf.sigmoid(cache.g);
-      const silu = tf.mul(cache.g, sig);
-      const dsilu = tf.mul(sig, tf.add(1, tf.mul(cache.g, tf.sub(1, sig))));
-      const dg = tf.mul(tf.mul(dAct, cache.u), dsilu) as tf.Tensor2D;
-      const du = tf.mul(dAct, silu) as tf.Tensor2D;
-      const dhGate = this.linearBackward(L.linears.gate_proj, cache.h2, dg, ctx, cache, true)!;
-      const dhUp = this.linearBackward(L.linears.up_proj, cache.h2, du, ctx, cache, true)!;
-      if (done('gate_proj', 'up_proj')) return undefined;
-      const dx2 = tf.add(dy, this.rmsNormBackward(tf.add(dhGate, dhUp) as tf.Tensor2D, cache.x2, cache.r2, L.postNorm)) as tf.Tensor2D;
-      // Attention: x2 = x + o(att)
-      const dAtt = this.linearBackward(L.linears.o_proj, cache.att, dx2, ctx, cache, true)!; // [T, nH*hd]
-      if (done('o_proj')) return undefined;
+      // MLP: y = x2 + [norm](down(act(g) * u))
+      const dMlpOut = cache.mn ? this.normBackward(dy, cache.mn, L.mlpOutNorm!) : dy;
+      const dAct = this.linearBackward(L.linears[R.down], cache.act, dMlpOut, ctx, cache, true)!; // [T, I]
+      if (done(R.down)) return undefined;
+      const dActG = this.activationGrad(cache.g);
+      let dh2: tf.Tensor2D;
+      if (cache.u) {
+        const dg = tf.mul(tf.mul(dAct, cache.u), dActG) as tf.Tensor2D;
+        const du = tf.mul(dAct, this.activation(cache.g)) as tf.Tensor2D;
+        if (R.gateUp) {
+          dh2 = this.linearBackward(L.linears[R.gateUp], cache.h2, tf.concat([dg, du], 1) as tf.Tensor2D, ctx, cache, true)!;
+        } else {
+          const dhGate = this.linearBackward(L.linears[R.gate!], cache.h2, dg, ctx, cache, true)!;
+          const dhUp = this.linearBackward(L.linears[R.up!], cache.h2, du, ctx, cache, true)!;
+          dh2 = tf.add(dhGate, dhUp) as tf.Tensor2D;
+        }
+      } else {
+        dh2 = this.linearBackward(L.linears[R.fc!], cache.h2, tf.mul(dAct, dActG) as tf.Tensor2D, ctx, cache, true)!;
+      }
+      if (done(R.gate, R.up, R.gateUp, R.fc)) return undefined;
+      const dx2 = tf.add(dy, this.normBackward(dh2, cache.n2, L.postNorm)) as tf.Tensor2D;
+      // Attention: x2 = x + [norm](o(att))
+      const dAttOut = cache.an ? this.normBackward(dx2, cache.an, L.attnOutNorm!) : dx2;
+      const dAtt = this.linearBackward(L.linears[R.o], cache.att, dAttOut, ctx, cache, true)!; // [T, nH*hd]
+      if (done(R.o)) return undefined;
       const dO = tf.reshape(tf.transpose(tf.reshape(dAtt, [T, nH, hd]), [1, 0, 2]), [nKV, rep * T, hd]) as tf.Tensor3D;
-      const scale = 1 / Math.sqrt(hd);
+      const scale = this.attnScale(l);
       const dOs = tf.unstack(dO), ps = tf.unstack(cache.p), qs = tf.unstack(cache.q), ks = tf.unstack(cache.k), vs = tf.unstack(cache.v);
+      const caps = cache.capT ? tf.unstack(cache.capT) : undefined;
       const dqs: tf.Tensor2D[] = [], dks: tf.Tensor2D[] = [], dvs: tf.Tensor2D[] = [];
       for (let g = 0; g < nKV; g++) {
         const p = ps[g] as tf.Tensor2D, dOg = dOs[g] as tf.Tensor2D;
         const dP = tf.matMul(dOg, tf.transpose(vs[g]) as tf.Tensor2D); // [rep*T, T]
-        const dS = tf.mul(tf.mul(p, tf.sub(dP, tf.sum(tf.mul(dP, p), 1, true))), scale) as tf.Tensor2D; // softmax backward
+        let dS = tf.mul(p, tf.sub(dP, tf.sum(tf.mul(dP, p), 1, true))) as tf.Tensor2D; // softmax backward
+        if (caps) dS = tf.mul(dS, tf.sub(1, tf.square(caps[g]))) as tf.Tensor2D; // through cap * tanh(s / cap)
+        dS = tf.mul(dS, scale) as tf.Tensor2D;
         dqs.push(tf.matMul(dS, ks[g] as tf.Tensor2D)); // [rep*T, hd]
         dks.push(tf.matMul(tf.transpose(dS), qs[g] as tf.Tensor2D)); // [T, hd]
         dvs.push(tf.matMul(tf.transpose(p), dOg)); // [T, hd]
       }
-      const dqr = tf.transpose(tf.reshape(tf.stack(dqs), [nH, T, hd]), [1, 0, 2]) as tf.Tensor3D; // [T, nH, hd]
-      const dkr = tf.transpose(tf.stack(dks), [1, 0, 2]) as tf.Tensor3D; // [T, nKV, hd]
-      const dq = tf.reshape(this.applyRope(dqr, T, true), [T, nH * hd]) as tf.Tensor2D;
-      const dk = tf.reshape(this.applyRope(dkr, T, true), [T, nKV * hd]) as tf.Tensor2D;
+      let dqr = tf.transpose(tf.reshape(tf.stack(dqs), [nH, T, hd]), [1, 0, 2]) as tf.Tensor3D; // [T, nH, hd]
+      let dkr = tf.transpose(tf.stack(dks), [1, 0, 2]) as tf.Tensor3D; // [T, nKV, hd]
+      if (cfg.positions === 'rope') {
+        dqr = this.applyRope(dqr, T, true);
+        dkr = this.applyRope(dkr, T, true);
+      }
+      let dq = tf.reshape(dqr, [T * nH, hd]) as tf.Tensor2D;
+      let dk = tf.reshape(dkr, [T * nKV, hd]) as tf.Tensor2D;
+      if (cache.qn && cache.kn) {
+        dq = this.normBackward(dq, cache.qn, L.qNorm!);
+        dk = this.normBackward(dk, cache.kn, L.kNorm!);
+      }
+      dq = tf.reshape(dq, [T, nH * hd]);
+      dk = tf.reshape(dk, [T, nKV * hd]);
       const dv = tf.reshape(tf.transpose(tf.stack(dvs), [1, 0, 2]), [T, nKV * hd]) as tf.Tensor2D;
-      const dhq = this.linearBackward(L.linears.q_proj, cache.h1, dq, ctx, cache, full);
-      const dhk = this.linearBackward(L.linears.k_proj, cache.h1, dk, ctx, cache, full);
-      const dhv = this.linearBackward(L.linears.v_proj, cache.h1, dv, ctx, cache, full);
+      let dh1: tf.Tensor2D | undefined;
+      if (R.qkv) {
+        dh1 = this.linearBackward(L.linears[R.qkv], cache.h1, tf.concat([dq, dk, dv], 1) as tf.Tensor2D, ctx, cache, full);
+      } else {
+        const dhq = this.linearBackward(L.linears[R.q!], cache.h1, dq, ctx, cache, full);
+        const dhk = this.linearBackward(L.linears[R.k!], cache.h1, dk, ctx, cache, full);
+        const dhv = this.linearBackward(L.linears[R.v!], cache.h1, dv, ctx, cache, full);
+        if (full) dh1 = tf.addN([dhq!, dhk!, dhv!]) as tf.Tensor2D;
+      }
       if (!full) return undefined;
-      const dh1 = tf.addN([dhq!, dhk!, dhv!]) as tf.Tensor2D;
-      return tf.add(dx2, this.rmsNormBackward(dh1, cache.x, cache.r1, L.inputNorm)) as tf.Tensor2D;
+      return tf.add(dx2, this.normBackward(dh1!, cache.n1, L.inputNorm)) as tf.Tensor2D;
     });
   }
 
   static disposeCache(c: LayerCache): void {
-    tf.dispose([c.x, c.r1, c.h1, c.q, c.k, c.v, c.p, c.att, c.x2, c.r2, c.h2, c.g, c.u, c.act, ...c.loraIn.values()]);
+    const all: tf.Tensor[] = [...c.loraIn.values()];
+    for (const v of Object.values(c)) {
+      if (v instanceof tf.Tensor) all.push(v);
+      else if (v && typeof v === 'object' && 'r' in v) all.push(...Object.values(v as NormCache).filter((t): t is tf.Tensor2D => t instanceof tf.Tensor));
+    }
+    tf.dispose(all);
   }
 
   // ---- whole-record passes -----------------------------------------------------------------------------------
 
+  /** Token embeddings (times Gemma's sqrt(H)), plus GPT-2's learned position embeddings. [T, H] */
   embedTokens(ids: number[]): tf.Tensor2D {
-    return tf.tidy(() => tf.gather(this.embed, tf.tensor1d(ids, 'int32')) as tf.Tensor2D);
+    const T = ids.length;
+    if (this.positions && T > this.cfg.maxPositionEmbeddings) {
+      throw badInput(`a record of ${T} tokens is longer than this model's ${this.cfg.maxPositionEmbeddings} positions; lower --seq-len`);
+    }
+    return tf.tidy(() => {
+      let x = tf.gather(this.embed, tf.tensor1d(ids, 'int32')) as tf.Tensor2D;
+      if (this.cfg.embedScale !== 1) x = tf.mul(x, this.cfg.embedScale) as tf.Tensor2D;
+      if (this.positions) x = tf.add(x, tf.slice(this.positions, [0, 0], [T, -1])) as tf.Tensor2D;
+      return x;
+    });
+  }
+
+  /** Logits from final-normed hidden states; Gemma 2 soft-caps them. Returns tanh(logits / cap) too when capped. */
+  private headLogits(h: tf.Tensor2D): { logits: tf.Tensor2D; th?: tf.Tensor2D } {
+    const logits = tf.matMul(h, this.headT) as tf.Tensor2D; // [n, V]
+    const cap = this.cfg.finalSoftcap;
+    if (!cap) return { logits };
+    const th = tf.tanh(tf.div(logits, cap)) as tf.Tensor2D;
+    return { logits: tf.mul(th, cap) as tf.Tensor2D, th };
   }
 
   /** Final norm + LM head logits at the given positions [P, V] (used for evaluation outputs, not training). */
   logitsAt(hidden: tf.Tensor2D, positions: number[]): tf.Tensor2D {
     return tf.tidy(() => {
       const h = tf.gather(hidden, tf.tensor1d(positions, 'int32')) as tf.Tensor2D;
-      return tf.matMul(this.rmsNorm(h, this.finalNorm).y, this.headT) as tf.Tensor2D;
+      return this.headLogits(this.norm(h, this.finalNorm).y).logits;
     });
   }
 
@@ -388,13 +662,15 @@ export class LlamaModel {
     const dParts: tf.Tensor2D[] = [];
     const posT = tf.tensor1d(pos, 'int32');
     const hS = tf.tidy(() => tf.gather(hidden, posT) as tf.Tensor2D); // [S, H]
-    const { y: nS, r: rS } = tf.tidy(() => { const o = this.rmsNorm(hS, this.finalNorm); return { y: o.y, r: o.r }; });
+    const normed = tf.tidy(() => { const o = this.norm(hS, this.finalNorm); return o.c.mu ? { y: o.y, r: o.c.r, mu: o.c.mu } : { y: o.y, r: o.c.r }; });
+    const nS = normed.y as tf.Tensor2D;
+    const cS: NormCache = { x: hS, r: normed.r as tf.Tensor2D, mu: normed.mu as tf.Tensor2D | undefined };
     for (let c0 = 0; c0 < S; c0 += chunk) {
       const c1 = Math.min(S, c0 + chunk);
       const n = c1 - c0;
       const res = tf.tidy(() => {
         const h = tf.slice(nS, [c0, 0], [n, -1]) as tf.Tensor2D;
-        const logits = tf.matMul(h, this.headT); // [n, V]
+        const { logits, th } = this.headLogits(h); // [n, V]
         const lse = tf.logSumExp(logits, 1, true); // [n, 1]
         const tIdx = tf.tensor1d(tgt.slice(c0, c1).map((t, i) => i * V + t), 'int32');
         const picked = tf.gather(tf.reshape(logits, [-1]), tIdx); // [n]
@@ -402,7 +678,8 @@ export class LlamaModel {
         if (!wantGrad) return { loss };
         // tfjs-wasm 4.22's OneHot writes int bits into float32 outputs (1 becomes 1.4e-45): build it as int32, then cast.
         const onehot = tf.cast(tf.oneHot(tf.tensor1d(tgt.slice(c0, c1), 'int32'), V), 'float32');
-        const dLogits = tf.div(tf.sub(tf.exp(tf.sub(logits, lse)), onehot), S); // [n, V]
+        let dLogits = tf.div(tf.sub(tf.exp(tf.sub(logits, lse)), onehot), S) as tf.Tensor2D; // [n, V]
+        if (th) dLogits = tf.mul(dLogits, tf.sub(1, tf.square(th))) as tf.Tensor2D; // through cap * tanh(z / cap)
         return { loss, dh: tf.matMul(dLogits, this.head) as tf.Tensor2D }; // [n, H]
       });
       lossSum += (res.loss.dataSync() as Float32Array)[0];
@@ -413,11 +690,11 @@ export class LlamaModel {
     if (wantGrad) {
       dHidden = tf.tidy(() => {
         const dnS = dParts.length === 1 ? dParts[0] : tf.concat(dParts, 0); // [S, H]
-        const dhS = this.rmsNormBackward(dnS, hS, rS, this.finalNorm);
+        const dhS = this.normBackward(dnS, cS, this.finalNorm);
         return tf.scatterND(tf.reshape(posT, [S, 1]), dhS, [T, this.cfg.hiddenSize]) as tf.Tensor2D;
       });
     }
-    tf.dispose([...dParts, posT, hS, nS, rS]);
+    tf.dispose([...dParts, posT, hS, nS, cS.r, ...(cS.mu ? [cS.mu] : [])]);
     return { loss: lossSum / S, tokens: S, dHidden };
   }
 
@@ -504,4 +781,8 @@ function accumulate(acc: Map<string, LoraGrads>, name: string, da: tf.Tensor2D, 
     prev.da.dispose();
     prev.db.dispose();
   }
+}
+
+function normTensors(n: Norm): tf.Tensor[] {
+  return n.b ? [n.w, n.b] : [n.w];
 }

@@ -7,10 +7,17 @@ import * as path from 'node:path';
 import { Rng } from './rng';
 import { encodeSafetensors, TensorToWrite } from './safetensors';
 import { writeDirAtomic, writeFileAtomic } from './atomic';
+import type { ModelType } from './config';
 
 export interface SynthShape {
   hiddenSize: number; intermediateSize: number; layers: number; heads: number; kvHeads: number; vocabSize: number;
   tied: boolean; seed: number; headDim?: number; dtype?: 'F32' | 'F16' | 'BF16'; attentionBias?: boolean;
+  /** The architecture (default llama): its weight names, its extra tensors and its config keys. */
+  arch?: ModelType;
+  /** Merged into config.json last (sliding_window, rope_scaling, soft-capping values, ...). */
+  config?: Record<string, unknown>;
+  /** GPT-2 only: store the base model's tensors without the `transformer.` prefix, as the original checkpoints do. */
+  unprefixed?: boolean;
 }
 
 export const DEMO_SHAPE: SynthShape = { hiddenSize: 96, intermediateSize: 256, layers: 6, heads: 6, kvHeads: 2, vocabSize: 384, tied: true, seed: 1234 };
@@ -55,9 +62,13 @@ export function synthTokenizer(vocabSize: number): { tokenizer: object; config: 
   return { tokenizer, config };
 }
 
-/** Writes a random Llama folder (config, weights, tokenizer) of the given shape. Atomic: the folder appears whole. */
+/**
+ * Writes a random model folder (config, weights, tokenizer) of the given shape and architecture. Atomic: the folder
+ * appears whole. Weights are N(0, 1/d_in) so activations stay of order one.
+ */
 export async function writeSynthModel(dir: string, shape: SynthShape = DEMO_SHAPE): Promise<void> {
   const rng = new Rng(shape.seed);
+  const arch = shape.arch ?? 'llama';
   const H = shape.hiddenSize, I = shape.intermediateSize, hd = shape.headDim ?? H / shape.heads;
   const q = shape.heads * hd, kv = shape.kvHeads * hd;
   const tensors: TensorToWrite[] = [];
@@ -67,33 +78,66 @@ export async function writeSynthModel(dir: string, shape: SynthShape = DEMO_SHAP
     if (base) for (let i = 0; i < n; i++) data[i] += base;
     tensors.push({ name, shape: dims, data, dtype: shape.dtype });
   };
-  add('model.embed_tokens.weight', [shape.vocabSize, H], 0.5);
-  for (let l = 0; l < shape.layers; l++) {
-    const p = `model.layers.${l}`;
-    add(`${p}.input_layernorm.weight`, [H], 0.1, 1);
-    add(`${p}.self_attn.q_proj.weight`, [q, H], 1 / Math.sqrt(H));
-    add(`${p}.self_attn.k_proj.weight`, [kv, H], 1 / Math.sqrt(H));
-    add(`${p}.self_attn.v_proj.weight`, [kv, H], 1 / Math.sqrt(H));
-    if (shape.attentionBias) {
-      add(`${p}.self_attn.q_proj.bias`, [q], 0.02);
-      add(`${p}.self_attn.k_proj.bias`, [kv], 0.02);
-      add(`${p}.self_attn.v_proj.bias`, [kv], 0.02);
+  // Gemma stores norm weights as offsets from 1 (it multiplies by 1 + w).
+  const normW = (name: string, n: number) => add(name, [n], 0.1, arch === 'gemma2' ? 0 : 1);
+  if (arch === 'gpt2') {
+    const pre = shape.unprefixed ? '' : 'transformer.';
+    const maxPos = Number(shape.config?.n_positions ?? 256);
+    add(`${pre}wte.weight`, [shape.vocabSize, H], 0.5);
+    add(`${pre}wpe.weight`, [maxPos, H], 0.1);
+    for (let l = 0; l < shape.layers; l++) {
+      const p = `${pre}h.${l}`;
+      // Conv1D weights are stored [in, out].
+      const conv = (name: string, dIn: number, dOut: number) => { add(`${name}.weight`, [dIn, dOut], 1 / Math.sqrt(dIn)); add(`${name}.bias`, [dOut], 0.02); };
+      normW(`${p}.ln_1.weight`, H); add(`${p}.ln_1.bias`, [H], 0.05);
+      conv(`${p}.attn.c_attn`, H, 3 * H);
+      conv(`${p}.attn.c_proj`, H, H);
+      normW(`${p}.ln_2.weight`, H); add(`${p}.ln_2.bias`, [H], 0.05);
+      conv(`${p}.mlp.c_fc`, H, I);
+      conv(`${p}.mlp.c_proj`, I, H);
     }
-    add(`${p}.self_attn.o_proj.weight`, [H, q], 1 / Math.sqrt(q));
-    add(`${p}.post_attention_layernorm.weight`, [H], 0.1, 1);
-    add(`${p}.mlp.gate_proj.weight`, [I, H], 1 / Math.sqrt(H));
-    add(`${p}.mlp.up_proj.weight`, [I, H], 1 / Math.sqrt(H));
-    add(`${p}.mlp.down_proj.weight`, [H, I], 1 / Math.sqrt(I));
+    normW(`${pre}ln_f.weight`, H); add(`${pre}ln_f.bias`, [H], 0.05);
+  } else {
+    add('model.embed_tokens.weight', [shape.vocabSize, H], 0.5);
+    for (let l = 0; l < shape.layers; l++) {
+      const p = `model.layers.${l}`;
+      normW(`${p}.input_layernorm.weight`, H);
+      if (arch === 'phi3') {
+        add(`${p}.self_attn.qkv_proj.weight`, [q + 2 * kv, H], 1 / Math.sqrt(H));
+      } else {
+        add(`${p}.self_attn.q_proj.weight`, [q, H], 1 / Math.sqrt(H));
+        add(`${p}.self_attn.k_proj.weight`, [kv, H], 1 / Math.sqrt(H));
+        add(`${p}.self_attn.v_proj.weight`, [kv, H], 1 / Math.sqrt(H));
+      }
+      if (shape.attentionBias || arch === 'qwen2') {
+        // Qwen's biases are large in trained checkpoints; here large enough that dropping them changes the loss.
+        const bstd = arch === 'qwen2' ? 0.3 : 0.02;
+        add(`${p}.self_attn.q_proj.bias`, [q], bstd);
+        add(`${p}.self_attn.k_proj.bias`, [kv], bstd);
+        add(`${p}.self_attn.v_proj.bias`, [kv], bstd);
+      }
+      if (arch === 'qwen3') {
+        normW(`${p}.self_attn.q_norm.weight`, hd);
+        normW(`${p}.self_attn.k_norm.weight`, hd);
+      }
+      add(`${p}.self_attn.o_proj.weight`, [H, q], 1 / Math.sqrt(q));
+      normW(`${p}.post_attention_layernorm.weight`, H);
+      if (arch === 'gemma2') {
+        normW(`${p}.pre_feedforward_layernorm.weight`, H);
+        normW(`${p}.post_feedforward_layernorm.weight`, H);
+      }
+      if (arch === 'phi3') {
+        add(`${p}.mlp.gate_up_proj.weight`, [2 * I, H], 1 / Math.sqrt(H));
+      } else {
+        add(`${p}.mlp.gate_proj.weight`, [I, H], 1 / Math.sqrt(H));
+        add(`${p}.mlp.up_proj.weight`, [I, H], 1 / Math.sqrt(H));
+      }
+      add(`${p}.mlp.down_proj.weight`, [H, I], 1 / Math.sqrt(I));
+    }
+    normW('model.norm.weight', H);
   }
-  add('model.norm.weight', [H], 0.1, 1);
   if (!shape.tied) add('lm_head.weight', [shape.vocabSize, H], 1 / Math.sqrt(H));
-  const config = {
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: H, intermediate_size: I,
-    num_hidden_layers: shape.layers, num_attention_heads: shape.heads, num_key_value_heads: shape.kvHeads, head_dim: hd,
-    vocab_size: shape.vocabSize, max_position_embeddings: 1024, rms_norm_eps: 1e-5, rope_theta: 10000.0, rope_scaling: null,
-    hidden_act: 'silu', tie_word_embeddings: shape.tied, attention_bias: Boolean(shape.attentionBias), mlp_bias: false,
-    bos_token_id: 1, eos_token_id: 2, torch_dtype: 'float32',
-  };
+  const config = { ...synthConfig(arch, shape, hd), ...shape.config };
   const { tokenizer, config: tokConfig } = synthTokenizer(shape.vocabSize);
   await writeDirAtomic(dir, (tmp) => {
     fs.writeFileSync(path.join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
@@ -103,6 +147,41 @@ export async function writeSynthModel(dir: string, shape: SynthShape = DEMO_SHAP
     fs.writeFileSync(path.join(tmp, 'README.md'), '# DomLoRA demo model\n\nRandom weights (seeded) written by `domlora make-demo-model`; ' +
       'a stand-in for a real checkpoint in the demo and tests.\n');
   });
+}
+
+/** config.json as transformers writes it for each architecture (its own class name and keys). */
+function synthConfig(arch: ModelType, shape: SynthShape, hd: number): Record<string, unknown> {
+  const H = shape.hiddenSize;
+  const common = { vocab_size: shape.vocabSize, tie_word_embeddings: shape.tied, bos_token_id: 1, eos_token_id: 2, torch_dtype: 'float32' };
+  const decoder = {
+    hidden_size: H, intermediate_size: shape.intermediateSize, num_hidden_layers: shape.layers, num_attention_heads: shape.heads,
+    num_key_value_heads: shape.kvHeads, head_dim: hd, max_position_embeddings: 1024, rms_norm_eps: 1e-5, rope_theta: 10000.0,
+    rope_scaling: null, hidden_act: 'silu', ...common,
+  };
+  switch (arch) {
+    case 'llama':
+      return { architectures: ['LlamaForCausalLM'], model_type: 'llama', ...decoder, attention_bias: Boolean(shape.attentionBias), mlp_bias: false };
+    case 'mistral':
+      return { architectures: ['MistralForCausalLM'], model_type: 'mistral', ...decoder, sliding_window: null };
+    case 'qwen2':
+      return { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', ...decoder, use_sliding_window: false, sliding_window: 4096, max_window_layers: shape.layers };
+    case 'qwen3':
+      return { architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', ...decoder, attention_bias: false, use_sliding_window: false, sliding_window: null, max_window_layers: shape.layers };
+    case 'phi3':
+      return { architectures: ['Phi3ForCausalLM'], model_type: 'phi3', ...decoder, sliding_window: null, original_max_position_embeddings: 1024 };
+    case 'gemma2': {
+      const { hidden_act: _act, ...rest } = decoder;
+      return {
+        architectures: ['Gemma2ForCausalLM'], model_type: 'gemma2', ...rest, hidden_activation: 'gelu_pytorch_tanh', rms_norm_eps: 1e-6,
+        query_pre_attn_scalar: hd, attn_logit_softcapping: 50.0, final_logit_softcapping: 30.0, sliding_window: 4096,
+      };
+    }
+    case 'gpt2':
+      return {
+        architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', n_embd: H, n_layer: shape.layers, n_head: shape.heads, n_inner: shape.intermediateSize,
+        n_positions: 256, n_ctx: 256, activation_function: 'gelu_new', layer_norm_epsilon: 1e-5, ...common,
+      };
+  }
 }
 
 /** Arithmetic question/answer records in the `qa` shape, deterministic by seed. */

@@ -46,7 +46,9 @@ test('normaliseConfig reads stories260K', () => {
     modelType: 'llama', hiddenSize: 64, intermediateSize: 172, numLayers: 5, numHeads: 8, numKvHeads: 4, headDim: 8,
     vocabSize: 512, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null, maxPositionEmbeddings: 512,
     tieWordEmbeddings: true, attentionBias: false, mlpBias: false, hiddenAct: 'silu', dtype: 'float32',
-    bosTokenId: 1, eosTokenId: 2,
+    bosTokenId: 1, eosTokenId: 2, normType: 'rms', normOffset: 0, qkNorm: false, sandwichNorms: false, embedScale: 1,
+    positions: 'rope', attnScale: 1 / Math.sqrt(8), attnScaleByLayer: false, attnSoftcap: null, finalSoftcap: null,
+    slidingWindows: [null, null, null, null, null],
   });
   assert.equal(cfg.raw, RAW);
 });
@@ -110,7 +112,7 @@ test('num_attention_heads must be a multiple of num_key_value_heads', () => {
 test('an unsupported model_type lists the supported ones', () => {
   assert.ok(SUPPORTED_MODEL_TYPES.length >= 1);
   assert.deepEqual(SUPPORTED_MODEL_TYPES, Object.keys(ARCHITECTURES));
-  for (const modelType of ['gpt2', 'toString', 'constructor', undefined, 7]) {
+  for (const modelType of ['gpt_neox', 'toString', 'constructor', undefined, 7]) {
     assert.throws(() => normaliseConfig(variant({ model_type: modelType }), FILE), (err: unknown) => {
       assert.ok(err instanceof DomLoraError);
       assert.equal(err.code, 'bad-input');
@@ -137,16 +139,21 @@ test('the default file name is config.json', () => {
   assertBadInput(() => normaliseConfig(variant({ hidden_size: undefined })), /"hidden_size"/, 'config.json');
 });
 
-test('scaled RoPE is refused with a clear error', () => {
+test('scaled RoPE: linear, dynamic, llama3, yarn and longrope are read; other types are refused with the list', () => {
   const cases: [Record<string, unknown>, string][] = [
     [{ rope_scaling: { type: 'linear', factor: 2 } }, 'linear'],
     [{ rope_scaling: { type: 'dynamic', factor: 2 } }, 'dynamic'],
     [{ rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 } }, 'llama3'],
     [{ rope_scaling: undefined, rope_theta: undefined, rope_parameters: { rope_theta: 500000, rope_type: 'yarn', factor: 4 } }, 'yarn'],
+    [{ rope_scaling: { type: 'su', short_factor: [1, 1, 1, 1], long_factor: [2, 2, 2, 2] } }, 'longrope'],
   ];
-  for (const [changes, type] of cases) {
-    assertBadInput(() => normaliseConfig(variant(changes), FILE), new RegExp(`rope scaling type "${type}" is not supported`));
-  }
+  for (const [changes, type] of cases) assert.equal(normaliseConfig(variant(changes), FILE).ropeScaling?.type, type);
+  assertBadInput(() => normaliseConfig(variant({ rope_scaling: { rope_type: 'mrope', factor: 2 } }), FILE),
+    /rope scaling type "mrope" is not supported \(supported: default, linear, dynamic, llama3, yarn, longrope\)/);
+  assertBadInput(() => normaliseConfig(variant({ rope_scaling: { type: 'linear' } }), FILE), /rope scaling "linear" needs a positive number "factor"/);
+  assertBadInput(() => normaliseConfig(variant({ rope_scaling: { type: 'llama3', factor: 8 } }), FILE), /needs a positive number "low_freq_factor"/);
+  assertBadInput(() => normaliseConfig(variant({ rope_scaling: { type: 'longrope', short_factor: [1] } }), FILE), /"short_factor": 4 numbers/);
+  assertBadInput(() => normaliseConfig(variant({ partial_rotary_factor: 0.75 }), FILE), /partial_rotary_factor 0\.75 is not supported/);
 });
 
 test('hidden_act other than silu is refused', () => {
