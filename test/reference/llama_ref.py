@@ -1,5 +1,8 @@
 #!/usr/bin/python3
-"""An independent PyTorch reference for DomLoRA's tests: a Hugging Face Llama, LoRA, PAGE, gradients and AdamW.
+"""An independent PyTorch reference for DomLoRA's tests: Hugging Face decoders, LoRA, PAGE, gradients and AdamW.
+
+Architectures (config.json's model_type): llama, mistral, qwen2, qwen3, gemma2, phi3, gpt2, each written from its
+transformers modeling file (see ARCHS and forward below).
 
 Usage:  /usr/bin/python3 test/reference/llama_ref.py REQUEST.json      (or "-" to read the request from stdin)
 Prints one JSON object on stdout. On a bad request it prints {"error": "..."} on stdout, the message on stderr, and
@@ -37,6 +40,20 @@ torch.set_num_threads(1)
 KINDS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PEFT_PREFIX = "base_model.model."
 
+_LLAMA = {"prefix": "model.layers", "kinds": KINDS,
+          "paths": {k: ("mlp." if k in ("gate_proj", "up_proj", "down_proj") else "self_attn.") + k for k in KINDS}}
+# Per model_type: where layer N lives, the candidate kinds (heatmap columns) and each kind's path under the layer.
+ARCHS = {
+    "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gemma2": _LLAMA,
+    # Phi-3 fuses q/k/v and gate/up; PEFT adapts the fused modules.
+    "phi3": {"prefix": "model.layers", "kinds": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
+             "paths": {"qkv_proj": "self_attn.qkv_proj", "o_proj": "self_attn.o_proj",
+                       "gate_up_proj": "mlp.gate_up_proj", "down_proj": "mlp.down_proj"}},
+    # GPT-2: transformers' Conv1D stores W as (in, out) and computes x @ W + b.
+    "gpt2": {"prefix": "transformer.h", "kinds": ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"),
+             "paths": {k: k for k in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}, "conv1d": True},
+}
+
 
 class RefError(Exception):
     """A bad request or a bad input file: reported as {"error": ...} with exit status 2."""
@@ -46,33 +63,84 @@ class RefError(Exception):
 # Config and weights
 
 
-class LlamaConfig:
+class ArchConfig:
+    """The keys of config.json that the forward pass reads, with transformers' defaults per model_type."""
+
     def __init__(self, d):
         def need(key):
             if key not in d:
                 raise RefError(f"config.json lacks {key!r}")
             return d[key]
 
-        self.n_embd = int(need("hidden_size"))
-        self.n_inter = int(need("intermediate_size"))
-        self.n_layer = int(need("num_hidden_layers"))
-        self.n_head = int(need("num_attention_heads"))
-        self.n_kv_head = int(d.get("num_key_value_heads") or self.n_head)
-        self.head_dim = int(d.get("head_dim") or self.n_embd // self.n_head)
-        self.eps = float(d.get("rms_norm_eps", 1e-6))
+        mt = d.get("model_type", "llama")
+        if mt not in ARCHS:
+            raise RefError(f"model_type {mt!r} is not supported (supported: {', '.join(ARCHS)})")
+        self.model_type = mt
+        arch = ARCHS[mt]
+        self.layer_prefix, self.kinds, self.paths = arch["prefix"], tuple(arch["kinds"]), arch["paths"]
+        self.conv1d = bool(arch.get("conv1d"))
+        gpt2 = mt == "gpt2"
+        if gpt2:  # GPT2Config's own key names
+            self.n_embd = int(need("n_embd"))
+            self.n_layer = int(need("n_layer"))
+            self.n_head = self.n_kv_head = int(need("n_head"))
+            self.n_inter = int(d.get("n_inner") or 4 * self.n_embd)
+            self.head_dim = self.n_embd // self.n_head
+            self.eps = float(d.get("layer_norm_epsilon", 1e-5))
+            self.max_pos = int(d.get("n_positions", 1024))
+        else:
+            self.n_embd = int(need("hidden_size"))
+            self.n_inter = int(need("intermediate_size"))
+            self.n_layer = int(need("num_hidden_layers"))
+            self.n_head = int(need("num_attention_heads"))
+            self.n_kv_head = int(d.get("num_key_value_heads") or self.n_head)
+            default_hd = {"gemma2": 256, "qwen3": 128}.get(mt, self.n_embd // self.n_head)
+            self.head_dim = int(d.get("head_dim") or default_hd)
+            self.eps = float(d.get("rms_norm_eps", 1e-5 if mt == "phi3" else 1e-6))
+            self.max_pos = int(d.get("max_position_embeddings") or 2048)
         self.vocab_size = int(need("vocab_size"))
-        # HF's LlamaConfig defaults tie_word_embeddings to False; the file says so explicitly when it is tied.
-        self.tied = bool(d.get("tie_word_embeddings", False))
+        # transformers' defaults: Gemma 2 and GPT-2 tie the output projection to the embeddings, the others do not.
+        self.tied = bool(d.get("tie_word_embeddings", mt in ("gemma2", "gpt2")))
         # transformers v5 moves rope_theta and the scaling parameters into rope_parameters.
         rope_params = d.get("rope_parameters") or {}
         self.rope_theta = float(d.get("rope_theta") or rope_params.get("rope_theta") or 10000.0)
         scaling = d.get("rope_scaling") or (rope_params if rope_params.get("rope_type", "default") != "default" else None)
         self.rope_scaling = scaling
-        act = d.get("hidden_act", "silu")
-        if act != "silu":
-            raise RefError(f"hidden_act {act!r} is not supported (Llama uses silu)")
+        self.original_max_pos = d.get("original_max_position_embeddings")  # Phi-3's LongRoPE reads it at top level
+        if gpt2:
+            act = d.get("activation_function", "gelu_new")
+        elif mt == "gemma2":
+            act = d.get("hidden_activation") or d.get("hidden_act") or "gelu_pytorch_tanh"
+        else:
+            act = d.get("hidden_act", "silu")
+        if act not in ("silu", "gelu_pytorch_tanh", "gelu_new"):
+            raise RefError(f"hidden_act {act!r} is not supported (silu, gelu_pytorch_tanh, gelu_new)")
+        self.act = act
         if self.n_head % self.n_kv_head:
             raise RefError("num_attention_heads must be a multiple of num_key_value_heads")
+        # Gemma 2: scores scale by query_pre_attn_scalar^-1/2 and are soft-capped, as are the final logits.
+        self.attn_scale = (float(d.get("query_pre_attn_scalar", 256)) ** -0.5 if mt == "gemma2"
+                           else 1.0 / math.sqrt(self.head_dim))
+        self.attn_softcap = d.get("attn_logit_softcapping", 50.0) if mt == "gemma2" else None
+        self.final_softcap = d.get("final_logit_softcapping", 30.0) if mt == "gemma2" else None
+        self.windows = self._windows(d)
+
+    def _windows(self, d):
+        """Per layer, the sliding window (a query sees keys i - W < j <= i) or None, as transformers decides it."""
+        sw, mt = d.get("sliding_window"), self.model_type
+        if sw is None or mt in ("llama", "gpt2"):
+            return [None] * self.n_layer
+        if d.get("layer_types"):
+            return [sw if t == "sliding_attention" else None for t in d["layer_types"]]
+        if mt in ("mistral", "phi3"):
+            return [sw] * self.n_layer
+        if mt in ("qwen2", "qwen3"):
+            use = d.get("use_sliding_window", False)
+            return [sw if use and i >= int(d.get("max_window_layers", 0)) else None for i in range(self.n_layer)]
+        return [sw if i % 2 == 0 else None for i in range(self.n_layer)]  # gemma2: sliding on even layers
+
+
+LlamaConfig = ArchConfig  # the name older callers use
 
 
 def load_model(model_dir, dtype):
@@ -98,12 +166,14 @@ def load_model(model_dir, dtype):
             raise RefError(f"missing weight shard {path}")
         tensors, _ = read_safetensors(path)
         for name, arr in tensors.items():
+            if cfg.model_type == "gpt2" and not name.startswith(("transformer.", "lm_head.")):
+                name = "transformer." + name  # the original GPT-2 checkpoints store the base model unprefixed
             params[name] = torch.from_numpy(arr).to(dtype)
-    required = ["model.embed_tokens.weight", "model.norm.weight"]
+    names = norm_names(cfg)
+    required = [names["embed"] + ".weight", names["final"] + ".weight"]
     for i in range(cfg.n_layer):
-        p = f"model.layers.{i}."
-        required += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
-        required += [module_of(i, k) + ".weight" for k in KINDS]
+        required += [f"{cfg.layer_prefix}.{i}.{n}.weight" for n in names["layer"]]
+        required += [module_of(i, k, cfg) + ".weight" for k in cfg.kinds]
     missing = [n for n in required if n not in params]
     if missing:
         raise RefError(f"weights lack {len(missing)} tensors, e.g. {missing[:3]}")
@@ -111,17 +181,36 @@ def load_model(model_dir, dtype):
         if not cfg.tied:
             raise RefError("no lm_head.weight and tie_word_embeddings is false")
         # Tied: the output projection is the embedding matrix itself (same tensor, as in HF).
-        params["lm_head.weight"] = params["model.embed_tokens.weight"]
+        params["lm_head.weight"] = params[names["embed"] + ".weight"]
     return cfg, params
 
 
-def module_of(layer, kind):
-    group = "mlp" if kind in ("gate_proj", "up_proj", "down_proj") else "self_attn"
-    return f"model.layers.{layer}.{group}.{kind}"
+def norm_names(cfg):
+    """The embedding, final norm and per-layer norm names of each architecture."""
+    if cfg.model_type == "gpt2":
+        return {"embed": "transformer.wte", "final": "transformer.ln_f", "layer": ["ln_1", "ln_2"]}
+    layer = ["input_layernorm", "post_attention_layernorm"]
+    if cfg.model_type == "gemma2":
+        layer += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
+    if cfg.model_type == "qwen3":
+        layer += ["self_attn.q_norm", "self_attn.k_norm"]
+    return {"embed": "model.embed_tokens", "final": "model.norm", "layer": layer}
+
+
+def module_of(layer, kind, cfg=None):
+    """HF name of a module kind at a layer (Llama's naming when no config is given)."""
+    arch = ARCHS[cfg.model_type] if cfg is not None else _LLAMA
+    return f"{arch['prefix']}.{layer}.{arch['paths'][kind]}"
 
 
 def candidate_modules(cfg):
-    return [module_of(i, k) for i in range(cfg.n_layer) for k in KINDS]
+    return [module_of(i, k, cfg) for i in range(cfg.n_layer) for k in cfg.kinds]
+
+
+def w_dims(cfg, params, module):
+    """(d_out, d_in) of a module's weight: nn.Linear stores (out, in), GPT-2's Conv1D (in, out)."""
+    shape = tuple(params[module + ".weight"].shape)
+    return (shape[1], shape[0]) if cfg.conv1d else shape
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -136,17 +225,38 @@ def rms_norm(x, weight, eps):
     return weight * (x * torch.rsqrt(var + eps))  # (T, C)
 
 
-def rope_inv_freq(cfg, dtype):
+def norm(cfg, x, params, name):
+    """The architecture's norm at `name`: RMSNorm (Gemma: times 1 + w), or GPT-2's LayerNorm with a bias."""
+    if cfg.model_type == "gpt2":
+        return F.layer_norm(x, (x.shape[-1],), params[name + ".weight"], params[name + ".bias"], cfg.eps)
+    if cfg.model_type == "gemma2":
+        # Gemma2RMSNorm: x * rsqrt(mean(x^2) + eps) * (1 + weight)
+        return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + cfg.eps)) * (1.0 + params[name + ".weight"])
+    return rms_norm(x, params[name + ".weight"], cfg.eps)
+
+
+def rope_inv_freq(cfg, dtype, T=None):
+    """Inverse frequencies and the cos/sin factor, transcribing transformers' _compute_*_parameters."""
     d = cfg.head_dim
-    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).to(dtype) / d))  # (d/2,)
+    base = cfg.rope_theta
+    exponents = torch.arange(0, d, 2, dtype=torch.int64).to(dtype) / d  # (d/2,)
+    inv_freq = 1.0 / (base ** exponents)  # (d/2,)
     sc = cfg.rope_scaling
     if not sc:
-        return inv_freq
+        return inv_freq, 1.0
     kind = sc.get("rope_type") or sc.get("type") or "default"
     if kind == "default":
-        return inv_freq
+        return inv_freq, 1.0
     if kind == "linear":
-        return inv_freq / float(sc["factor"])
+        return inv_freq / float(sc["factor"]), 1.0
+    if kind == "dynamic":
+        # _compute_dynamic_ntk_parameters with seq_len = the longest position + 1; the base only grows beyond
+        # max_position_embeddings (_dynamic_frequency_update never changes it below).
+        factor, max_pos = float(sc["factor"]), cfg.max_pos
+        if T is None or T <= max_pos:
+            return inv_freq, 1.0
+        base = base * ((factor * T / max_pos) - (factor - 1)) ** (d / (d - 2))
+        return 1.0 / (base ** exponents), 1.0
     if kind == "llama3":
         # transformers' _compute_llama3_parameters, transcribed.
         factor = float(sc["factor"])
@@ -158,16 +268,57 @@ def rope_inv_freq(cfg, dtype):
         smooth = (old_len / wavelen - low) / (high - low)
         smoothed = (1 - smooth) * scaled / factor + smooth * scaled
         medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
-        return torch.where(medium, smoothed, scaled)
-    raise RefError(f"rope_scaling type {kind!r} is not supported (default, linear, llama3)")
+        return torch.where(medium, smoothed, scaled), 1.0
+    if kind == "yarn":
+        # _compute_yarn_parameters (current transformers: factor as given, original_max_position_embeddings from
+        # rope_scaling when present, mscale / mscale_all_dim, truncate).
+        factor = float(sc["factor"])
+        orig = sc.get("original_max_position_embeddings") or cfg.max_pos
+
+        def get_mscale(scale, m=1.0):
+            return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+        att = sc.get("attention_factor")
+        if att is None:
+            ms, ms_all = sc.get("mscale"), sc.get("mscale_all_dim")
+            att = get_mscale(factor, ms) / get_mscale(factor, ms_all) if ms and ms_all else get_mscale(factor)
+        beta_fast, beta_slow = sc.get("beta_fast") or 32, sc.get("beta_slow") or 1
+
+        def corr_dim(rot):
+            return (d * math.log(orig / (rot * 2 * math.pi))) / (2 * math.log(base))
+
+        low, high = corr_dim(beta_fast), corr_dim(beta_slow)
+        if sc.get("truncate", True):
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, d - 1)
+        if low == high:
+            high += 0.001
+        ramp = ((torch.arange(d // 2, dtype=dtype) - low) / (high - low)).clamp(0, 1)
+        extrapolation_factor = 1 - ramp
+        pos_freqs = base ** exponents
+        inv = (1.0 / (factor * pos_freqs)) * (1 - extrapolation_factor) + (1.0 / pos_freqs) * extrapolation_factor
+        return inv, float(att)
+    if kind in ("longrope", "su"):
+        # _compute_longrope_parameters: Phi-3 keeps original_max_position_embeddings at the top of its config.
+        if cfg.original_max_pos is not None:
+            orig = int(cfg.original_max_pos)
+            factor = cfg.max_pos / orig
+        else:
+            orig, factor = cfg.max_pos, float(sc.get("factor") or 1.0)
+        att = sc.get("attention_factor")
+        if att is None:
+            att = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(orig))
+        ext = torch.tensor(sc["long_factor"] if T is not None and T > orig else sc["short_factor"], dtype=dtype)
+        return 1.0 / (ext * base ** exponents), float(att)
+    raise RefError(f"rope_scaling type {kind!r} is not supported (default, linear, dynamic, llama3, yarn, longrope)")
 
 
 def rope_cos_sin(cfg, T, dtype):
-    inv_freq = rope_inv_freq(cfg, dtype)  # (d/2,)
+    inv_freq, factor = rope_inv_freq(cfg, dtype, T)  # (d/2,)
     pos = torch.arange(T, dtype=dtype)  # (T,)
     freqs = torch.outer(pos, inv_freq)  # (T, d/2)
     emb = torch.cat([freqs, freqs], dim=-1)  # (T, d): HF duplicates, it does not interleave
-    return emb.cos(), emb.sin()  # (T, d) each
+    return emb.cos() * factor, emb.sin() * factor  # (T, d) each; YaRN/LongRoPE scale both (attention_scaling)
 
 
 def rotate_half(x):
@@ -175,59 +326,117 @@ def rotate_half(x):
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
 
 
-def linear(x, params, name, loras):
-    """h = x W^T (+ b) + s * (x A^T) B^T: PEFT's LoRA wraps an unchanged base linear."""
-    h = x @ params[name + ".weight"].T  # (T, d_out)
+def linear(x, params, name, loras, conv1d=False):
+    """h = x W^T (+ b) + s * (x A^T) B^T: PEFT's LoRA wraps an unchanged base linear. Conv1D: h = x W + b."""
+    W = params[name + ".weight"]
+    h = x @ W if conv1d else x @ W.T  # (T, d_out)
     bias = params.get(name + ".bias")
     if bias is not None:
         h = h + bias
     lora = loras.get(name) if loras else None
     if lora is not None:
-        A, B, s = lora  # A (r, d_in), B (d_out, r)
-        h = h + s * ((x @ A.T) @ B.T)  # (T, d_out)
+        A, B, s = lora  # A (r, d_in), B (d_out, r): the same layout for Conv1D (PEFT's fan_in_fan_out only
+        h = h + s * ((x @ A.T) @ B.T)  # transposes the merged delta)  (T, d_out)
     return h
+
+
+def act_fn(cfg, x):
+    if cfg.act == "silu":
+        return F.silu(x)
+    if cfg.act == "gelu_new":  # transformers' NewGELUActivation
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+    return F.gelu(x, approximate="tanh")  # gelu_pytorch_tanh
 
 
 def attention(cfg, x, params, layer, loras, cos, sin):
     T = x.shape[0]
     nh, nkv, hd = cfg.n_head, cfg.n_kv_head, cfg.head_dim
-    p = f"model.layers.{layer}.self_attn."
-    q = linear(x, params, p + "q_proj", loras).view(T, nh, hd).transpose(0, 1)  # (nh, T, hd)
-    k = linear(x, params, p + "k_proj", loras).view(T, nkv, hd).transpose(0, 1)  # (nkv, T, hd)
-    v = linear(x, params, p + "v_proj", loras).view(T, nkv, hd).transpose(0, 1)  # (nkv, T, hd)
-    q = q * cos + rotate_half(q) * sin  # (nh, T, hd)
-    k = k * cos + rotate_half(k) * sin  # (nkv, T, hd)
+    mod = lambda kind: module_of(layer, kind, cfg)  # noqa: E731
+    lin = lambda y, kind: linear(y, params, mod(kind), loras, cfg.conv1d)  # noqa: E731
+    if cfg.model_type == "phi3":
+        qkv = lin(x, "qkv_proj")  # (T, (nh + 2 nkv) hd)
+        q, k, v = qkv.split([nh * hd, nkv * hd, nkv * hd], dim=-1)
+    elif cfg.model_type == "gpt2":
+        q, k, v = lin(x, "attn.c_attn").split(cfg.n_embd, dim=-1)  # GPT2Attention: split_size = embed_dim
+    else:
+        q, k, v = lin(x, "q_proj"), lin(x, "k_proj"), lin(x, "v_proj")
+    q = q.view(T, nh, hd)
+    k = k.view(T, nkv, hd)
+    if cfg.model_type == "qwen3":
+        # Qwen3Attention: q_norm / k_norm (RMSNorm over head_dim) on each head, before RoPE.
+        p = f"{cfg.layer_prefix}.{layer}.self_attn."
+        q = rms_norm(q, params[p + "q_norm.weight"], cfg.eps)
+        k = rms_norm(k, params[p + "k_norm.weight"], cfg.eps)
+    q, k = q.transpose(0, 1), k.transpose(0, 1)  # (nh, T, hd), (nkv, T, hd)
+    v = v.view(T, nkv, hd).transpose(0, 1)  # (nkv, T, hd)
+    if cfg.model_type != "gpt2":
+        q = q * cos + rotate_half(q) * sin  # (nh, T, hd)
+        k = k * cos + rotate_half(k) * sin  # (nkv, T, hd)
     # GQA, HF repeat_kv: query head j reads key/value head j // (nh / nkv).
     k = k.repeat_interleave(nh // nkv, dim=0)  # (nh, T, hd)
     v = v.repeat_interleave(nh // nkv, dim=0)  # (nh, T, hd)
-    att = (q @ k.transpose(-2, -1)) / math.sqrt(hd)  # (nh, T, T)
-    causal = torch.ones(T, T, dtype=torch.bool).tril()  # (T, T): row t sees columns 0..t
-    att = att.masked_fill(~causal, float("-inf")).softmax(dim=-1)  # (nh, T, T)
+    att = (q @ k.transpose(-2, -1)) * cfg.attn_scale  # (nh, T, T)
+    if cfg.attn_softcap:
+        att = torch.tanh(att / cfg.attn_softcap) * cfg.attn_softcap  # Gemma 2, before the mask
+    i = torch.arange(T).view(T, 1)
+    j = torch.arange(T).view(1, T)
+    visible = j <= i  # (T, T): row t sees columns 0..t
+    window = cfg.windows[layer]
+    if window is not None:
+        visible = visible & (j > i - window)  # masking_utils.sliding_window_overlay: kv_idx > q_idx - window
+    att = att.masked_fill(~visible, float("-inf")).softmax(dim=-1)  # (nh, T, T)
     y = att @ v  # (nh, T, hd)
     y = y.transpose(0, 1).reshape(T, nh * hd)  # (T, nh*hd)
-    return linear(y, params, p + "o_proj", loras)  # (T, C)
+    return lin(y, "attn.c_proj" if cfg.model_type == "gpt2" else "o_proj")  # (T, C)
 
 
-def mlp(x, params, layer, loras):
-    p = f"model.layers.{layer}.mlp."
-    gate = linear(x, params, p + "gate_proj", loras)  # (T, I)
-    up = linear(x, params, p + "up_proj", loras)  # (T, I)
-    return linear(F.silu(gate) * up, params, p + "down_proj", loras)  # (T, C)
+def mlp(cfg, x, params, layer, loras):
+    lin = lambda y, kind: linear(y, params, module_of(layer, kind, cfg), loras, cfg.conv1d)  # noqa: E731
+    if cfg.model_type == "gpt2":
+        return lin(act_fn(cfg, lin(x, "mlp.c_fc")), "mlp.c_proj")  # (T, C)
+    if cfg.model_type == "phi3":
+        gate, up = lin(x, "gate_up_proj").chunk(2, dim=-1)  # Phi3MLP: gate first, then up
+    else:
+        gate, up = lin(x, "gate_proj"), lin(x, "up_proj")  # (T, I)
+    return lin(act_fn(cfg, gate) * up, "down_proj")  # (T, C)
 
 
 def forward(cfg, params, ids, loras=None):
     """ids: list of token ids. loras: {module name: (A, B, scale)}. Returns logits (T, V)."""
-    dtype = params["model.norm.weight"].dtype
+    names = norm_names(cfg)
+    dtype = params[names["final"] + ".weight"].dtype
     idx = torch.tensor(ids, dtype=torch.long)  # (T,)
     T = idx.shape[0]
     cos, sin = rope_cos_sin(cfg, T, dtype)  # (T, hd)
-    x = params["model.embed_tokens.weight"][idx]  # (T, C)
+    x = params[names["embed"] + ".weight"][idx]  # (T, C)
+    if cfg.model_type == "gemma2":
+        x = x * torch.tensor(cfg.n_embd ** 0.5, dtype=x.dtype)  # Gemma2Model's normalizer
+    if cfg.model_type == "gpt2":
+        if T > cfg.max_pos:
+            raise RefError(f"a record of {T} tokens exceeds n_positions {cfg.max_pos}")
+        x = x + params["transformer.wpe.weight"][:T]  # learned absolute positions
+    gemma = cfg.model_type == "gemma2"
     for i in range(cfg.n_layer):
-        p = f"model.layers.{i}."
-        x = x + attention(cfg, rms_norm(x, params[p + "input_layernorm.weight"], cfg.eps), params, i, loras, cos, sin)
-        x = x + mlp(rms_norm(x, params[p + "post_attention_layernorm.weight"], cfg.eps), params, i, loras)  # (T, C)
-    x = rms_norm(x, params["model.norm.weight"], cfg.eps)  # (T, C)
-    return x @ params["lm_head.weight"].T  # (T, V)
+        p = f"{cfg.layer_prefix}.{i}."
+        pre_attn, pre_mlp = ("ln_1", "ln_2") if cfg.model_type == "gpt2" else (
+            "input_layernorm", "pre_feedforward_layernorm" if gemma else "post_attention_layernorm")
+        a = attention(cfg, norm(cfg, x, params, p + pre_attn), params, i, loras, cos, sin)
+        if gemma:
+            a = norm(cfg, a, params, p + "post_attention_layernorm")
+        x = x + a
+        m = mlp(cfg, norm(cfg, x, params, p + pre_mlp), params, i, loras)
+        if gemma:
+            m = norm(cfg, m, params, p + "post_feedforward_layernorm")
+        x = x + m  # (T, C)
+    x = norm(cfg, x, params, names["final"])  # (T, C)
+    logits = x @ params["lm_head.weight"].T  # (T, V)
+    if cfg.final_softcap:
+        logits = torch.tanh(logits / cfg.final_softcap) * cfg.final_softcap
+    return logits
+
+
+def _dtype(cfg, params):
+    return params[norm_names(cfg)["final"] + ".weight"].dtype
 
 
 def record_loss(logits, ids, mask):
@@ -296,7 +505,7 @@ def build_loras(cfg, params, mods, scale_of, dtype, requires_grad=False):
             raise RefError(f"adapter targets {module!r}, which is not a linear projection of this model")
         if "A" not in ab or "B" not in ab:
             raise RefError(f"adapter for {module!r} lacks its lora_A or lora_B")
-        d_out, d_in = params[module + ".weight"].shape
+        d_out, d_in = w_dims(cfg, params, module)
         A = torch.as_tensor(ab["A"]).to(dtype).clone()  # clone: a fresh leaf, never an alias of the caller's data
         B = torch.as_tensor(ab["B"]).to(dtype).clone()
         r = A.shape[0]
@@ -351,7 +560,7 @@ def mode_page(req, cfg, params, records):
     lora_init: safetensors with "<module>.lora_A.weight" (r, d_in) per candidate (the PEFT prefix is accepted too).
     Without it, A is drawn here from PEFT's init with torch.Generator(seed) (request "seed", default 0).
     """
-    dtype = params["model.norm.weight"].dtype
+    dtype = _dtype(cfg, params)
     rank, scale, scale_of = fixed_scale(req)
     modules = candidate_modules(cfg)
     if req.get("lora_init"):
@@ -363,11 +572,11 @@ def mode_page(req, cfg, params, records):
         gen = torch.Generator().manual_seed(int(req.get("seed", 0)))
         mods = {}
         for m in modules:
-            d_in = params[m + ".weight"].shape[1]
+            d_in = w_dims(cfg, params, m)[1]
             bound = 1.0 / math.sqrt(d_in)  # kaiming_uniform_(a=sqrt(5)) on fan_in d_in
             mods[m] = {"A": (torch.rand(rank, d_in, generator=gen, dtype=torch.float64) * 2 - 1) * bound}
     for m in modules:
-        mods[m]["B"] = np.zeros((params[m + ".weight"].shape[0], rank))  # PEFT init: B = 0
+        mods[m]["B"] = np.zeros((w_dims(cfg, params, m)[0], rank))  # PEFT init: B = 0
     loras = build_loras(cfg, params, {m: mods[m] for m in modules}, scale_of, dtype, requires_grad=True)
     for m in modules:
         loras[m][0].requires_grad_(False)  # only B is trained at init; A's gradient is s B^T G = 0 anyway
@@ -378,7 +587,7 @@ def mode_page(req, cfg, params, records):
         p[m + ".weight"] = params[m + ".weight"].clone().requires_grad_(True)
     Bs = [loras[m][1] for m in modules]
     Ws = [p[m + ".weight"] for m in modules]
-    d_ins = [p[m + ".weight"].shape[1] for m in modules]
+    d_ins = [w_dims(cfg, params, m)[1] for m in modules]
 
     losses, per_sampled, per_expected = [], [], []
     for ids, mask in records:
@@ -422,7 +631,7 @@ def mode_grad(req, cfg, params, records):
     """adapter (PEFT safetensors), rank, alpha -> loss = mean_n l_n and d loss / d A, d loss / d B for every module."""
     if not req.get("adapter"):
         raise RefError("mode grad needs adapter (a safetensors file with PEFT lora_A/lora_B keys)")
-    dtype = params["model.norm.weight"].dtype
+    dtype = _dtype(cfg, params)
     _, _, scale_of = fixed_scale(req)
     loras = build_loras(cfg, params, load_peft_tensors(req["adapter"]), scale_of, dtype, requires_grad=True)
     loss = batch_loss(cfg, params, records, loras)
@@ -444,7 +653,7 @@ def mode_train(req, cfg, params, records):
     """
     if not req.get("adapter"):
         raise RefError("mode train needs adapter (the initial A and B)")
-    dtype = params["model.norm.weight"].dtype
+    dtype = _dtype(cfg, params)
     _, _, scale_of = fixed_scale(req)
     loras = build_loras(cfg, params, load_peft_tensors(req["adapter"]), scale_of, dtype, requires_grad=True)
     steps = int(req.get("steps", len(req.get("batches") or [])))
@@ -494,7 +703,7 @@ def peft_targets(config, module):
     if target is None:
         raise RefError("adapter_config.json has no target_modules")
     if target == "all-linear":
-        target = list(KINDS)  # every linear layer but the output head; in a Llama, exactly the seven projections
+        target = list(cfg.kinds)  # every linear layer but the output head: exactly the candidate kinds
     if isinstance(target, str):
         return re.fullmatch(target, module) is not None
     if module in target:
@@ -544,8 +753,10 @@ def mode_eval_adapter(req, cfg, params, records):
         raise RefError("DoRA adapters are not supported by the reference")
     if acfg.get("modules_to_save"):
         raise RefError("modules_to_save is not supported by the reference")
-    if acfg.get("fan_in_fan_out"):
-        raise RefError("fan_in_fan_out is not supported (Llama's nn.Linear never needs it)")
+    if bool(acfg.get("fan_in_fan_out")) != cfg.conv1d:
+        # PEFT would only warn and flip it; a mismatch here means the exporter wrote the wrong flag.
+        raise RefError(f"fan_in_fan_out is {bool(acfg.get('fan_in_fan_out'))}, but this model's weights are "
+                       f"{'Conv1D (in, out)' if cfg.conv1d else 'nn.Linear (out, in)'}")
     mods = load_peft_tensors(wpath)
     targeted = [m for m in candidate_modules(cfg) if peft_targets(acfg, m)]
     # PEFT wraps every targeted module; one that the file holds no weights for keeps B = 0 and changes nothing.
@@ -561,7 +772,7 @@ def mode_eval_adapter(req, cfg, params, records):
             raise RefError(f"{module}: adapter_config says r = {r}, the weights have rank {r_file}")
         return alpha / math.sqrt(r) if rs else alpha / r
 
-    loras = build_loras(cfg, params, applied, scale_of, params["model.norm.weight"].dtype)
+    loras = build_loras(cfg, params, applied, scale_of, _dtype(cfg, params))
     out = mode_loss(req, cfg, params, records, loras)
     out["adaptedModules"] = sorted(applied)
     out["scales"] = {m: loras[m][2] for m in sorted(loras)}
