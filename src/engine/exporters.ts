@@ -10,6 +10,7 @@ import { readAdapterFiles, PeftConfig } from './peft';
 import { encodeSafetensors, TensorToWrite } from './safetensors';
 import { writeDirAtomic, writeFileAtomic } from './atomic';
 import { loraScale } from './lora';
+import { archOf, storedName } from './config';
 
 export interface ExportResult { format: string; out: string; text: string; warnings: string[]; loadCommands: string[] }
 
@@ -106,7 +107,8 @@ export async function runExport(params: ExportParams, hooks: JobHooks = {}): Pro
           'an MLX config would train a different placement. Use --format peft-config, or train with DomLoRA and convert the PEFT adapter.');
       }
       const yaml = [`# LoRA placement found by DomLoRA (PAGE).`, `model: ${peftCfg.base_model_name_or_path}`, 'fine_tune_type: lora',
-        `num_layers: ${layers ? L - lowest : -1}`, 'lora_parameters:', `  keys: [${kinds.map((k) => `"${k.includes('proj') ? (['gate_proj', 'up_proj', 'down_proj'].includes(k) ? 'mlp.' : 'self_attn.') + k : k}"`).join(', ')}]`,
+        // MLX-LM's keys are the module paths under a layer (`self_attn.q_proj`, Phi-3's `mlp.gate_up_proj`).
+        `num_layers: ${layers ? L - lowest : -1}`, 'lora_parameters:', `  keys: [${kinds.map((k) => `"${archOf(folder.cfg.modelType).paths[k] ?? k}"`).join(', ')}]`,
         `  rank: ${peftCfg.r}`, `  scale: ${loraScale(peftCfg.lora_alpha, peftCfg.r)}`, `  dropout: ${peftCfg.lora_dropout}`, ''].join('\n');
       writeFileAtomic(out, yaml);
       lines.push(`MLX-LM config written to ${out}`, `run: mlx_lm.lora --config ${out} --train (MLX runs on one Apple-silicon machine)`);
@@ -131,7 +133,8 @@ function pyValue(v: unknown): string {
 async function exportMerged(adapterDir: string, folder: ModelFolder, out: string, hooks: JobHooks): Promise<void> {
   const { config, tensors } = readAdapterFiles(adapterDir, folder);
   const scale = loraScale(config.lora_alpha, config.r, Boolean(config.use_rslora));
-  const delta = new Map(tensors.map((t) => [`${t.spec.name}.weight`, t]));
+  // Keyed by the name in the weight files (GPT-2 checkpoints may store `h.0...` for `transformer.h.0...`).
+  const delta = new Map(tensors.map((t) => [storedName((n) => folder.store.has(n), `${t.spec.name}.weight`), t]));
   const names = folder.store.names;
   const list: TensorToWrite[] = [];
   for (let i = 0; i < names.length; i++) {
@@ -141,12 +144,14 @@ async function exportMerged(adapterDir: string, folder: ModelFolder, out: string
     if (t) {
       const { dIn, dOut } = t.spec;
       const r = config.r;
+      // nn.Linear stores W [d_out, d_in]; GPT-2's Conv1D stores it [d_in, d_out] (PEFT's fan_in_fan_out).
+      const [rowStride, colStride] = t.spec.conv1d ? [1, dOut] : [dIn, 1];
       for (let o = 0; o < dOut; o++) {
         for (let k = 0; k < r; k++) {
           const bv = scale * t.b[o * r + k];
           if (bv === 0) continue;
-          const arow = k * dIn, wrow = o * dIn;
-          for (let j = 0; j < dIn; j++) w[wrow + j] += bv * t.a[arow + j];
+          const arow = k * dIn, wrow = o * rowStride;
+          for (let j = 0; j < dIn; j++) w[wrow + j * colStride] += bv * t.a[arow + j];
         }
       }
     }

@@ -1,7 +1,7 @@
 // Opening a Hugging Face model folder: config, weights (headers first, tensors on demand), tokenizer.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { readConfig, ModelConfig, candidateModules, parameterCount, ARCHITECTURES } from './config';
+import { readConfig, ModelConfig, candidateModules, parameterCount, ARCHITECTURES, storedName, storedWeightShape } from './config';
 import { WeightStore } from './safetensors';
 import { LlamaModel, ModelOptions } from './model';
 import { ModelTokenizer } from './tokenizer';
@@ -35,9 +35,11 @@ export function modelInfo(dir: string, rank = 8): InfoResult {
   const modules = candidateModules(folder.cfg);
   // Check the weights the config implies are present with the right shapes, still from headers only.
   for (const m of modules) {
-    const e = folder.store.entry(`${m.name}.weight`);
-    if (e.shape[0] !== m.dOut || e.shape[1] !== m.dIn) {
-      throw badInput(`tensor "${m.name}.weight" has shape [${e.shape}], config.json implies [${m.dOut}, ${m.dIn}]`, folder.dir);
+    const name = storedName((n) => folder.store.has(n), `${m.name}.weight`);
+    const e = folder.store.entry(name);
+    const want = storedWeightShape(folder.cfg, m); // [d_out, d_in]; GPT-2's Conv1D [d_in, d_out]
+    if (e.shape[0] !== want[0] || e.shape[1] !== want[1]) {
+      throw badInput(`tensor "${name}" has shape [${e.shape}], config.json implies [${want}]`, folder.dir);
     }
   }
   return {

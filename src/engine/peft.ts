@@ -37,7 +37,8 @@ export function buildPeftConfig(specs: ModuleSpec[], numLayers: number, rank: nu
   if (!Number.isInteger(alpha)) throw badInput(`lora_alpha must be an integer for PEFT/Ollama compatibility, got ${alpha}`);
   return {
     peft_type: 'LORA', task_type: 'CAUSAL_LM', r: rank, lora_alpha: alpha, lora_dropout: 0,
-    ...placementToPeft(specs, numLayers), layers_pattern: null, bias: 'none', fan_in_fan_out: false,
+    // fan_in_fan_out: GPT-2's Conv1D stores W as [in, out]; PEFT then transposes the merged delta (A and B keep their shapes).
+    ...placementToPeft(specs, numLayers), layers_pattern: null, bias: 'none', fan_in_fan_out: specs.some((s) => s.conv1d === true),
     inference_mode: true, init_lora_weights: true, modules_to_save: null, base_model_name_or_path: baseModel, revision: null,
   };
 }
