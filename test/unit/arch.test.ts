@@ -1,0 +1,245 @@
+// Every architecture of config.ts's ARCHITECTURES against the PyTorch reference (test/reference/llama_ref.py,
+// float64), on tiny random folders written here: the loss, both PAGE quantities with the same A, and LoRA gradients
+// with A and B non-zero (so the LoRA forward path and every backward step below it are checked). The sizes make
+// each feature bite: a sliding window shorter than the records, head_dim * heads != hidden, soft-caps small enough
+// to bend the scores, RoPE scalings whose changed frequencies are the ones the positions reach.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '../../src/engine/backend';
+import { openModelFolder, modelInfo } from '../../src/engine/loader';
+import { runExport } from '../../src/engine/exporters';
+import { ARCHITECTURES, candidateModules, ModuleSpec } from '../../src/engine/config';
+import { initLoraA, makeAdapter, disposeAdapter, loraScale } from '../../src/engine/lora';
+import { pageForRecord } from '../../src/engine/page';
+import { writeSafetensors } from '../../src/engine/safetensors';
+import { writeSynthModel, SynthShape } from '../../src/engine/synth';
+import { LlamaModel, LoraAdapter, LoraGrads } from '../../src/engine/model';
+import { peftKey, buildPeftConfig, writeAdapterFiles, loadAdapter } from '../../src/engine/peft';
+import { Rng } from '../../src/engine/rng';
+import type { TokenizedRecord } from '../../src/engine/data';
+import { tmpDir, reference, maxRelErr } from '../helpers/reference';
+
+before(async () => { await initBackend('wasm'); });
+
+const BASE = { hiddenSize: 32, intermediateSize: 48, layers: 3, heads: 4, kvHeads: 2, vocabSize: 384, tied: false };
+
+/** Random records: a prompt that is not supervised, then a supervised response (lengths straddle the windows). */
+function randomRecords(seed: number, lengths: number[], vocab: number): TokenizedRecord[] {
+  const rng = new Rng(seed);
+  return lengths.map((T, index) => {
+    const inputIds = [1, ...Array.from({ length: T - 1 }, () => 3 + rng.nextInt(vocab - 3))];
+    const lossMask = inputIds.map((_, t) => (t >= Math.floor(T / 3) ? 1 : 0));
+    return { index, line: index + 1, inputIds, lossMask } as unknown as TokenizedRecord;
+  });
+}
+
+interface Errors { loss: number; share: number; sampled: number; expected: number; grad: number }
+
+/** Loss, PAGE and LoRA gradients of one folder against the reference; returns the largest errors seen. */
+async function checkAgainstReference(label: string, shape: SynthShape, controls: Record<string, unknown>[] = [], lengths = [40, 29, 17]): Promise<Errors> {
+  const dir = path.join(tmpDir(), label);
+  await writeSynthModel(dir, shape);
+  const recs = randomRecords(shape.seed + 100, lengths, shape.vocabSize);
+  const asRef = recs.map((r) => ({ input_ids: r.inputIds, loss_mask: r.lossMask }));
+  const before = tf.memory().numTensors;
+  const folder = openModelFolder(dir);
+  const model = LlamaModel.load(folder.cfg, folder.store);
+  const modules = candidateModules(folder.cfg);
+  assert.deepEqual([...model.kinds], [...ARCHITECTURES[folder.cfg.modelType].kinds]);
+  const err: Errors = { loss: 0, share: 0, sampled: 0, expected: 0, grad: 0 };
+
+  // Loss (forward only).
+  const ours = recs.map((r) => model.recordLoss(r.inputIds, r.lossMask).loss);
+  const refLoss = reference<{ losses: number[] }>({ model_dir: dir, records: asRef, mode: 'loss' });
+  ours.forEach((l, i) => { err.loss = Math.max(err.loss, Math.abs(l - refLoss.losses[i])); });
+  assert.ok(err.loss < 1e-5, `${label}: loss differs by ${err.loss} (${ours} vs ${refLoss.losses})`);
+
+  // PAGE at every candidate with the same A.
+  const rank = 4, alpha = 8, seed = 3;
+  const initFile = path.join(dir, 'lora_init.safetensors');
+  writeSafetensors(initFile, modules.map((m) => ({ name: `${m.name}.lora_A.weight`, shape: [rank, m.dIn], data: initLoraA(seed, m.name, rank, m.dIn) })));
+  const aT = new Map(modules.map((m) => [m.name, tf.tidy(() => tf.transpose(tf.tensor2d(initLoraA(seed, m.name, rank, m.dIn), [rank, m.dIn])) as tf.Tensor2D)]));
+  const rows = recs.map((r) => pageForRecord(model, r, modules, aT, rank, loraScale(alpha, rank)));
+  tf.dispose([...aT.values()]);
+  const ref = reference<{ modules: string[]; pageSampled: number[]; pageExpected: number[]; share: number[]; losses: number[] }>(
+    { model_dir: dir, records: asRef, mode: 'page', rank, alpha, lora_init: initFile });
+  assert.deepEqual(ref.modules, modules.map((m) => m.name), `${label}: candidate modules and their order`);
+  const M = modules.length;
+  const mean = (k: 'sampled' | 'expected') => Array.from({ length: M }, (_, j) => rows.reduce((s, r) => s + r[k][j], 0) / rows.length);
+  const exp = mean('expected'), smp = mean('sampled');
+  const total = exp.reduce((a, b) => a + b, 0);
+  for (let j = 0; j < M; j++) err.share = Math.max(err.share, Math.abs(exp[j] / total - ref.share[j]));
+  err.expected = maxRelErr(exp, ref.pageExpected);
+  err.sampled = maxRelErr(smp, ref.pageSampled);
+  rows.forEach((r, i) => { err.loss = Math.max(err.loss, Math.abs(r.loss - ref.losses[i])); });
+  assert.ok(err.share < 1e-4, `${label}: PAGE share differs by ${err.share}`);
+  assert.ok(err.expected < 1e-3, `${label}: expected PAGE rel err ${err.expected}`);
+  assert.ok(err.sampled < 1e-3, `${label}: sampled PAGE rel err ${err.sampled}`);
+
+  // LoRA gradients, A and B non-zero, on every kind of the first and last layer (the first makes the backward pass
+  // run through every layer above it, the LoRA path of every kind is in the forward pass).
+  const specs = modules.filter((m) => m.layer === 0 || m.layer === folder.cfg.numLayers - 1);
+  err.grad = checkGrads(model, dir, recs, specs, asRef);
+  model.dispose();
+  assert.equal(tf.memory().numTensors, before, `${label}: no tensors leak`);
+  // Each feature under test must change the result: the reference without it (the config changed as `control`
+  // says) gives another loss, by far more than the tolerance.
+  const cfgFile = path.join(dir, 'config.json');
+  const original = fs.readFileSync(cfgFile, 'utf8');
+  for (const control of controls) {
+    fs.writeFileSync(cfgFile, JSON.stringify({ ...JSON.parse(original), ...control }));
+    const without = reference<{ losses: number[] }>({ model_dir: dir, records: asRef, mode: 'loss' });
+    const change = Math.max(...without.losses.map((l, i) => Math.abs(l - refLoss.losses[i])));
+    assert.ok(change > 1e-3, `${label}: the reference barely changes under ${JSON.stringify(control)} (${change}); the test would not see it`);
+  }
+  fs.writeFileSync(cfgFile, original);
+  console.log(`# ${label}: max |loss diff| ${err.loss.toExponential(2)}, share ${err.share.toExponential(2)}, ` +
+    `sampled rel ${err.sampled.toExponential(2)}, expected rel ${err.expected.toExponential(2)}, LoRA grad rel ${err.grad.toExponential(2)}`);
+  return err;
+}
+
+function checkGrads(model: LlamaModel, dir: string, recs: TokenizedRecord[], specs: ModuleSpec[], asRef: unknown[]): number {
+  const rank = 3, alpha = 6, rng = new Rng(11);
+  const tensors = specs.map((m) => ({ spec: m, a: initLoraA(7, m.name, rank, m.dIn), b: Float32Array.from({ length: m.dOut * rank }, () => rng.uniform(-0.1, 0.1)) }));
+  const adapterFile = path.join(dir, 'adapter.safetensors');
+  writeSafetensors(adapterFile, tensors.flatMap((t) => [
+    { name: peftKey(t.spec.name, 'A'), shape: [rank, t.spec.dIn], data: t.a }, { name: peftKey(t.spec.name, 'B'), shape: [t.spec.dOut, rank], data: t.b }]));
+  const adapters = new Map<string, LoraAdapter>(tensors.map((t) => [t.spec.name, makeAdapter(t.spec, rank, loraScale(alpha, rank), t.a, t.b)]));
+  const grads = new Map<string, LoraGrads>();
+  let loss = 0;
+  for (const r of recs) loss += model.recordBackward(r.inputIds, r.lossMask, { adapters, loraGrads: grads, lowestKinds: [...model.kinds] }, 0).loss / recs.length;
+  const ref = reference<{ loss: number; grads: Record<string, number[]> }>({ model_dir: dir, records: asRef, mode: 'grad', adapter: adapterFile, rank, alpha });
+  assert.ok(Math.abs(loss - ref.loss) < 1e-5, `loss with adapters ${loss} vs ${ref.loss}`);
+  let worst = 0;
+  for (const s of specs) {
+    const g = grads.get(s.name)!;
+    const da = Array.from(g.da.dataSync()).map((v) => v / recs.length), db = Array.from(g.db.dataSync()).map((v) => v / recs.length);
+    const ea = maxRelErr(da, ref.grads[peftKey(s.name, 'A')]), eb = maxRelErr(db, ref.grads[peftKey(s.name, 'B')]);
+    worst = Math.max(worst, ea, eb);
+    assert.ok(ea < 2e-3 && eb < 2e-3, `${s.name}: dA rel err ${ea}, dB rel err ${eb}`);
+    tf.dispose([g.da, g.db]);
+  }
+  for (const a of adapters.values()) disposeAdapter(a);
+  return worst;
+}
+
+test('Mistral: sliding window shorter than the records matches PyTorch', async () => {
+  await checkAgainstReference('mistral', { ...BASE, seed: 21, arch: 'mistral', config: { sliding_window: 8 } }, [{ sliding_window: null }]);
+});
+
+test('Qwen2: q/k/v biases (and a sliding window from max_window_layers up) match PyTorch', async () => {
+  await checkAgainstReference('qwen2', { ...BASE, seed: 22, arch: 'qwen2', tied: true, config: { use_sliding_window: true, sliding_window: 6, max_window_layers: 1 } },
+    [{ use_sliding_window: false }]);
+});
+
+test('Qwen3: per-head q_norm / k_norm before RoPE, explicit head_dim (heads x head_dim != hidden), untied head', async () => {
+  await checkAgainstReference('qwen3', { ...BASE, seed: 23, arch: 'qwen3', headDim: 16 }, [{ model_type: 'llama' }]);
+});
+
+test('Gemma 2: (1 + w) norms, sqrt(H) embeddings, sandwich norms, GeGLU, soft-capping, alternating sliding window', async () => {
+  await checkAgainstReference('gemma2', {
+    ...BASE, seed: 24, arch: 'gemma2', tied: true, headDim: 12,
+    config: { sliding_window: 8, attn_logit_softcapping: 1.5, final_logit_softcapping: 4.0, query_pre_attn_scalar: 10 },
+  }, [{ sliding_window: null }, { attn_logit_softcapping: null }, { final_logit_softcapping: null }]);
+});
+
+test('Phi-3: fused qkv_proj and gate_up_proj are the candidates (4 heatmap columns), sliding window', async () => {
+  const err = await checkAgainstReference('phi3', { ...BASE, seed: 25, arch: 'phi3', config: { sliding_window: 16 } }, [{ sliding_window: null }]);
+  assert.ok(err.loss < 1e-5);
+  assert.deepEqual([...ARCHITECTURES.phi3.kinds], ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj']);
+});
+
+test('GPT-2: Conv1D [in, out] weights, LayerNorm with bias, learned positions, gelu_new, unprefixed checkpoints', async () => {
+  const shape: SynthShape = { ...BASE, seed: 26, arch: 'gpt2', kvHeads: 4, tied: true, intermediateSize: 64 };
+  await checkAgainstReference('gpt2', shape);
+  await checkAgainstReference('gpt2-unprefixed', { ...shape, unprefixed: true }, [], [21, 13]);
+});
+
+test('RoPE scaling: linear, dynamic (beyond max_position_embeddings only), llama3 and yarn match PyTorch', async () => {
+  const llama = { ...BASE, seed: 27, arch: 'llama' as const };
+  const off = [{ rope_scaling: null }];
+  await checkAgainstReference('rope-linear', { ...llama, config: { rope_scaling: { type: 'linear', factor: 4 } } }, off);
+  // 40 and 29 tokens exceed max_position_embeddings 24, 17 does not (and must be plain RoPE).
+  await checkAgainstReference('rope-dynamic', { ...llama, config: { max_position_embeddings: 24, rope_scaling: { type: 'dynamic', factor: 3 } } }, off);
+  await checkAgainstReference('rope-llama3', {
+    ...llama, config: { rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 64 } },
+  }, off);
+  await checkAgainstReference('rope-yarn', {
+    ...llama, config: { max_position_embeddings: 64, rope_scaling: { rope_type: 'yarn', factor: 4, original_max_position_embeddings: 16 } },
+  }, off);
+});
+
+test('RoPE scaling: Phi-3 LongRoPE (short factors up to original_max_position_embeddings, long beyond) matches PyTorch', async () => {
+  await checkAgainstReference('rope-longrope', {
+    ...BASE, seed: 28, arch: 'phi3',
+    config: { max_position_embeddings: 96, original_max_position_embeddings: 24, rope_scaling: { type: 'longrope', short_factor: [1, 1.5, 2, 4], long_factor: [1, 2, 4, 8] } },
+  }, [{ rope_scaling: null }]);
+});
+
+test('PEFT export: names, target_modules and fan_in_fan_out, applied by PEFT\'s rules, reproduce the engine\'s loss; merged export too', async () => {
+  const shapes: [string, SynthShape][] = [
+    ['qwen2', { ...BASE, layers: 2, seed: 31, arch: 'qwen2' }],
+    ['qwen3', { ...BASE, layers: 2, seed: 32, arch: 'qwen3', headDim: 16 }],
+    ['gemma2', { ...BASE, layers: 2, seed: 33, arch: 'gemma2', tied: true, headDim: 12, config: { sliding_window: 8 } }],
+    ['phi3', { ...BASE, layers: 2, seed: 34, arch: 'phi3' }],
+    ['gpt2', { ...BASE, layers: 2, seed: 35, arch: 'gpt2', kvHeads: 4, tied: true, intermediateSize: 64, unprefixed: true }],
+  ];
+  for (const [label, shape] of shapes) {
+    const dir = path.join(tmpDir(), label);
+    await writeSynthModel(dir, shape);
+    const folder = openModelFolder(dir);
+    const model = LlamaModel.load(folder.cfg, folder.store);
+    const modules = candidateModules(folder.cfg);
+    const down = ARCHITECTURES[folder.cfg.modelType].roles.down;
+    const recs = randomRecords(shape.seed, [30, 19], shape.vocabSize);
+    const asRef = recs.map((r) => ({ input_ids: r.inputIds, loss_mask: r.lossMask }));
+    // One module (DomLoRA's placement) and every module (vanilla LoRA).
+    for (const specs of [modules.filter((m) => m.layer === 1 && m.kind === down), modules]) {
+      const rank = 4, alpha = 8, rng = new Rng(shape.seed);
+      const tensors = specs.map((spec) => ({ spec, a: initLoraA(1, spec.name, rank, spec.dIn), b: Float32Array.from({ length: spec.dOut * rank }, () => rng.uniform(-0.1, 0.1)) }));
+      const peftCfg = buildPeftConfig(specs, folder.cfg.numLayers, rank, alpha, dir);
+      assert.equal(peftCfg.fan_in_fan_out, label === 'gpt2', `${label}: fan_in_fan_out`);
+      if (specs.length === 1) {
+        assert.deepEqual(peftCfg.target_modules, [down]);
+        assert.deepEqual(peftCfg.layers_to_transform, [1]);
+        if (label === 'gpt2') assert.equal(down, 'mlp.c_proj', 'never a bare c_proj: attention has one too');
+      } else {
+        assert.deepEqual(peftCfg.target_modules, [...ARCHITECTURES[folder.cfg.modelType].kinds]);
+      }
+      const adir = path.join(dir, `adapter-${specs.length}`);
+      fs.mkdirSync(adir);
+      writeAdapterFiles(adir, tensors, peftCfg, {});
+      const loaded = loadAdapter(adir, folder);
+      const ours = recs.map((r) => model.recordLoss(r.inputIds, r.lossMask, loaded.adapters).loss);
+      for (const a of loaded.adapters.values()) disposeAdapter(a);
+      const ref = reference<{ losses: number[]; adaptedModules: string[]; ignoredModules: string[] }>({ model_dir: dir, records: asRef, mode: 'eval-adapter', adapter_dir: adir });
+      assert.deepEqual(ref.adaptedModules, specs.map((s) => s.name).sort(), `${label}: PEFT adapts exactly the exported modules`);
+      assert.deepEqual(ref.ignoredModules, []);
+      ours.forEach((l, i) => assert.ok(Math.abs(l - ref.losses[i]) < 1e-5, `${label} (${specs.length} modules): ${l} vs ${ref.losses[i]}`));
+      if (specs.length === 1) {
+        // The merged folder (W + s B A folded in, Conv1D transposed) is the base model PEFT would have produced.
+        const merged = path.join(dir, 'merged');
+        await runExport({ adapterDir: adir, format: 'merged', out: merged, modelDir: dir });
+        const base = reference<{ losses: number[] }>({ model_dir: merged, records: asRef, mode: 'loss' });
+        base.losses.forEach((l, i) => assert.ok(Math.abs(l - ref.losses[i]) < 1e-5, `${label} merged: ${l} vs ${ref.losses[i]}`));
+      }
+    }
+    model.dispose();
+  }
+});
+
+test('an unsupported model_type fails with the list of supported ones; info reads every architecture from headers', async () => {
+  for (const [arch, extra] of [['gpt2', { kvHeads: 4, unprefixed: true }], ['phi3', {}], ['gemma2', { tied: true }]] as const) {
+    const dir = path.join(tmpDir(), arch);
+    await writeSynthModel(dir, { ...BASE, layers: 2, seed: 40, arch, ...extra });
+    const info = modelInfo(dir);
+    assert.deepEqual(info.kinds, [...ARCHITECTURES[arch].kinds]);
+    assert.equal(info.modules.length, 2 * info.kinds.length);
+  }
+  const dir = path.join(tmpDir(), 'neox');
+  await writeSynthModel(dir, { ...BASE, layers: 1, seed: 41, config: { model_type: 'gpt_neox' } });
+  assert.throws(() => modelInfo(dir), /model_type "gpt_neox" is not supported; supported: llama, mistral, qwen2, qwen3, gemma2, phi3, gpt2$/);
+});
