@@ -3,7 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { EvalParams, EvalResult } from '../protocol/messages';
 import { readDataset, tokenizeDataset, TokenizedRecord } from './data';
 import { badInput } from './errors';
-import { JobHooks, eta, throwIfCancelled } from './jobs';
+import { JobHooks, eta, throwIfCancelled, yieldToEvents } from './jobs';
 import { loadModel } from './loader';
 import { initBackend, threadsForModel, describeBackend } from './backend';
 import { readConfig } from './config';
@@ -13,11 +13,12 @@ import { disposeAdapter } from './lora';
 
 export interface EvalOutcome extends EvalResult { losses: number[] }
 
-export function evalRecords(model: LlamaModel, records: TokenizedRecord[], adapters?: Map<string, LoraAdapter>, hooks: JobHooks = {}): { losses: number[]; tokens: number } {
+export async function evalRecords(model: LlamaModel, records: TokenizedRecord[], adapters?: Map<string, LoraAdapter>, hooks: JobHooks = {}): Promise<{ losses: number[]; tokens: number }> {
   const losses: number[] = [];
   let tokens = 0;
   const t0 = Date.now();
   for (let i = 0; i < records.length; i++) {
+    await yieldToEvents();
     throwIfCancelled(hooks);
     const r = model.recordLoss(records[i].inputIds, records[i].lossMask, adapters);
     losses.push(r.loss);
@@ -38,7 +39,7 @@ export async function runEval(params: EvalParams, hooks: JobHooks = {}): Promise
     if (params.adapter) adapters = loadAdapter(params.adapter, folder).adapters;
     const tok = tokenizeDataset(ds, tokenizer, { seqLen, limit: params.maxSamples });
     if (tok.records.length === 0) throw badInput(`no usable records (${tok.skipped} without supervised tokens within --seq-len ${seqLen})`, ds.file);
-    const { losses, tokens } = evalRecords(model, tok.records, adapters, hooks);
+    const { losses, tokens } = await evalRecords(model, tok.records, adapters, hooks);
     return {
       meanLoss: losses.reduce((a, b) => a + b, 0) / losses.length, samples: losses.length, tokens, skipped: tok.skipped,
       backend: backend.backend, losses, ...(params.adapter ? { adapter: params.adapter } : {}),

@@ -18,3 +18,11 @@ export function eta(startMs: number, done: number, total: number): number | unde
   const elapsed = (Date.now() - startMs) / 1000;
   return (elapsed / done) * (total - done);
 }
+
+/**
+ * Lets the event loop run between records or steps: the worker's cancel message and the CLI's Ctrl-C arrive as
+ * events, and a loop of synchronous tensor work would never see them.
+ */
+export function yieldToEvents(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}

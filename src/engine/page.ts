@@ -10,7 +10,7 @@ import type { ProbeParams, ProbeReport, ProbeModule } from '../protocol/messages
 import { candidateModules, ModuleSpec, readConfig } from './config';
 import { readDataset, tokenizeDataset, TokenizedRecord } from './data';
 import { badInput } from './errors';
-import { JobHooks, eta, throwIfCancelled } from './jobs';
+import { JobHooks, eta, throwIfCancelled, yieldToEvents } from './jobs';
 import { openModelFolder, summarise } from './loader';
 import { ModelTokenizer } from './tokenizer';
 import { LlamaModel, Linear } from './model';
@@ -171,6 +171,7 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
     let stoppedEarly = false;
     try {
       for (let n = 0; n < N; n++) {
+        await yieldToEvents();
         throwIfCancelled(hooks);
         const rec = tok.records[n];
         const r = pageForRecord(model, rec, modules, aT, p.rank, scale);

@@ -8,7 +8,7 @@ import type { ProbeReport, TrainParams, TrainResult, TrainCurvePoint } from '../
 import { candidateModules, ModuleSpec, readConfig } from './config';
 import { readDataset, tokenizeDataset, TokenizedRecord } from './data';
 import { badInput } from './errors';
-import { JobHooks, eta, throwIfCancelled } from './jobs';
+import { JobHooks, eta, throwIfCancelled, yieldToEvents } from './jobs';
 import { loadModel, LoadedModel } from './loader';
 import { adapterParams, disposeAdapter, initLoraA, loraScale, makeAdapter } from './lora';
 import type { LoraAdapter, LoraGrads } from './model';
@@ -198,9 +198,9 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
       `${trainable.toLocaleString('en-US')} trainable parameters (${((100 * trainable) / vanilla).toFixed(2)}% of vanilla LoRA), ` +
       `${train.length} train / ${evalSet.length} eval records, ${plan.steps} steps of ${perStep} records`);
 
-    const evalLoss = (): number | undefined => {
+    const evalLoss = async (): Promise<number | undefined> => {
       if (!evalSet.length) return undefined;
-      const r = evalRecords(model, evalSet, adapters, { signal: hooks.signal });
+      const r = await evalRecords(model, evalSet, adapters, { signal: hooks.signal });
       return r.losses.reduce((a, b) => a + b, 0) / r.losses.length;
     };
     const curve: TrainCurvePoint[] = state?.curve ?? [];
@@ -208,7 +208,7 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
     let evalLossBefore = state?.evalLossBefore;
     let trainLossFirst = state?.trainLossFirst;
     if (!state) {
-      evalLossBefore = evalLoss();
+      evalLossBefore = await evalLoss();
       curve.push({ step: 0, evalLoss: evalLossBefore });
       hooks.onProgress?.({ phase: 'train', done: 0, total: plan.steps, evalLoss: evalLossBefore });
     }
@@ -233,6 +233,7 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
       let lossSum = 0;
       try {
         for (const i of idx) {
+          await yieldToEvents();
           throwIfCancelled(hooks);
           const rec = train[i];
           const r = model.recordBackward(rec.inputIds, rec.lossMask, { adapters, loraGrads: grads, lowestKinds }, lowestLayer);
@@ -263,7 +264,7 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
         const loss = lossSum / idx.length;
         if (trainLossFirst === undefined) trainLossFirst = loss;
         const point: TrainCurvePoint = { step, loss, lr };
-        if (step % plan.evalEvery === 0 || step === plan.steps) point.evalLoss = evalLoss();
+        if (step % plan.evalEvery === 0 || step === plan.steps) point.evalLoss = await evalLoss();
         curve.push(point);
         const elapsed = (Date.now() - t0) / 1000;
         hooks.onProgress?.({ phase: 'train', done: step, total: plan.steps, loss, evalLoss: point.evalLoss, lr,
