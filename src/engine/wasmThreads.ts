@@ -82,7 +82,7 @@ async function enable(tf: Tf, requested: number, options: WasmThreadsOptions): P
   } catch (e) {
     outcome.reason ??= message(e);
   }
-  // Later re-initialisations (after a removeBackend) get tfjs's own factory again.
+  // If wasm did not start at all, put tfjs's own factory back: a later tf.setBackend('wasm') retries the stock way.
   if (!wasmInitialised(tf)) restoreFactory(tf, original, priority);
 
   if (!ok) return { enabled: false, threads: 0, reason: `the wasm backend did not initialise${outcome.reason ? `: ${outcome.reason}` : ''}` };
