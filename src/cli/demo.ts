@@ -31,7 +31,7 @@ export async function runDemo(dir: string, backend: BackendChoice, steps: number
   say(`== PAGE probe (report: ${reportFile})`);
   say(formatProbe(report, useColour(process.stdout)) + '\n');
   const adapterDir = path.join(root, 'adapter-domlora');
-  const tr = await runTrain({ modelDir, data, fromReport: reportFile, out: adapterDir, force: true, steps: steps ?? 60, lr: 5e-3, backend, evalSplit: 0.1 }, hooks);
+  const tr = await runTrain({ modelDir, data, fromReport: reportFile, out: adapterDir, force: true, steps: steps ?? 60, lr: 2e-2, backend, evalSplit: 0.1 }, hooks);
   say(`== DomLoRA training at ${tr.targets[0]}: ${tr.trainableParams.toLocaleString('en-US')} trainable parameters (${fmtPct(tr.ratioToVanilla)} of vanilla LoRA)`);
   say(`   train loss ${tr.trainLossFirst?.toFixed(4)} -> ${tr.trainLossLast?.toFixed(4)}, eval loss ${tr.evalLossBefore?.toFixed(4)} -> ${tr.evalLossAfter?.toFixed(4)}, ${tr.seconds.toFixed(1)} s`);
   say(`   adapter (PEFT format): ${adapterDir}\n`);

@@ -14,13 +14,16 @@ export interface SynthShape {
   tied: boolean; seed: number; headDim?: number; dtype?: 'F32' | 'F16' | 'BF16'; attentionBias?: boolean;
   /** The architecture (default llama): its weight names, its extra tensors and its config keys. */
   arch?: ModelType;
+  /** Standard deviation of the token embeddings (default 0.5). Real checkpoints are near 0.02, which starts the loss
+   *  near ln(vocab) instead of far above it. */
+  embedStd?: number;
   /** Merged into config.json last (sliding_window, rope_scaling, soft-capping values, ...). */
   config?: Record<string, unknown>;
   /** GPT-2 only: store the base model's tensors without the `transformer.` prefix, as the original checkpoints do. */
   unprefixed?: boolean;
 }
 
-export const DEMO_SHAPE: SynthShape = { hiddenSize: 96, intermediateSize: 256, layers: 6, heads: 6, kvHeads: 2, vocabSize: 384, tied: true, seed: 1234 };
+export const DEMO_SHAPE: SynthShape = { hiddenSize: 96, intermediateSize: 256, layers: 6, heads: 6, kvHeads: 2, vocabSize: 384, tied: true, seed: 1234, embedStd: 0.02 };
 
 function normal(rng: Rng, n: number, std: number): Float32Array {
   const out = new Float32Array(n);
@@ -83,7 +86,7 @@ export async function writeSynthModel(dir: string, shape: SynthShape = DEMO_SHAP
   if (arch === 'gpt2') {
     const pre = shape.unprefixed ? '' : 'transformer.';
     const maxPos = Number(shape.config?.n_positions ?? 256);
-    add(`${pre}wte.weight`, [shape.vocabSize, H], 0.5);
+    add(`${pre}wte.weight`, [shape.vocabSize, H], shape.embedStd ?? 0.5);
     add(`${pre}wpe.weight`, [maxPos, H], 0.1);
     for (let l = 0; l < shape.layers; l++) {
       const p = `${pre}h.${l}`;
@@ -98,7 +101,7 @@ export async function writeSynthModel(dir: string, shape: SynthShape = DEMO_SHAP
     }
     normW(`${pre}ln_f.weight`, H); add(`${pre}ln_f.bias`, [H], 0.05);
   } else {
-    add('model.embed_tokens.weight', [shape.vocabSize, H], 0.5);
+    add('model.embed_tokens.weight', [shape.vocabSize, H], shape.embedStd ?? 0.5);
     for (let l = 0; l < shape.layers; l++) {
       const p = `model.layers.${l}`;
       normW(`${p}.input_layernorm.weight`, H);
