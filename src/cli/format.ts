@@ -44,7 +44,8 @@ export function formatHeatmap(r: ProbeReport, colour: boolean): string {
   const kinds = r.kinds;
   const max = Math.max(...r.modules.map((m) => m.share));
   const byKey = new Map(r.modules.map((m) => [`${m.layer}:${m.kind}`, m]));
-  const short = kinds.map((k) => k.replace('_proj', '').slice(0, 4).padEnd(5));
+  // Four characters a column: `q`, `gate`, Phi-3's `qkv`, GPT-2's `a.at` / `a.pr` / `m.fc` / `m.pr` (both blocks have a c_proj).
+  const short = kinds.map((k) => k.replace(/^(attn|mlp)\.c_/, (_, b: string) => `${b[0]}.`).replace('_proj', '').slice(0, 4).padEnd(5));
   const lines = [`  layer ${short.join('')}   (${colour ? 'colour' : 'shade'}: share of the largest; * = dominant)`];
   for (let l = 0; l < r.model.layers; l++) {
     let row = `  ${String(l).padStart(5)} `;

@@ -267,6 +267,8 @@ function slidingWindows(raw: Record<string, unknown>, type: ModelType, numLayers
   const sw = raw.sliding_window;
   if (sw == null || type === 'llama' || type === 'gpt2') return new Array(numLayers).fill(null);
   if (typeof sw !== 'number' || !Number.isInteger(sw) || sw <= 0) throw badInput(`"sliding_window" must be a positive integer or null, got ${JSON.stringify(sw)}`, file);
+  // Qwen's config drops sliding_window unless use_sliding_window, whatever layer_types says.
+  if ((type === 'qwen2' || type === 'qwen3') && raw.use_sliding_window !== true) return new Array(numLayers).fill(null);
   const layerTypes = raw.layer_types;
   if (Array.isArray(layerTypes)) {
     if (layerTypes.length !== numLayers) throw badInput(`"layer_types" has ${layerTypes.length} entries for ${numLayers} layers`, file);

@@ -370,16 +370,19 @@ export class LlamaModel {
     return tf.mul(g, tf.sigmoid(g)) as tf.Tensor2D;
   }
 
-  private activationGrad(g: tf.Tensor2D): tf.Tensor2D {
+  /** act(g) and act'(g) together (backward needs both; they share the sigmoid or the tanh). */
+  private activationWithGrad(g: tf.Tensor2D): { a: tf.Tensor2D; da: tf.Tensor2D } {
     if (this.cfg.hiddenAct === 'gelu_tanh') {
       const g2 = tf.square(g);
       const t = tf.tanh(tf.mul(tf.mul(g, tf.add(tf.mul(g2, 0.044715), 1)), SQRT_2_OVER_PI));
       const dInner = tf.mul(tf.add(tf.mul(g2, 3 * 0.044715), 1), SQRT_2_OVER_PI);
+      const halfG = tf.mul(g, 0.5);
       // d/dg: 0.5 (1 + t) + 0.5 g (1 - t^2) * inner'
-      return tf.add(tf.mul(tf.add(t, 1), 0.5), tf.mul(tf.mul(tf.mul(g, 0.5), tf.sub(1, tf.square(t))), dInner)) as tf.Tensor2D;
+      const da = tf.add(tf.mul(tf.add(t, 1), 0.5), tf.mul(tf.mul(halfG, tf.sub(1, tf.square(t))), dInner)) as tf.Tensor2D;
+      return { a: tf.mul(halfG, tf.add(t, 1)) as tf.Tensor2D, da };
     }
     const sig = tf.sigmoid(g);
-    return tf.mul(sig, tf.add(1, tf.mul(g, tf.sub(1, sig)))) as tf.Tensor2D;
+    return { a: tf.mul(g, sig) as tf.Tensor2D, da: tf.mul(sig, tf.add(1, tf.mul(g, tf.sub(1, sig)))) as tf.Tensor2D };
   }
 
   /** y = x W^T (+ bias) (+ scale * (x A^T) B^T). Records the LoRA input when a cache is given. */
@@ -539,11 +542,11 @@ export class LlamaModel {
       const dMlpOut = cache.mn ? this.normBackward(dy, cache.mn, L.mlpOutNorm!) : dy;
       const dAct = this.linearBackward(L.linears[R.down], cache.act, dMlpOut, ctx, cache, true)!; // [T, I]
       if (done(R.down)) return undefined;
-      const dActG = this.activationGrad(cache.g);
+      const { a: actG, da: dActG } = this.activationWithGrad(cache.g);
       let dh2: tf.Tensor2D;
       if (cache.u) {
         const dg = tf.mul(tf.mul(dAct, cache.u), dActG) as tf.Tensor2D;
-        const du = tf.mul(dAct, this.activation(cache.g)) as tf.Tensor2D;
+        const du = tf.mul(dAct, actG) as tf.Tensor2D;
         if (R.gateUp) {
           dh2 = this.linearBackward(L.linears[R.gateUp], cache.h2, tf.concat([dg, du], 1) as tf.Tensor2D, ctx, cache, true)!;
         } else {

@@ -130,6 +130,8 @@ class ArchConfig:
         sw, mt = d.get("sliding_window"), self.model_type
         if sw is None or mt in ("llama", "gpt2"):
             return [None] * self.n_layer
+        if mt in ("qwen2", "qwen3") and not d.get("use_sliding_window", False):
+            return [None] * self.n_layer  # Qwen2Config sets sliding_window = None unless use_sliding_window
         if d.get("layer_types"):
             return [sw if t == "sliding_attention" else None for t in d["layer_types"]]
         if mt in ("mistral", "phi3"):
