@@ -11,11 +11,12 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/engine/backend';
 import { openModelFolder, modelInfo } from '../../src/engine/loader';
 import { runExport } from '../../src/engine/exporters';
-import { ARCHITECTURES, candidateModules, ModuleSpec } from '../../src/engine/config';
+import { ARCHITECTURES, candidateModules, ModuleSpec, normaliseConfig } from '../../src/engine/config';
 import { initLoraA, makeAdapter, disposeAdapter, loraScale } from '../../src/engine/lora';
-import { pageForRecord } from '../../src/engine/page';
+import { pageForRecord, runProbe } from '../../src/engine/page';
+import { runTrain } from '../../src/engine/train';
 import { writeSafetensors } from '../../src/engine/safetensors';
-import { writeSynthModel, SynthShape } from '../../src/engine/synth';
+import { writeSynthModel, synthDataset, SynthShape } from '../../src/engine/synth';
 import { LlamaModel, LoraAdapter, LoraGrads } from '../../src/engine/model';
 import { peftKey, buildPeftConfig, writeAdapterFiles, loadAdapter } from '../../src/engine/peft';
 import { Rng } from '../../src/engine/rng';
@@ -242,4 +243,63 @@ test('an unsupported model_type fails with the list of supported ones; info read
   const dir = path.join(tmpDir(), 'neox');
   await writeSynthModel(dir, { ...BASE, layers: 1, seed: 41, config: { model_type: 'gpt_neox' } });
   assert.throws(() => modelInfo(dir), /model_type "gpt_neox" is not supported; supported: llama, mistral, qwen2, qwen3, gemma2, phi3, gpt2$/);
+});
+
+test('normaliseConfig: HF defaults per architecture, sliding windows per layer, GPT-2 key names', () => {
+  const base = { hidden_size: 64, intermediate_size: 96, num_hidden_layers: 4, num_attention_heads: 4, vocab_size: 100 };
+  const cfg = (raw: Record<string, unknown>) => normaliseConfig(raw);
+  // Gemma 2 ties its head, has head_dim 256 and gelu_pytorch_tanh unless told, scales embeddings by sqrt(H).
+  const g = cfg({ ...base, model_type: 'gemma2', sliding_window: 16 });
+  assert.equal(g.tieWordEmbeddings, true);
+  assert.equal(g.headDim, 256);
+  assert.equal(g.hiddenAct, 'gelu_tanh');
+  assert.equal(g.embedScale, Math.fround(8));
+  assert.equal(g.attnScale, 1 / 16); // query_pre_attn_scalar 256
+  assert.deepEqual([g.attnSoftcap, g.finalSoftcap], [50, 30]);
+  assert.deepEqual(g.slidingWindows, [16, null, 16, null]);
+  assert.deepEqual(cfg({ ...base, model_type: 'gemma2', sliding_window: 16, layer_types: ['full_attention', 'sliding_attention', 'full_attention', 'full_attention'] }).slidingWindows, [null, 16, null, null]);
+  assert.deepEqual(cfg({ ...base, model_type: 'gemma2', attn_logit_softcapping: null, final_logit_softcapping: null }).attnSoftcap, null);
+  // Mistral and Phi-3: every layer; Llama never; Qwen only with use_sliding_window, from max_window_layers up.
+  assert.deepEqual(cfg({ ...base, model_type: 'mistral', sliding_window: 4096 }).slidingWindows, [4096, 4096, 4096, 4096]);
+  assert.deepEqual(cfg({ ...base, model_type: 'mistral', sliding_window: null }).slidingWindows, [null, null, null, null]);
+  assert.deepEqual(cfg({ ...base, model_type: 'phi3', sliding_window: 2047 }).slidingWindows, [2047, 2047, 2047, 2047]);
+  assert.deepEqual(cfg({ ...base, model_type: 'llama', sliding_window: 8 }).slidingWindows, [null, null, null, null]);
+  assert.deepEqual(cfg({ ...base, model_type: 'qwen2', sliding_window: 8, max_window_layers: 2 }).slidingWindows, [null, null, null, null]);
+  assert.deepEqual(cfg({ ...base, model_type: 'qwen2', sliding_window: 8, max_window_layers: 2, use_sliding_window: true }).slidingWindows, [null, null, 8, 8]);
+  assert.deepEqual(cfg({ ...base, model_type: 'qwen2', sliding_window: 8, layer_types: Array(4).fill('sliding_attention') }).slidingWindows, [null, null, null, null]);
+  assert.equal(cfg({ ...base, model_type: 'qwen2' }).attentionBias, true);
+  assert.equal(cfg({ ...base, model_type: 'qwen3' }).headDim, 128);
+  assert.equal(cfg({ ...base, model_type: 'qwen3' }).qkNorm, true);
+  assert.equal(cfg({ ...base, model_type: 'phi3' }).rmsNormEps, 1e-5);
+  // GPT-2 keeps its own keys; n_inner defaults to 4 * n_embd; LayerNorm; learned positions; tied head.
+  const gpt2 = cfg({ model_type: 'gpt2', n_embd: 48, n_layer: 2, n_head: 4, n_positions: 128, vocab_size: 100 });
+  assert.deepEqual([gpt2.hiddenSize, gpt2.intermediateSize, gpt2.numLayers, gpt2.numHeads, gpt2.numKvHeads, gpt2.headDim], [48, 192, 2, 4, 4, 12]);
+  assert.deepEqual([gpt2.normType, gpt2.positions, gpt2.tieWordEmbeddings, gpt2.hiddenAct, gpt2.maxPositionEmbeddings], ['layernorm', 'learned', true, 'gelu_tanh', 128]);
+  const names = candidateModules(gpt2).filter((m) => m.layer === 1).map((m) => m.name);
+  assert.deepEqual(names, ['transformer.h.1.attn.c_attn', 'transformer.h.1.attn.c_proj', 'transformer.h.1.mlp.c_fc', 'transformer.h.1.mlp.c_proj']);
+  const phi = candidateModules(cfg({ ...base, model_type: 'phi3', num_key_value_heads: 2 })).slice(0, 4);
+  assert.deepEqual(phi.map((m) => [m.name, m.dIn, m.dOut]), [
+    ['model.layers.0.self_attn.qkv_proj', 64, 64 + 2 * 32], ['model.layers.0.self_attn.o_proj', 64, 64],
+    ['model.layers.0.mlp.gate_up_proj', 64, 192], ['model.layers.0.mlp.down_proj', 96, 64]]);
+});
+
+test('probe and train end to end on Phi-3 and GPT-2: the report has the architecture\'s 4 columns, the adapter PEFT\'s names', async () => {
+  for (const [arch, extra] of [['phi3', {}], ['gpt2', { kvHeads: 4, tied: true, intermediateSize: 64 }]] as const) {
+    const dir = tmpDir();
+    const modelDir = path.join(dir, arch);
+    await writeSynthModel(modelDir, { ...BASE, layers: 2, seed: 50, arch, ...extra });
+    const data = path.join(dir, 'qa.jsonl');
+    synthDataset(data, 8);
+    const { report } = await runProbe({ modelDir, data, samples: 3, seqLen: 48, backend: 'wasm', bootstrap: 20 });
+    assert.deepEqual(report.kinds, [...ARCHITECTURES[arch].kinds]);
+    assert.equal(report.modules.length, 2 * 4);
+    assert.ok(report.modules.every((m) => report.kinds.includes(m.kind)));
+    const reportFile = path.join(dir, 'report.json');
+    fs.writeFileSync(reportFile, JSON.stringify(report));
+    const out = path.join(dir, 'adapter');
+    await runTrain({ modelDir, data, fromReport: reportFile, out, steps: 2, batchSize: 2, seqLen: 48, backend: 'wasm', evalSplit: 0.25 });
+    const peftCfg = JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8'));
+    assert.deepEqual(peftCfg.target_modules, [report.dominant.kind]);
+    assert.equal(peftCfg.fan_in_fan_out, arch === 'gpt2');
+  }
 });
