@@ -20,6 +20,8 @@ export interface JobEstimate {
   seconds: number;
   fits: boolean;
   note: string;
+  /** Run with the decoder layers streamed from host memory (the resident model does not fit the backend). */
+  stream: boolean;
 }
 
 /** Typical sustained GFLOP/s per backend for our kernels (measured on 2 cores; see docs/benchmark.md). */
@@ -43,26 +45,37 @@ export function estimateJob(e: EstimateInput): JobEstimate {
   const T = e.tokensPerRecord;
   const linears = candidateModules(cfg).reduce((s, m) => s + m.dIn * m.dOut, 0);
   const embed = cfg.vocabSize * cfg.hiddenSize;
-  // Linears in both layouts plus XNNPACK's packed copy of each matmul operand; the embedding, its transpose for the
-  // head, and the head's packed copy.
-  const weightsBytes = 4 * (linears * 4 + embed * 3 + (cfg.tieWordEmbeddings ? 0 : embed));
+  // The embedding, its transpose for the head and XNNPACK's packed copy of the head operand stay on the backend.
+  const embedBytes = 4 * (embed * 3 + (cfg.tieWordEmbeddings ? 0 : embed));
+  // Resident: every linear in both layouts, plus XNNPACK's packed copy of each matmul operand.
+  const residentWeights = 4 * linears * 4 + embedBytes;
+  // Streamed: one layer (two while one is released and the next uploaded) in both layouts with packed copies.
+  const streamWeights = 2 * 4 * (linears / cfg.numLayers) * 4 + embedBytes;
   const layersKept = cfg.numLayers - (e.lowestLayer ?? 0);
   const perLayer = T * (12 * cfg.hiddenSize + 4 * cfg.intermediateSize + 2 * cfg.numHeads * cfg.headDim) + 2 * cfg.numHeads * T * T;
-  const activationBytes = 4 * (perLayer * layersKept + 2 * 256 * cfg.vocabSize + 4 * T * T);
-  const heapBytes = weightsBytes + activationBytes;
+  const headBytes = 4 * (2 * 256 * cfg.vocabSize + 4 * T * T);
+  const residentActs = 4 * perLayer * layersKept + headBytes;
+  // Checkpointed: each layer's input [T, H] plus one layer's activations.
+  const streamActs = 4 * (T * cfg.hiddenSize * layersKept + perLayer) + headBytes;
   const perTokenFwd = 2 * (linears + cfg.numLayers * 2 * T * cfg.numHeads * cfg.headDim) + 2 * embed;
-  const flops = T * perTokenFwd * (3 * e.backwardPasses + (e.forwardPasses ?? 0));
+  const machine = 0.85 * os.totalmem();
+  const limit = e.backend === 'wasm' ? Math.min(WASM_USABLE, machine) : machine;
+  const stream = residentWeights + residentActs > limit && streamWeights + streamActs <= limit && e.backend === 'wasm';
+  const weightsBytes = stream ? streamWeights : residentWeights;
+  const activationBytes = stream ? streamActs : residentActs;
+  const heapBytes = weightsBytes + activationBytes;
+  // Streaming recomputes each layer's forward pass in backward: 4 passes of work per record instead of 3.
+  const flops = T * perTokenFwd * ((stream ? 4 : 3) * e.backwardPasses + (e.forwardPasses ?? 0));
   const seconds = flops / (throughput(e.backend, e.threads) * 1e9);
   let fits = true;
-  let note = '';
-  if (e.backend === 'wasm' && heapBytes > WASM_USABLE) {
+  let note = stream ? `the weights (${gib(4 * linears)}) do not fit the 4 GiB wasm heap: layers are streamed in one at a time` : '';
+  if (heapBytes > limit) {
     fits = false;
-    note = `needs about ${gib(heapBytes)} of the wasm heap, which stops at 4 GiB (model of ${(parameterCount(cfg) / 1e6).toFixed(0)}M parameters)`;
-  } else if (heapBytes > 0.85 * os.totalmem()) {
-    fits = false;
-    note = `needs about ${gib(heapBytes)}, and this machine has ${gib(os.totalmem())}`;
+    note = e.backend === 'wasm' && heapBytes <= machine
+      ? `needs about ${gib(heapBytes)} of the wasm heap even with its layers streamed, and the heap stops at 4 GiB (model of ${(parameterCount(cfg) / 1e6).toFixed(0)}M parameters)`
+      : `needs about ${gib(heapBytes)}, and this machine has ${gib(os.totalmem())}`;
   }
-  return { heapBytes, weightsBytes, activationBytes, flops, seconds, fits, note };
+  return { heapBytes, weightsBytes, activationBytes, flops, seconds, fits, note, stream };
 }
 
 export function gib(bytes: number): string {
@@ -71,7 +84,8 @@ export function gib(bytes: number): string {
 
 export function describeEstimate(est: JobEstimate, backend: Backend): string {
   const mins = est.seconds >= 90 ? `${(est.seconds / 60).toFixed(1)} min` : `${Math.max(1, Math.round(est.seconds))} s`;
-  return `estimate on ${backend}: about ${gib(est.heapBytes)} of memory (weights ${gib(est.weightsBytes)}, activations ${gib(est.activationBytes)}), ~${mins}`;
+  return `estimate on ${backend}: about ${gib(est.heapBytes)} of memory (weights ${gib(est.weightsBytes)}, activations ${gib(est.activationBytes)}), ~${mins}` +
+    (est.stream ? `; ${est.note}` : '');
 }
 
 /** Throws a clear bad-input error when the job cannot fit, naming the backend that would. */

@@ -10,6 +10,7 @@ import { readConfig } from './config';
 import type { LlamaModel, LoraAdapter } from './model';
 import { loadAdapter } from './peft';
 import { disposeAdapter } from './lora';
+import { estimateJob, assertFits } from './estimate';
 
 export interface EvalOutcome extends EvalResult { losses: number[] }
 
@@ -33,7 +34,9 @@ export async function runEval(params: EvalParams, hooks: JobHooks = {}): Promise
   const backend = await initBackend(params.backend ?? 'auto', threadsForModel(readConfig(params.modelDir).hiddenSize));
   hooks.log?.('info', `backend: ${describeBackend(backend)}`);
   const ds = readDataset(params.data);
-  const { model, tokenizer, folder } = loadModel(params.modelDir);
+  const est = estimateJob({ cfg: readConfig(params.modelDir), backend: backend.backend, threads: backend.threads, tokensPerRecord: seqLen, backwardPasses: 0 });
+  assertFits(est, backend.backend);
+  const { model, tokenizer, folder } = loadModel(params.modelDir, { stream: est.stream });
   let adapters: Map<string, LoraAdapter> | undefined;
   try {
     if (params.adapter) adapters = loadAdapter(params.adapter, folder).adapters;
@@ -54,8 +57,11 @@ export interface GenerateResult { ids: number[]; text: string; lastTop: [number,
 
 /** Greedy decoding, and the top-5 logits after the prompt (checked against golden_reference.json). */
 export async function runGenerate(params: { modelDir: string; prompt: string; maxNewTokens?: number; backend?: EvalParams['backend']; adapter?: string }): Promise<GenerateResult> {
-  await initBackend(params.backend ?? 'auto', threadsForModel(readConfig(params.modelDir).hiddenSize));
-  const { model, tokenizer, folder } = loadModel(params.modelDir);
+  const cfg = readConfig(params.modelDir);
+  const backend = await initBackend(params.backend ?? 'auto', threadsForModel(cfg.hiddenSize));
+  const est = estimateJob({ cfg, backend: backend.backend, threads: backend.threads, tokensPerRecord: 512, backwardPasses: 0 });
+  assertFits(est, backend.backend);
+  const { model, tokenizer, folder } = loadModel(params.modelDir, { stream: est.stream });
   let adapters: Map<string, LoraAdapter> | undefined;
   try {
     if (params.adapter) adapters = loadAdapter(params.adapter, folder).adapters;

@@ -98,7 +98,17 @@ interface LayerCache {
 export interface ModelOptions {
   /** Keep weights in both layouts (2x memory, faster backward). Default true. */
   keepBothLayouts?: boolean;
+  /**
+   * Keep the decoder layers' weights outside the backend's memory (in JS arrays) and upload one layer at a time,
+   * with activation checkpointing: how a model larger than the 4 GiB wasm heap still runs on wasm.
+   */
+  stream?: boolean;
+  /** Keep only each layer's input in the forward pass and recompute the layer in backward (implied by stream). */
+  checkpoint?: boolean;
 }
+
+/** A streamed linear's weights while they are not on the backend: the stored layout, as read. */
+interface HostLinear { data: Float32Array; storedAsInOut: boolean }
 
 /**
  * RoPE's inverse frequencies for a sequence of T tokens and the factor on cos and sin, as transformers'
@@ -184,6 +194,10 @@ export class LlamaModel {
   readonly kinds: readonly string[];
   private readonly roles: Readonly<ArchRoles>;
   private ropeCache = new Map<number, { cos: tf.Tensor3D; sinSigned: tf.Tensor3D }>();
+  /** Streaming: per layer, the host copies of its linears, and how many callers hold the layer uploaded. */
+  private host?: Map<string, HostLinear>[];
+  private holds: number[] = [];
+  private checkpoint = false;
   private maskCache = new Map<string, tf.Tensor2D>();
 
   private constructor(
@@ -203,6 +217,8 @@ export class LlamaModel {
   /** Loads weights tensor by tensor, checking every shape against the config. */
   static load(cfg: ModelConfig, store: WeightStore, opts: ModelOptions = {}): LlamaModel {
     const keepBoth = opts.keepBothLayouts ?? true;
+    const stream = Boolean(opts.stream);
+    const host: Map<string, HostLinear>[] = [];
     const arch: ArchSpec = ARCHITECTURES[cfg.modelType];
     const H = cfg.hiddenSize;
     const has = (name: string) => store.has(name);
@@ -227,6 +243,15 @@ export class LlamaModel {
         const [dIn, dOut] = moduleShape(cfg, kind);
         const name = moduleName(l, kind, cfg.modelType);
         let w: tf.Tensor2D, wt: tf.Tensor2D;
+        if (stream) {
+          // Read now (shape-checked), upload later: the tensors exist only while the layer is acquired.
+          const shape: [number, number] = arch.conv1d ? [dIn, dOut] : [dOut, dIn];
+          (host[l] ??= new Map()).set(kind, { data: store.read(key(`${name}.weight`), shape), storedAsInOut: Boolean(arch.conv1d) });
+          const biasName = `${name}.bias`;
+          const bias = has(key(biasName)) ? t1(biasName, dOut) : undefined;
+          linears[kind] = { name, kind, dIn, dOut, wt: undefined as unknown as tf.Tensor2D, bias };
+          continue;
+        }
         if (arch.conv1d) {
           wt = t2(`${name}.weight`, [dIn, dOut]); // Conv1D: y = x W + b, W stored [in, out]
           w = tf.transpose(wt) as tf.Tensor2D;
@@ -255,7 +280,35 @@ export class LlamaModel {
       layers.push(lw);
     }
     const finalNorm = norm(gpt2 ? 'transformer.ln_f' : 'model.norm', H);
-    return new LlamaModel(cfg, embed, headT, head, finalNorm, layers, positions);
+    const model = new LlamaModel(cfg, embed, headT, head, finalNorm, layers, positions);
+    if (stream) { model.host = host; model.holds = new Array(cfg.numLayers).fill(0); }
+    model.checkpoint = stream || Boolean(opts.checkpoint);
+    return model;
+  }
+
+  get streaming(): boolean { return Boolean(this.host); }
+
+  /** The layer's weights, uploaded to the backend if they are streamed; pair every call with release(l). */
+  private acquire(l: number): LayerWeights {
+    const L = this.layers[l];
+    if (!this.host || this.holds[l]++ > 0) return L;
+    for (const [kind, h] of this.host[l]) {
+      const lin = L.linears[kind];
+      const stored = tf.tensor2d(h.data, h.storedAsInOut ? [lin.dIn, lin.dOut] : [lin.dOut, lin.dIn]);
+      const other = tf.transpose(stored) as tf.Tensor2D;
+      lin.wt = h.storedAsInOut ? stored : other;
+      lin.w = h.storedAsInOut ? other : stored;
+    }
+    return L;
+  }
+
+  private release(l: number): void {
+    if (!this.host || --this.holds[l] > 0) return;
+    for (const lin of Object.values(this.layers[l].linears)) {
+      tf.dispose([lin.wt, lin.w!]);
+      lin.wt = undefined as unknown as tf.Tensor2D;
+      lin.w = undefined;
+    }
   }
 
   linear(name: string): Linear {
@@ -271,7 +324,7 @@ export class LlamaModel {
     if (this.positions) all.push(this.positions);
     for (const L of this.layers) {
       for (const n of [L.inputNorm, L.postNorm, L.attnOutNorm, L.mlpOutNorm, L.qNorm, L.kNorm]) if (n) all.push(...normTensors(n));
-      for (const lin of Object.values(L.linears)) { all.push(lin.wt); if (lin.w) all.push(lin.w); if (lin.bias) all.push(lin.bias); }
+      for (const lin of Object.values(L.linears)) { if (lin.wt) all.push(lin.wt); if (lin.w) all.push(lin.w); if (lin.bias) all.push(lin.bias); }
     }
     for (const c of this.ropeCache.values()) all.push(c.cos, c.sinSigned);
     for (const m of this.maskCache.values()) all.push(m);
@@ -431,6 +484,15 @@ export class LlamaModel {
 
   /** One decoder layer. Returns the output and, when `keepCache`, everything the backward pass needs (kept). */
   layerForward(l: number, x: tf.Tensor2D, adapters?: Map<string, LoraAdapter>, keepCache = false): { out: tf.Tensor2D; cache?: LayerCache } {
+    this.acquire(l);
+    try {
+      return this.layerForwardResident(l, x, adapters, keepCache);
+    } finally {
+      this.release(l);
+    }
+  }
+
+  private layerForwardResident(l: number, x: tf.Tensor2D, adapters: Map<string, LoraAdapter> | undefined, keepCache: boolean): { out: tf.Tensor2D; cache?: LayerCache } {
     const cfg = this.cfg;
     const R = this.roles;
     const L = this.layers[l];
@@ -529,6 +591,15 @@ export class LlamaModel {
    * undefined: nothing below needs a gradient.
    */
   layerBackward(l: number, dy: tf.Tensor2D, cache: LayerCache, ctx: BackwardContext): tf.Tensor2D | undefined {
+    this.acquire(l);
+    try {
+      return this.layerBackwardResident(l, dy, cache, ctx);
+    } finally {
+      this.release(l);
+    }
+  }
+
+  private layerBackwardResident(l: number, dy: tf.Tensor2D, cache: LayerCache, ctx: BackwardContext): tf.Tensor2D | undefined {
     const cfg = this.cfg;
     const R = this.roles;
     const L = this.layers[l];
@@ -738,6 +809,7 @@ export class LlamaModel {
       x.dispose();
       x = out;
     }
+    if (this.checkpoint) return this.recordBackwardCheckpointed(x, ids, mask, ctx, lowestLayer);
     const caches: LayerCache[] = [];
     try {
       for (let l = lowestLayer; l < nL; l++) {
@@ -761,6 +833,47 @@ export class LlamaModel {
       return { loss: head.loss, tokens: head.tokens };
     } finally {
       for (const c of caches) LlamaModel.disposeCache(c);
+    }
+  }
+
+  /**
+   * recordBackward with activation checkpointing: the forward pass keeps only each layer's input [T, H]; the
+   * backward pass recomputes one layer's activations at a time, just before its backward. Memory holds one layer's
+   * activations instead of all of them, for one more forward pass of the work.
+   */
+  private recordBackwardCheckpointed(x: tf.Tensor2D, ids: number[], mask: number[], ctx: BackwardContext, lowestLayer: number): RecordPass {
+    const nL = this.cfg.numLayers;
+    const inputs: tf.Tensor2D[] = [];
+    let d: tf.Tensor2D | undefined;
+    try {
+      for (let l = lowestLayer; l < nL; l++) {
+        inputs.push(x);
+        x = this.layerForward(l, x, ctx.adapters, false).out;
+      }
+      const head = this.headLoss(x, ids, mask, true);
+      x.dispose();
+      d = head.dHidden!;
+      for (let l = nL - 1; l >= lowestLayer; l--) {
+        this.acquire(l); // once for the recomputation and the backward
+        try {
+          const { out, cache } = this.layerForward(l, inputs[l - lowestLayer], ctx.adapters, true);
+          out.dispose();
+          try {
+            const dPrev = this.layerBackward(l, d, cache!, { ...ctx, needInputGrad: l > lowestLayer });
+            d.dispose();
+            d = dPrev;
+          } finally {
+            LlamaModel.disposeCache(cache!);
+          }
+        } finally {
+          this.release(l);
+        }
+        if (!d) break;
+      }
+      return { loss: head.loss, tokens: head.tokens };
+    } finally {
+      if (d && !d.isDisposed) d.dispose();
+      tf.dispose(inputs);
     }
   }
 }

@@ -153,7 +153,7 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
     tokensPerRecord: Math.max(...tok.records.map((r) => r.inputIds.length)), backwardPasses: tok.records.length });
   hooks.log?.('info', describeEstimate(est, backend.backend));
   assertFits(est, backend.backend);
-  const model = LlamaModel.load(folder.cfg, folder.store);
+  const model = LlamaModel.load(folder.cfg, folder.store, { stream: est.stream });
   const loaded = { loadSeconds: (Date.now() - tLoad) / 1000 };
   try {
 

@@ -110,7 +110,7 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
   const heapCheck = estimateJob({ cfg: cfg0, backend: backend.backend, threads: backend.threads,
     tokensPerRecord: state?.plan.seqLen ?? params.seqLen ?? TRAIN_DEFAULTS.seqLen, backwardPasses: 0 });
   assertFits(heapCheck, backend.backend);
-  const loaded = loadModel(params.modelDir);
+  const loaded = loadModel(params.modelDir, { stream: heapCheck.stream });
   const { model, tokenizer, folder } = loaded;
   const adapters = new Map<string, LoraAdapter>();
   try {
