@@ -4,6 +4,7 @@
 //   npm run bench                       the whole run (model + data in a temp folder, removed at the end)
 //   BENCH_RECORDS=4 npm run bench       PAGE over fewer records (said so in the output)
 //   BENCH_KEEP=1                        keep the temp folder
+//   BENCH_LARGE=0                       skip (d), the 0.5B-parameter model probed on wasm with streamed layers
 //
 // Every measurement runs in its own child process, so its peak resident memory (maxRSS, model load included) is
 // its own. Times exclude model loading. The PyTorch side uses /usr/bin/python3 (Debian's torch + OpenBLAS),
@@ -25,6 +26,9 @@ import type { LoraAdapter, LoraGrads } from '../src/engine/model';
 const SHAPE: SynthShape = { hiddenSize: 576, intermediateSize: 1536, layers: 30, heads: 9, kvHeads: 3, vocabSize: 49152, tied: true, seed: 135 };
 const N_RECORDS = 8, TOKENS = 500, SEQ_LEN = 512, BATCH = 4, RANK = 8, ALPHA = 16;
 const DOM_TARGET = 'model.layers.2.mlp.down_proj';
+/** Qwen2.5-0.5B's shapes: 494M parameters, 2 GB in f32, more than the wasm heap holds with the copies a pass needs. */
+const LARGE_SHAPE: SynthShape = { arch: 'qwen2', hiddenSize: 896, intermediateSize: 4864, layers: 24, heads: 14, kvHeads: 2, vocabSize: 151936, tied: true, seed: 5, dtype: 'BF16', embedStd: 0.02 };
+const LARGE_RECORDS = 2, LARGE_TOKENS = 256;
 const root = path.resolve(__dirname, '..', '..');
 const PY = '/usr/bin/python3';
 
@@ -156,6 +160,26 @@ async function parent(): Promise<void> {
     torch: runChild('PyTorch', PY, [py, 'train-vanilla', modelDir, data, JSON.stringify({ rank: RANK, alpha: ALPHA, records: BATCH })]),
   };
 
+  // (d) Scale: a model whose weights do not fit the 4 GiB wasm heap, probed on wasm with its layers streamed.
+  let large: Json | undefined;
+  if (process.env.BENCH_LARGE !== '0') {
+    const bigDir = path.join(tmp, 'qwen2.5-0.5b-random');
+    const bigData = path.join(tmp, 'records-large.jsonl');
+    const t1 = Date.now();
+    await writeSynthModel(bigDir, LARGE_SHAPE);
+    const bigVocab = Object.keys((synthTokenizer(LARGE_SHAPE.vocabSize).tokenizer as { model: { vocab: object } }).model.vocab).length;
+    const r2 = new Rng(11);
+    const bigLines = Array.from({ length: LARGE_RECORDS }, () => {
+      const ids = Array.from({ length: LARGE_TOKENS }, (_, t) => (t === 0 ? 1 : 3 + r2.nextInt(bigVocab - 3)));
+      return JSON.stringify({ input_ids: ids, loss_mask: ids.map((_, t) => (t >= LARGE_TOKENS / 2 ? 1 : 0)) });
+    });
+    fs.writeFileSync(bigData, bigLines.join('\n') + '\n');
+    console.log(`(d) scale: Qwen2.5-0.5B shapes (494M parameters, BF16 on disk, written in ${((Date.now() - t1) / 1000).toFixed(0)} s), ` +
+      `PAGE probe of ${LARGE_RECORDS} records x ${LARGE_TOKENS} tokens on wasm, layers streamed past the 4 GiB heap`);
+    large = runChild('ours   ', process.execPath, ['--max-old-space-size=16000', self, 'child', 'probe', bigDir, bigData, String(LARGE_RECORDS)]);
+    fs.rmSync(bigDir, { recursive: true, force: true });
+  }
+
   const ratio = (a: unknown, b: unknown) => (typeof a === 'number' && typeof b === 'number' && b > 0 ? a / b : null);
   const rows: Json[] = [];
   console.log('\n| job | ours s | PyTorch s | ours/PyTorch | ours peak MB | PyTorch peak MB | mem ratio |');
@@ -177,6 +201,10 @@ async function parent(): Promise<void> {
       `PyTorch ${Number(pg.torchBestRecordSeconds).toFixed(2)} s, ratio ${pg.bestRecordRatio.toFixed(2)}`);
   }
   console.log('times exclude model loading; peak MB is the child process\'s maxRSS, load included');
+  if (large) {
+    console.log(`(d) 0.5B model on wasm: PAGE over ${LARGE_RECORDS} x ${LARGE_TOKENS} tokens in ${Number(large.seconds).toFixed(1)} s ` +
+      `(load ${Number(large.loadSeconds).toFixed(1)} s), peak RSS ${Number(large.peakRssMB).toFixed(0)} MB of ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; ${String(large.backend)}`);
+  }
   const outDir = path.join(root, 'bench-results');
   fs.mkdirSync(outDir, { recursive: true });
   const file = path.join(outDir, 'bench.json');
@@ -184,7 +212,7 @@ async function parent(): Promise<void> {
     date: new Date().toISOString(), machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, node: process.version, totalMemGB: os.totalmem() / 2 ** 30 },
     shape: SHAPE, records, tokens: TOKENS, batch: BATCH, rank: RANK, alpha: ALPHA, domTarget: DOM_TARGET,
     note: records < N_RECORDS ? `PAGE over ${records} of ${N_RECORDS} records` : undefined,
-    summary: rows, raw: res, totalSeconds: (Date.now() - t0) / 1000,
+    summary: rows, raw: res, large: large ? { shape: LARGE_SHAPE, records: LARGE_RECORDS, tokens: LARGE_TOKENS, ...large } : undefined, totalSeconds: (Date.now() - t0) / 1000,
   }, null, 1) + '\n');
   console.log(`\nwrote ${path.relative(process.cwd(), file)} (total ${((Date.now() - t0) / 1000).toFixed(0)} s)`);
   if (!process.env.BENCH_KEEP) fs.rmSync(tmp, { recursive: true, force: true });

@@ -68,7 +68,7 @@ export function estimateJob(e: EstimateInput): JobEstimate {
   const flops = T * perTokenFwd * ((stream ? 4 : 3) * e.backwardPasses + (e.forwardPasses ?? 0));
   const seconds = flops / (throughput(e.backend, e.threads) * 1e9);
   let fits = true;
-  let note = stream ? `the weights (${gib(4 * linears)}) do not fit the 4 GiB wasm heap: layers are streamed in one at a time` : '';
+  let note = stream ? `resident, the model would need ${gib(residentWeights)} of the 4 GiB wasm heap: its layers are streamed in one at a time` : '';
   if (heapBytes > limit) {
     fits = false;
     note = e.backend === 'wasm' && heapBytes <= machine
