@@ -2,15 +2,18 @@
 
 /** `model.layers.12.mlp.down_proj` -> { layer: 12, kind: 'down_proj', group: 'mlp' }. */
 export function parseModule(name: string): { layer?: number; kind: string; group?: string } {
-  const parts = name.split('.');
-  const kind = parts[parts.length - 1] ?? name;
-  const li = parts.indexOf('layers');
-  const layer = li >= 0 ? Number(parts[li + 1]) : NaN;
-  const group = parts.length >= 2 ? parts[parts.length - 2] : undefined;
-  return { layer: Number.isFinite(layer) ? layer : undefined, kind, group };
+  // Decoder blocks are `model.layers.N.<group>.<kind>` in most families and `transformer.h.N.<group>.<kind>` in
+  // GPT-2, whose kinds keep their group (`attn.c_proj` and `mlp.c_proj` are different modules).
+  const m = /(?:^|\.)(layers|h)\.(\d+)\.(.+)$/.exec(name);
+  if (!m) {
+    const parts = name.split('.');
+    return { kind: parts[parts.length - 1] ?? name, group: parts.length >= 2 ? parts[parts.length - 2] : undefined };
+  }
+  const rest = m[3].split('.');
+  const kind = m[1] === 'h' ? m[3] : rest[rest.length - 1];
+  return { layer: Number(m[2]), kind, group: rest.length >= 2 ? rest[rest.length - 2] : undefined };
 }
 
-/** `layer 12 · down_proj`. */
 export function shortModule(name: string): string {
   const m = parseModule(name);
   return m.layer !== undefined ? `layer ${m.layer} · ${m.kind}` : name;

@@ -366,6 +366,8 @@ function revealPath(p: string): Thenable<unknown> {
 
 /** `model.layers.1.mlp.down_proj` -> `layer 1 · down_proj`. */
 export function shortModule(name: string): string {
-  const m = /layers\.(\d+)\..*?([A-Za-z0-9_]+)$/.exec(name);
-  return m ? `layer ${m[1]} · ${m[2]}` : name;
+  const m = /(?:^|\.)(layers|h)\.(\d+)\.(.+)$/.exec(name);
+  if (!m) return name;
+  // GPT-2's kinds keep their group: attn.c_proj and mlp.c_proj are different modules.
+  return `layer ${m[2]} · ${m[1] === 'h' ? m[3] : m[3].split('.').pop()}`;
 }

@@ -110,6 +110,9 @@ describe('webview protocol', () => {
   it('formats module names and shares for the grid', () => {
     assert.deepEqual(parseModule('model.layers.12.mlp.down_proj'), { layer: 12, kind: 'down_proj', group: 'mlp' });
     assert.equal(shortModule('model.layers.3.self_attn.q_proj'), 'layer 3 · q_proj');
+    // GPT-2: blocks are transformer.h.N, and the kind keeps its group (two different c_proj modules).
+    assert.deepEqual(parseModule('transformer.h.2.attn.c_proj'), { layer: 2, kind: 'attn.c_proj', group: 'attn' });
+    assert.equal(shortModule('transformer.h.2.mlp.c_proj'), 'layer 2 · mlp.c_proj');
     assert.equal(percent(0.1234), '12.3%');
     assert.equal(percent(0.0004), '<0.1%');
     assert.equal(colourPosition(0.05, 0.1, 'linear'), 0.5);
