@@ -151,15 +151,20 @@ export function reportJobError(ctx: Ctx, what: string, model: string, err: unkno
 
 // ---- Commands ---------------------------------------------------------------------------------------------------
 
+/** One job at a time: says so (with a way to cancel the running one) and returns true when another job runs. */
+function refuseWhileBusy(ctx: Ctx): boolean {
+  const running = ctx.jobs.running;
+  if (!running) return false;
+  notify.warn(`DomLoRA is already running a ${running.kind} on ${running.model}. Wait for it or cancel it first.`,
+    { title: 'Cancel It', run: () => ctx.jobs.cancel() });
+  return true;
+}
+
 export const runProbe: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: ProbeOptions = {}) => {
   const modelDir = await resolveModelFolder(ctx, uri, 'probe');
   if (!modelDir) return undefined;
   const model = path.basename(modelDir);
-  if (ctx.jobs.running) {
-    notify.warn(`DomLoRA is already running a ${ctx.jobs.running.kind} on ${ctx.jobs.running.model}. Wait for it or cancel it first.`,
-      { title: 'Cancel It', run: () => ctx.jobs.cancel() });
-    return undefined;
-  }
+  if (refuseWhileBusy(ctx)) return undefined;
   const settings = readSettings(vscode.Uri.file(modelDir));
   const data = opts.data ?? await pickDataset(ctx, modelDir, settings, 'probe');
   if (!data || !checkDataset(data)) return undefined;
@@ -201,11 +206,7 @@ export const train: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: Tra
     : ctx.panels.activeModel() ?? await resolveModelFolder(ctx, undefined, 'train');
   if (!modelDir) return undefined;
   const model = path.basename(modelDir);
-  if (ctx.jobs.running) {
-    notify.warn(`DomLoRA is already running a ${ctx.jobs.running.kind} on ${ctx.jobs.running.model}. Wait for it or cancel it first.`,
-      { title: 'Cancel It', run: () => ctx.jobs.cancel() });
-    return undefined;
-  }
+  if (refuseWhileBusy(ctx)) return undefined;
   const rep = ctx.panels.report(modelDir);
   let targets: string[] | undefined;
   if (preset === 'domlora') {
