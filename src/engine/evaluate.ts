@@ -29,14 +29,23 @@ export async function evalRecords(model: LlamaModel, records: TokenizedRecord[],
   return { losses, tokens };
 }
 
+/**
+ * What a forward-only job needs: the backend (sized to the model), the job's memory plan checked, the model loaded
+ * resident or streamed accordingly.
+ */
+async function openForForward(modelDir: string, choice: EvalParams['backend'], tokensPerRecord: number, hooks: JobHooks) {
+  const cfg = readConfig(modelDir);
+  const backend = await initBackend(choice ?? 'auto', threadsForModel(cfg.hiddenSize));
+  hooks.log?.('info', `backend: ${describeBackend(backend)}`);
+  const est = estimateJob({ cfg, backend: backend.backend, threads: backend.threads, tokensPerRecord, backwardPasses: 0 });
+  assertFits(est, backend.backend);
+  return { backend, ...loadModel(modelDir, { stream: est.stream }) };
+}
+
 export async function runEval(params: EvalParams, hooks: JobHooks = {}): Promise<EvalOutcome> {
   const seqLen = params.seqLen ?? 512;
-  const backend = await initBackend(params.backend ?? 'auto', threadsForModel(readConfig(params.modelDir).hiddenSize));
-  hooks.log?.('info', `backend: ${describeBackend(backend)}`);
   const ds = readDataset(params.data);
-  const est = estimateJob({ cfg: readConfig(params.modelDir), backend: backend.backend, threads: backend.threads, tokensPerRecord: seqLen, backwardPasses: 0 });
-  assertFits(est, backend.backend);
-  const { model, tokenizer, folder } = loadModel(params.modelDir, { stream: est.stream });
+  const { backend, model, tokenizer, folder } = await openForForward(params.modelDir, params.backend, seqLen, hooks);
   let adapters: Map<string, LoraAdapter> | undefined;
   try {
     if (params.adapter) adapters = loadAdapter(params.adapter, folder).adapters;
@@ -57,11 +66,7 @@ export interface GenerateResult { ids: number[]; text: string; lastTop: [number,
 
 /** Greedy decoding, and the top-5 logits after the prompt (checked against golden_reference.json). */
 export async function runGenerate(params: { modelDir: string; prompt: string; maxNewTokens?: number; backend?: EvalParams['backend']; adapter?: string }): Promise<GenerateResult> {
-  const cfg = readConfig(params.modelDir);
-  const backend = await initBackend(params.backend ?? 'auto', threadsForModel(cfg.hiddenSize));
-  const est = estimateJob({ cfg, backend: backend.backend, threads: backend.threads, tokensPerRecord: 512, backwardPasses: 0 });
-  assertFits(est, backend.backend);
-  const { model, tokenizer, folder } = loadModel(params.modelDir, { stream: est.stream });
+  const { model, tokenizer, folder } = await openForForward(params.modelDir, params.backend, 512, {});
   let adapters: Map<string, LoraAdapter> | undefined;
   try {
     if (params.adapter) adapters = loadAdapter(params.adapter, folder).adapters;
