@@ -302,6 +302,16 @@ export class LlamaModel {
     return L;
   }
 
+  /** Runs `fn` with layer l's weights on the backend (uploaded once however deeply calls nest). */
+  private withLayer<T>(l: number, fn: () => T): T {
+    this.acquire(l);
+    try {
+      return fn();
+    } finally {
+      this.release(l);
+    }
+  }
+
   private release(l: number): void {
     if (!this.host || --this.holds[l] > 0) return;
     for (const lin of Object.values(this.layers[l].linears)) {
@@ -484,12 +494,7 @@ export class LlamaModel {
 
   /** One decoder layer. Returns the output and, when `keepCache`, everything the backward pass needs (kept). */
   layerForward(l: number, x: tf.Tensor2D, adapters?: Map<string, LoraAdapter>, keepCache = false): { out: tf.Tensor2D; cache?: LayerCache } {
-    this.acquire(l);
-    try {
-      return this.layerForwardResident(l, x, adapters, keepCache);
-    } finally {
-      this.release(l);
-    }
+    return this.withLayer(l, () => this.layerForwardResident(l, x, adapters, keepCache));
   }
 
   private layerForwardResident(l: number, x: tf.Tensor2D, adapters: Map<string, LoraAdapter> | undefined, keepCache: boolean): { out: tf.Tensor2D; cache?: LayerCache } {
@@ -591,12 +596,7 @@ export class LlamaModel {
    * undefined: nothing below needs a gradient.
    */
   layerBackward(l: number, dy: tf.Tensor2D, cache: LayerCache, ctx: BackwardContext): tf.Tensor2D | undefined {
-    this.acquire(l);
-    try {
-      return this.layerBackwardResident(l, dy, cache, ctx);
-    } finally {
-      this.release(l);
-    }
+    return this.withLayer(l, () => this.layerBackwardResident(l, dy, cache, ctx));
   }
 
   private layerBackwardResident(l: number, dy: tf.Tensor2D, cache: LayerCache, ctx: BackwardContext): tf.Tensor2D | undefined {
@@ -854,20 +854,18 @@ export class LlamaModel {
       x.dispose();
       d = head.dHidden!;
       for (let l = nL - 1; l >= lowestLayer; l--) {
-        this.acquire(l); // once for the recomputation and the backward
-        try {
+        // One upload of the layer's weights serves the recomputation and the backward.
+        d = this.withLayer(l, () => {
           const { out, cache } = this.layerForward(l, inputs[l - lowestLayer], ctx.adapters, true);
           out.dispose();
           try {
-            const dPrev = this.layerBackward(l, d, cache!, { ...ctx, needInputGrad: l > lowestLayer });
-            d.dispose();
-            d = dPrev;
+            const dPrev = this.layerBackward(l, d!, cache!, { ...ctx, needInputGrad: l > lowestLayer });
+            d!.dispose();
+            return dPrev;
           } finally {
             LlamaModel.disposeCache(cache!);
           }
-        } finally {
-          this.release(l);
-        }
+        });
         if (!d) break;
       }
       return { loss: head.loss, tokens: head.tokens };
