@@ -7,7 +7,7 @@ import { badInput } from './errors';
 import { JobHooks } from './jobs';
 import { openModelFolder, ModelFolder } from './loader';
 import { readAdapterFiles, PeftConfig } from './peft';
-import { encodeSafetensors, TensorToWrite } from './safetensors';
+import { encodeSafetensors, readHeader, TensorToWrite } from './safetensors';
 import { writeDirAtomic, writeFileAtomic } from './atomic';
 import { loraScale } from './lora';
 import { archOf, storedName } from './config';
@@ -15,8 +15,12 @@ import { archOf, storedName } from './config';
 export interface ExportResult { format: string; out: string; text: string; warnings: string[]; loadCommands: string[] }
 
 /** What vLLM, llama.cpp and Ollama refuse, checked before anyone tries. */
-export function runtimeChecks(cfg: PeftConfig, modelType: string): { warnings: string[]; loadCommands: string[] } {
+export function runtimeChecks(cfg: PeftConfig, modelType: string, tensorNames: string[] = []): { warnings: string[]; loadCommands: string[] } {
   const warnings: string[] = [];
+  // llama.cpp's convert_lora_to_gguf.py maps only lora_A / lora_B weights; anything else in the file stops it.
+  const extra = tensorNames.filter((n) => !/\.lora_[AB](?:\.default)?\.weight$/.test(n));
+  if (extra.length) warnings.push(`llama.cpp converts only lora_A/lora_B tensors; this adapter also holds ${extra.slice(0, 3).join(', ')}${extra.length > 3 ? ', ...' : ''}.`);
+  if (cfg.modules_to_save) warnings.push('llama.cpp and vLLM do not load modules_to_save (full copies of modules); only PEFT does.');
   const vllmRanks = [8, 16, 32, 64, 128, 256, 320, 512];
   if (!vllmRanks.includes(cfg.r)) warnings.push(`vLLM supports LoRA ranks ${vllmRanks.join(', ')}; r=${cfg.r} will be refused (retrain with --rank 8/16/...).`);
   if (cfg.r > 64) warnings.push(`vLLM's default --max-lora-rank is 16; start it with --max-lora-rank ${cfg.r}.`);
@@ -54,7 +58,8 @@ export async function runExport(params: ExportParams, hooks: JobHooks = {}): Pro
   const folder = openModelFolder(modelDir);
   const out = path.resolve(params.out);
   if (fs.existsSync(out) && !params.force) throw badInput('already exists; choose another --out or pass --force', out);
-  const checks = runtimeChecks(peftCfg, folder.cfg.modelType);
+  const stFile = path.join(adapterDir, 'adapter_model.safetensors');
+  const checks = runtimeChecks(peftCfg, folder.cfg.modelType, fs.existsSync(stFile) ? [...readHeader(stFile).tensors.keys()] : []);
   const gpus = params.gpus ?? 8;
   const { kinds, layers, singleLayer } = placement(peftCfg, folder.cfg.numLayers);
   const lines: string[] = [];

@@ -148,3 +148,18 @@ test('training refuses bad input clearly and writes nothing', async () => {
   await runTrain({ modelDir: other, data: DATA, targets: ['model.layers.0.mlp.down_proj'], out: ck, steps: 1, seqLen: 64, maxSamples: 4 });
   await rejects(runTrain({ modelDir: STORIES, data: DATA, out: ck, resume: ck, steps: 1 }), /another model/);
 });
+
+test('export checks what downstream runtimes refuse and prints load commands', async () => {
+  const { runtimeChecks } = await import('../../src/engine/exporters');
+  const { buildPeftConfig } = await import('../../src/engine/peft');
+  const spec = { name: TARGET, layer: 1, kind: 'down_proj', dIn: 172, dOut: 64 };
+  const ok = runtimeChecks(buildPeftConfig([spec], 5, 8, 16, '/m'), 'llama', [`base_model.model.${TARGET}.lora_A.weight`, `base_model.model.${TARGET}.lora_B.weight`]);
+  assert.deepEqual(ok.warnings, []);
+  assert.ok(ok.loadCommands.some((c) => c.startsWith('vllm serve /m --enable-lora')));
+  assert.ok(ok.loadCommands.some((c) => c.includes('convert_lora_to_gguf.py')));
+  const odd = runtimeChecks(buildPeftConfig([spec], 5, 12, 16, '/m'), 'qwen3', [`base_model.model.${TARGET}.lora_A.weight`, `base_model.model.${TARGET}.lora_magnitude_vector`]);
+  assert.ok(odd.warnings.some((w) => /vLLM supports LoRA ranks/.test(w)), 'rank 12 is not a vLLM rank');
+  assert.ok(odd.warnings.some((w) => /llama\.cpp converts only lora_A\/lora_B/.test(w) && w.includes('lora_magnitude_vector')));
+  assert.ok(odd.warnings.some((w) => /Ollama imports/.test(w)), 'qwen3 is not in Ollama\'s adapter architectures');
+  assert.throws(() => buildPeftConfig([spec], 5, 8, 16.5, '/m'), /integer/);
+});
