@@ -12,7 +12,7 @@ import { JobHooks, eta, throwIfCancelled, yieldToEvents } from './jobs';
 import { loadModel, LoadedModel } from './loader';
 import { adapterParams, disposeAdapter, initLoraA, loraScale, makeAdapter } from './lora';
 import type { LoraAdapter, LoraGrads } from './model';
-import { buildPeftConfig, peftKey, writeAdapterFiles, readAdapterFiles } from './peft';
+import { buildPeftConfig, peftKey, writeAdapterFiles } from './peft';
 import { permutation } from './rng';
 import { initBackend, threadsForModel, describeBackend } from './backend';
 import { writeDirAtomic } from './atomic';
@@ -335,4 +335,3 @@ function readCheckpoint(dir: string): { state: TrainerState; tensors: Map<string
   return { state, tensors };
 }
 
-export { readAdapterFiles };
