@@ -7,7 +7,7 @@
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ProbeParams, ProbeReport, ProbeModule } from '../protocol/messages';
-import { candidateModules, ModuleSpec, readConfig } from './config';
+import { candidateModules, ModuleSpec } from './config';
 import { readDataset, tokenizeDataset, TokenizedRecord } from './data';
 import { badInput } from './errors';
 import { JobHooks, eta, throwIfCancelled, yieldToEvents } from './jobs';
@@ -125,14 +125,13 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
   if (!Number.isInteger(p.seqLen) || p.seqLen < 2) throw badInput(`--seq-len must be an integer >= 2, got ${p.seqLen}`);
   if (!Number.isInteger(p.rank) || p.rank < 1) throw badInput(`--rank must be a positive integer, got ${p.rank}`);
   if (!(p.alpha > 0)) throw badInput(`--alpha must be positive, got ${p.alpha}`);
-  const backend = await initBackend(p.backend ?? 'auto', threadsForModel(readConfig(params.modelDir).hiddenSize));
-  hooks.log?.('info', `backend: ${describeBackend(backend)}`);
-  hooks.onProgress?.({ phase: 'load', done: 0, total: 1, message: 'loading model' });
-  // Read the data first: a bad dataset should fail before seconds of model loading.
-  const ds = readDataset(p.data);
-  // Headers, config and tokenizer first: the data is checked and the job sized before any weight is read.
+  // Headers, config, tokenizer and data first: the input is checked and the job sized before any weight is read.
   const tLoad = Date.now();
   const folder = openModelFolder(params.modelDir);
+  const backend = await initBackend(p.backend ?? 'auto', threadsForModel(folder.cfg.hiddenSize));
+  hooks.log?.('info', `backend: ${describeBackend(backend)}`);
+  hooks.onProgress?.({ phase: 'load', done: 0, total: 1, message: 'loading model' });
+  const ds = readDataset(p.data);
   const tokenizer = ModelTokenizer.load(folder.dir);
   const modules = candidateModules(folder.cfg);
   for (const m of modules) {
@@ -154,9 +153,8 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
   hooks.log?.('info', describeEstimate(est, backend.backend));
   assertFits(est, backend.backend);
   const model = LlamaModel.load(folder.cfg, folder.store, { stream: est.stream });
-  const loaded = { loadSeconds: (Date.now() - tLoad) / 1000 };
+  const loadSeconds = (Date.now() - tLoad) / 1000;
   try {
-
     const scale = loraScale(p.alpha, p.rank);
     const aT = new Map<string, tf.Tensor2D>();
     for (const m of modules) {
@@ -194,7 +192,7 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
     const report = buildReport({
       p: { ...p, sampling }, modules, sampled, expected, recInfo, ds, skipped: tok.skipped,
       model: summarise(folder), kinds: [...model.kinds], backend: backend.backend,
-      timings: { loadSeconds: loaded.loadSeconds, probeSeconds },
+      timings: { loadSeconds, probeSeconds },
     });
     if (stoppedEarly) hooks.log?.('info', `stopped early: the dominant module was stable for ${patience} records after ${recInfo.length} records`);
     let written: string | undefined;
