@@ -774,21 +774,16 @@ export class LlamaModel {
 
   /** Forward only: the record's loss (no caches kept). */
   recordLoss(ids: number[], mask: number[], adapters?: Map<string, LoraAdapter>): RecordPass {
-    let x = this.embedTokens(ids);
-    for (let l = 0; l < this.cfg.numLayers; l++) {
-      const { out } = this.layerForward(l, x, adapters, false);
-      x.dispose();
-      x = out;
-    }
+    const x = this.hiddenStates(ids, adapters);
     const r = this.headLoss(x, ids, mask, false);
     x.dispose();
     return { loss: r.loss, tokens: r.tokens };
   }
 
-  /** Forward returning the last layer's hidden states [T, H] (caller disposes). */
-  hiddenStates(ids: number[], adapters?: Map<string, LoraAdapter>): tf.Tensor2D {
+  /** The input of layer `layer` [T, H]: the embeddings run through the layers below it (caller disposes). */
+  hiddenBelow(ids: number[], layer: number, adapters?: Map<string, LoraAdapter>): tf.Tensor2D {
     let x = this.embedTokens(ids);
-    for (let l = 0; l < this.cfg.numLayers; l++) {
+    for (let l = 0; l < layer; l++) {
       const { out } = this.layerForward(l, x, adapters, false);
       x.dispose();
       x = out;
@@ -796,19 +791,21 @@ export class LlamaModel {
     return x;
   }
 
+  /** Forward returning the last layer's hidden states [T, H] (caller disposes). */
+  hiddenStates(ids: number[], adapters?: Map<string, LoraAdapter>): tf.Tensor2D {
+    return this.hiddenBelow(ids, this.cfg.numLayers, adapters);
+  }
+
   /**
    * Forward and backward of one record. Layers below `lowestLayer` run without keeping activations and are not
    * back-propagated through (nothing below them is trainable or tapped). Calls `ctx.tap` for every linear module
    * at or above `lowestLayer` and accumulates LoRA gradients into `ctx.loraGrads`.
    */
-  recordBackward(ids: number[], mask: number[], ctx: BackwardContext, lowestLayer = 0): RecordPass {
+  recordBackward(ids: number[], mask: number[], ctx: BackwardContext, lowestLayer = 0, below?: tf.Tensor2D): RecordPass {
     const nL = this.cfg.numLayers;
-    let x = this.embedTokens(ids);
-    for (let l = 0; l < lowestLayer; l++) {
-      const { out } = this.layerForward(l, x, ctx.adapters, false);
-      x.dispose();
-      x = out;
-    }
+    // `below`, when given, is the input of layer `lowestLayer` computed earlier (hiddenBelow): nothing trainable
+    // lies below it, so it is the same in every epoch.
+    let x = below ? below.clone() : this.hiddenBelow(ids, lowestLayer, ctx.adapters);
     if (this.checkpoint) return this.recordBackwardCheckpointed(x, ids, mask, ctx, lowestLayer);
     const caches: LayerCache[] = [];
     try {

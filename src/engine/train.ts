@@ -2,6 +2,7 @@
 // or vanilla LoRA on every projection of every layer, the baseline. AdamW on A and B only, warm-up then cosine
 // decay, gradient accumulation, response-only loss, deterministic for a seed and backend, exact resume.
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ProbeReport, TrainParams, TrainResult, TrainCurvePoint } from '../protocol/messages';
@@ -214,6 +215,9 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
     }
     const lowestLayer = Math.min(...targetsSpecs.map((m) => m.layer));
     const lowestKinds = [...new Set(targetsSpecs.filter((m) => m.layer === lowestLayer).map((m) => m.kind))];
+    // Frozen layers below the lowest adapter give every record the same output in every epoch: keep it (in host
+    // memory, within a budget) instead of recomputing it at each visit.
+    const belowCache = new BelowCache(lowestLayer > 0 && params.cacheLowerLayers !== false ? Math.min(1024 ** 3, 0.1 * os.totalmem()) : 0);
     const priorSeconds = state?.seconds ?? 0;
     const t0 = Date.now();
     const startStep = step;
@@ -236,7 +240,13 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
           await yieldToEvents();
           throwIfCancelled(hooks);
           const rec = train[i];
-          const r = model.recordBackward(rec.inputIds, rec.lossMask, { adapters, loraGrads: grads, lowestKinds }, lowestLayer);
+          const below = belowCache.get(i, () => model.hiddenBelow(rec.inputIds, lowestLayer));
+          let r;
+          try {
+            r = model.recordBackward(rec.inputIds, rec.lossMask, { adapters, loraGrads: grads, lowestKinds }, lowestLayer, below);
+          } finally {
+            below?.dispose();
+          }
           lossSum += r.loss;
           tokensSeen += rec.inputIds.length;
         }
@@ -335,3 +345,23 @@ function readCheckpoint(dir: string): { state: TrainerState; tensors: Map<string
   return { state, tensors };
 }
 
+
+/** Layer inputs below the lowest adapter, per training record, in host memory up to a byte budget. */
+class BelowCache {
+  private readonly rows = new Map<number, { data: Float32Array; shape: [number, number] }>();
+  private bytes = 0;
+  constructor(private readonly budget: number) {}
+
+  /** The cached input for record i, or `compute()` (kept when it fits); undefined when caching is off. */
+  get(i: number, compute: () => tf.Tensor2D): tf.Tensor2D | undefined {
+    if (this.budget <= 0) return undefined;
+    const hit = this.rows.get(i);
+    if (hit) return tf.tensor2d(hit.data, hit.shape);
+    const t = compute();
+    if (this.bytes + t.size * 4 <= this.budget) {
+      this.rows.set(i, { data: new Float32Array(t.dataSync()), shape: t.shape as [number, number] }); // a copy, not a view of the heap
+      this.bytes += t.size * 4;
+    }
+    return t;
+  }
+}

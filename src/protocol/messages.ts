@@ -20,6 +20,8 @@ export interface TrainParams {
   seqLen?: number; evalData?: string; evalSplit?: number; evalEvery?: number; seed?: number; out: string;
   resume?: string; force?: boolean; backend?: BackendChoice; checkpointEvery?: number; warmupSteps?: number;
   weightDecay?: number; maxSamples?: number;
+  /** Keep the outputs of the frozen layers below the lowest adapter across epochs (default true). */
+  cacheLowerLayers?: boolean;
 }
 export interface ExportParams {
   adapterDir: string; format: 'merged' | 'peft-config' | 'axolotl' | 'llamafactory' | 'mlx'; out: string;

@@ -163,3 +163,14 @@ test('export checks what downstream runtimes refuse and prints load commands', a
   assert.ok(odd.warnings.some((w) => /Ollama imports/.test(w)), 'qwen3 is not in Ollama\'s adapter architectures');
   assert.throws(() => buildPeftConfig([spec], 5, 8, 16.5, '/m'), /integer/);
 });
+
+test('caching the frozen layers below the adapter across epochs changes nothing in the result', async () => {
+  const dir = tmpDir();
+  const common = { modelDir: STORIES, data: DATA, targets: ['model.layers.3.mlp.down_proj'], steps: 6, lr: 5e-3, batchSize: 2, seqLen: 96,
+    maxSamples: 6, evalSplit: 0, backend: 'wasm' as const };
+  // 6 records, 2 per step: every record is seen twice, the second time from the cache.
+  await runTrain({ ...common, out: path.join(dir, 'cached') });
+  await runTrain({ ...common, out: path.join(dir, 'plain'), cacheLowerLayers: false });
+  const ha = readHeader(path.join(dir, 'cached/adapter_model.safetensors')), hb = readHeader(path.join(dir, 'plain/adapter_model.safetensors'));
+  for (const k of ha.tensors.keys()) assert.deepEqual(readTensorF32(ha, k), readTensorF32(hb, k), k);
+});
