@@ -13,6 +13,13 @@ import { runExport } from '../engine/exporters';
 import { formatProbe, fmtPct, useColour } from './format';
 
 export async function runDemo(dir: string, backend: BackendChoice, steps: number | undefined, hooks: JobHooks): Promise<void> {
+  // Each step reports the backend; once is enough for a demo.
+  let backendSaid = false;
+  const log = hooks.log;
+  hooks = { ...hooks, log: (level, message) => {
+    if (message.startsWith('backend:')) { if (backendSaid) return; backendSaid = true; }
+    log?.(level, message);
+  } };
   const root = path.resolve(dir);
   const modelDir = path.join(root, 'model');
   const data = path.join(root, 'arithmetic.jsonl');
