@@ -78,3 +78,26 @@ test('bootstrap: a module that wins in every record is stable; a tie is not', ()
   const b2 = bootstrapWins(tie, 200, 0);
   assert.ok(b2.stability > 0.2 && b2.stability < 0.8, `stability ${b2.stability}`);
 });
+
+test('every dataset format gives the same PAGE as its pre-tokenized equivalent', async () => {
+  const { readDataset, tokenizeDataset } = await import('../../src/engine/data');
+  const { ModelTokenizer } = await import('../../src/engine/tokenizer');
+  const tok = ModelTokenizer.load(STORIES);
+  const files = ['math/gsm8k_train.jsonl', 'conversation/ultrachat_16.jsonl', 'conversation/capybara_16.jsonl', 'conversation/glaive_toolcall_300.json', 'instruction/alpaca_en_demo.json'];
+  const formats = new Set<string>();
+  for (const f of files) {
+    const file = path.join(SHARED, 'data', f);
+    const ds = readDataset(file);
+    formats.add(ds.format);
+    const recs = tokenizeDataset(ds, tok, { seqLen: 160, limit: 2 }).records;
+    const dir = tmpDir();
+    const pre = path.join(dir, 'pre.jsonl');
+    fs.writeFileSync(pre, recs.map((r) => JSON.stringify({ input_ids: r.inputIds, labels: r.inputIds.map((id, t) => (r.lossMask[t] ? id : -100)) })).join('\n') + '\n');
+    const a = await runProbe({ modelDir: STORIES, data: file, samples: 2, seqLen: 160, backend: 'wasm' });
+    const b = await runProbe({ modelDir: STORIES, data: pre, samples: 2, seqLen: 160, backend: 'wasm' });
+    assert.equal(b.report.config.datasetFormat, 'tokenized');
+    assert.equal(a.report.tokens, b.report.tokens, f);
+    a.report.modules.forEach((m, j) => assert.equal(m.pageExpected, b.report.modules[j].pageExpected, `${f}: ${m.name}`));
+  }
+  assert.deepEqual([...formats].sort(), ['alpaca', 'messages', 'qa', 'sharegpt']);
+});
