@@ -4,13 +4,13 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ExportParams } from '../protocol/messages';
 import { badInput } from './errors';
-import { JobHooks } from './jobs';
+import { JobHooks, throwIfCancelled, yieldToEvents } from './jobs';
 import { openModelFolder, ModelFolder } from './loader';
 import { readAdapterFiles, PeftConfig } from './peft';
 import { encodeSafetensors, readHeader, TensorToWrite } from './safetensors';
 import { writeDirAtomic, writeFileAtomic } from './atomic';
 import { loraScale } from './lora';
-import { archOf, storedName } from './config';
+import { archOf, storedName, parseModuleName, ModelType } from './config';
 
 export interface ExportResult { format: string; out: string; text: string; warnings: string[]; loadCommands: string[] }
 
@@ -37,22 +37,24 @@ export function runtimeChecks(cfg: PeftConfig, modelType: string, tensorNames: s
 }
 
 /** The layers and module kinds of a placement, as trainers name them. */
-function placement(cfg: PeftConfig, numLayers: number): { kinds: string[]; layers: number[] | null; singleLayer: boolean } {
-  const full = cfg.target_modules.filter((t) => t.includes('.'));
+function placement(cfg: PeftConfig, numLayers: number, modelType: ModelType): { kinds: string[]; layers: number[] | null; singleLayer: boolean; fullNames: boolean } {
+  // target_modules holds either module kinds (GPT-2's contain a dot: `attn.c_proj`) or full module names.
+  const full = cfg.target_modules.map((t) => parseModuleName(t, modelType)).filter((x): x is { layer: number; kind: string } => Boolean(x));
   if (full.length) {
-    const kinds = [...new Set(full.map((t) => t.split('.').pop()!))];
-    const layers = [...new Set(full.map((t) => Number(/layers\.(\d+)\./.exec(t)?.[1])))].sort((a, b) => a - b);
-    return { kinds, layers, singleLayer: layers.length < numLayers };
+    const kinds = [...new Set(full.map((t) => t.kind))];
+    const layers = [...new Set(full.map((t) => t.layer))].sort((a, b) => a - b);
+    return { kinds, layers, singleLayer: layers.length < numLayers, fullNames: true };
   }
   const layers = cfg.layers_to_transform ?? null;
-  return { kinds: cfg.target_modules, layers, singleLayer: Boolean(layers && layers.length < numLayers) };
+  return { kinds: cfg.target_modules, layers, singleLayer: Boolean(layers && layers.length < numLayers), fullNames: false };
 }
 
 export async function runExport(params: ExportParams, hooks: JobHooks = {}): Promise<ExportResult> {
   const adapterDir = path.resolve(params.adapterDir);
   const cfgFile = path.join(adapterDir, 'adapter_config.json');
   if (!fs.existsSync(cfgFile)) throw badInput('not a PEFT adapter folder: it has no adapter_config.json', adapterDir);
-  const peftCfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as PeftConfig;
+  let peftCfg: PeftConfig;
+  try { peftCfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as PeftConfig; } catch (e) { throw badInput(`invalid JSON (${(e as Error).message})`, cfgFile); }
   const modelDir = params.modelDir ?? peftCfg.base_model_name_or_path;
   if (!modelDir || !fs.existsSync(modelDir)) throw badInput(`the base model "${modelDir}" named in adapter_config.json was not found; pass --model MODEL_DIR`, cfgFile);
   const folder = openModelFolder(modelDir);
@@ -61,7 +63,7 @@ export async function runExport(params: ExportParams, hooks: JobHooks = {}): Pro
   const stFile = path.join(adapterDir, 'adapter_model.safetensors');
   const checks = runtimeChecks(peftCfg, folder.cfg.modelType, fs.existsSync(stFile) ? [...readHeader(stFile).tensors.keys()] : []);
   const gpus = params.gpus ?? 8;
-  const { kinds, layers, singleLayer } = placement(peftCfg, folder.cfg.numLayers);
+  const { kinds, layers, singleLayer, fullNames } = placement(peftCfg, folder.cfg.numLayers, folder.cfg.modelType);
   const lines: string[] = [];
   switch (params.format) {
     case 'merged': {
@@ -85,7 +87,7 @@ export async function runExport(params: ExportParams, hooks: JobHooks = {}): Pro
         'lora_target_modules:', ...kinds.map((k) => `  - ${k}`),
         ...(layers && singleLayer ? ['peft_layers_to_transform:', ...layers.map((l) => `  - ${l}`)] : []),
         '# datasets, sequence_len, micro_batch_size, num_epochs, learning_rate: fill in for your run', ''].join('\n');
-      if (peftCfg.target_modules.some((t) => t.includes('.')) && kinds.length * (layers?.length ?? 1) !== peftCfg.target_modules.length) {
+      if (fullNames && kinds.length * (layers?.length ?? 1) !== peftCfg.target_modules.length) {
         throw badInput('this placement pairs different module kinds with different layers, which Axolotl\'s lora_target_modules + peft_layers_to_transform cannot express; use --format peft-config');
       }
       writeFileAtomic(out, yaml);
@@ -143,6 +145,8 @@ async function exportMerged(adapterDir: string, folder: ModelFolder, out: string
   const names = folder.store.names;
   const list: TensorToWrite[] = [];
   for (let i = 0; i < names.length; i++) {
+    await yieldToEvents(); // a cancel lands between tensors
+    throwIfCancelled(hooks);
     const name = names[i];
     const w = folder.store.read(name);
     const t = delta.get(name);

@@ -174,3 +174,21 @@ test('caching the frozen layers below the adapter across epochs changes nothing 
   const ha = readHeader(path.join(dir, 'cached/adapter_model.safetensors')), hb = readHeader(path.join(dir, 'plain/adapter_model.safetensors'));
   for (const k of ha.tensors.keys()) assert.deepEqual(readTensorF32(ha, k), readTensorF32(hb, k), k);
 });
+
+test('GPT-2 adapters export to trainers with their group-qualified kinds and the right layer', async () => {
+  const dir = tmpDir();
+  const model = path.join(dir, 'gpt2');
+  await writeSynthModel(model, { hiddenSize: 32, intermediateSize: 64, layers: 3, heads: 4, kvHeads: 4, vocabSize: 384, tied: true, seed: 8, arch: 'gpt2' });
+  const out = path.join(dir, 'adapter');
+  await runTrain({ modelDir: model, data: DATA, targets: ['transformer.h.1.mlp.c_proj'], out, steps: 1, seqLen: 64, maxSamples: 4, evalSplit: 0, backend: 'wasm' });
+  const cfg = JSON.parse(fs.readFileSync(path.join(out, 'adapter_config.json'), 'utf8'));
+  assert.deepEqual(cfg.target_modules, ['mlp.c_proj']);
+  assert.deepEqual(cfg.layers_to_transform, [1]);
+  assert.equal(cfg.fan_in_fan_out, true);
+  const ax = await runExport({ adapterDir: out, format: 'axolotl', out: path.join(dir, 'ax.yml'), modelDir: model });
+  assert.match(fs.readFileSync(ax.out, 'utf8'), /lora_target_modules:\n {2}- mlp\.c_proj\npeft_layers_to_transform:\n {2}- 1\n/);
+  await rejects(runExport({ adapterDir: out, format: 'llamafactory', out: path.join(dir, 'lf.yml'), modelDir: model }), /layer 1\b/);
+  fs.mkdirSync(path.join(dir, 'broken'));
+  fs.writeFileSync(path.join(dir, 'broken/adapter_config.json'), '{not json');
+  await rejects(runExport({ adapterDir: path.join(dir, 'broken'), format: 'peft-config', out: path.join(dir, 'x.py'), modelDir: model }), /adapter_config\.json: invalid JSON/);
+});
