@@ -216,6 +216,21 @@ export class LlamaModel {
 
   /** Loads weights tensor by tensor, checking every shape against the config. */
   static load(cfg: ModelConfig, store: WeightStore, opts: ModelOptions = {}): LlamaModel {
+    // A scope around the load: if a tensor fails to read (a bad shape, out of memory), everything uploaded so far is
+    // released instead of leaking into the worker's next job.
+    tf.engine().startScope();
+    let model: LlamaModel;
+    try {
+      model = LlamaModel.loadInScope(cfg, store, opts);
+    } catch (err) {
+      tf.engine().endScope();
+      throw err;
+    }
+    tf.engine().endScope(model.tensors());
+    return model;
+  }
+
+  private static loadInScope(cfg: ModelConfig, store: WeightStore, opts: ModelOptions): LlamaModel {
     const keepBoth = opts.keepBothLayouts ?? true;
     const stream = Boolean(opts.stream);
     const host: Map<string, HostLinear>[] = [];
@@ -291,14 +306,21 @@ export class LlamaModel {
   /** The layer's weights, uploaded to the backend if they are streamed; pair every call with release(l). */
   private acquire(l: number): LayerWeights {
     const L = this.layers[l];
-    if (!this.host || this.holds[l]++ > 0) return L;
-    for (const [kind, h] of this.host[l]) {
-      const lin = L.linears[kind];
-      const stored = tf.tensor2d(h.data, h.storedAsInOut ? [lin.dIn, lin.dOut] : [lin.dOut, lin.dIn]);
-      const other = tf.transpose(stored) as tf.Tensor2D;
-      lin.wt = h.storedAsInOut ? stored : other;
-      lin.w = h.storedAsInOut ? other : stored;
+    if (!this.host || this.holds[l] > 0) { if (this.host) this.holds[l]++; return L; }
+    try {
+      for (const [kind, h] of this.host[l]) {
+        const lin = L.linears[kind];
+        const stored = tf.tensor2d(h.data, h.storedAsInOut ? [lin.dIn, lin.dOut] : [lin.dOut, lin.dIn]);
+        const other = tf.transpose(stored) as tf.Tensor2D;
+        lin.wt = h.storedAsInOut ? stored : other;
+        lin.w = h.storedAsInOut ? other : stored;
+      }
+    } catch (err) {
+      // A failed upload (out of memory) leaves nothing half-uploaded and the layer free to try again.
+      for (const lin of Object.values(L.linears)) { tf.dispose([lin.wt, lin.w].filter(Boolean) as tf.Tensor[]); lin.wt = undefined as unknown as tf.Tensor2D; lin.w = undefined; }
+      throw err;
     }
+    this.holds[l] = 1;
     return L;
   }
 
@@ -328,7 +350,8 @@ export class LlamaModel {
     return lin;
   }
 
-  dispose(): void {
+  /** Every weight tensor the model holds on the backend. */
+  private tensors(): tf.Tensor[] {
     const all: tf.Tensor[] = [this.embed, this.headT, ...normTensors(this.finalNorm)];
     if (this.head !== this.embed) all.push(this.head);
     if (this.positions) all.push(this.positions);
@@ -336,6 +359,11 @@ export class LlamaModel {
       for (const n of [L.inputNorm, L.postNorm, L.attnOutNorm, L.mlpOutNorm, L.qNorm, L.kNorm]) if (n) all.push(...normTensors(n));
       for (const lin of Object.values(L.linears)) { if (lin.wt) all.push(lin.wt); if (lin.w) all.push(lin.w); if (lin.bias) all.push(lin.bias); }
     }
+    return all;
+  }
+
+  dispose(): void {
+    const all = this.tensors();
     for (const c of this.ropeCache.values()) all.push(c.cos, c.sinSigned);
     for (const m of this.maskCache.values()) all.push(m);
     tf.dispose(all);
@@ -366,6 +394,7 @@ export class LlamaModel {
       // Cached across calls, so kept out of the tf.tidy scope that first asked for it.
       c = { cos: tf.keep(tf.tensor3d(cos, [T, 1, hd])), sinSigned: tf.keep(tf.tensor3d(sin, [T, 1, hd])) };
       this.ropeCache.set(T, c);
+      evictOthers(this.ropeCache, (k) => k === T, (v) => tf.dispose([v.cos, v.sinSigned]));
     }
     return c;
   }
@@ -387,6 +416,7 @@ export class LlamaModel {
       }
       m = tf.keep(tf.tensor2d(data, [rep * T, T]));
       this.maskCache.set(keyName, m);
+      evictOthers(this.maskCache, (k) => k.startsWith(`${T}:`), (v) => v.dispose());
     }
     return m;
   }
@@ -808,6 +838,7 @@ export class LlamaModel {
     let x = below ? below.clone() : this.hiddenBelow(ids, lowestLayer, ctx.adapters);
     if (this.checkpoint) return this.recordBackwardCheckpointed(x, ids, mask, ctx, lowestLayer);
     const caches: LayerCache[] = [];
+    let d: tf.Tensor2D | undefined;
     try {
       for (let l = lowestLayer; l < nL; l++) {
         const { out, cache } = this.layerForward(l, x, ctx.adapters, true);
@@ -816,19 +847,20 @@ export class LlamaModel {
         x = out;
       }
       const head = this.headLoss(x, ids, mask, true);
-      x.dispose();
-      let d = head.dHidden!;
+      d = head.dHidden!;
       for (let l = nL - 1; l >= lowestLayer; l--) {
         const c = caches[l - lowestLayer];
         const bctx = { ...ctx, needInputGrad: l > lowestLayer };
-        const dPrev = this.layerBackward(l, d, c, bctx);
+        const dPrev: tf.Tensor2D | undefined = this.layerBackward(l, d, c, bctx);
         d.dispose();
-        if (!dPrev) break;
         d = dPrev;
+        if (!d) break;
       }
-      if (!d.isDisposed) d.dispose();
       return { loss: head.loss, tokens: head.tokens };
     } finally {
+      // Also on a throw (out of memory): nothing of this record stays on the backend.
+      x.dispose();
+      if (d && !d.isDisposed) d.dispose();
       for (const c of caches) LlamaModel.disposeCache(c);
     }
   }
@@ -896,4 +928,17 @@ function accumulate(acc: Map<string, LoraGrads>, name: string, da: tf.Tensor2D, 
 
 function normTensors(n: Norm): tf.Tensor[] {
   return n.b ? [n.w, n.b] : [n.w];
+}
+
+/**
+ * The RoPE and mask caches hold one entry per record length: bounded, so that training over many lengths does not
+ * fill the heap. Entries of the length in use are never evicted (a pass uses one length throughout).
+ */
+function evictOthers<K, V>(cache: Map<K, V>, current: (k: K) => boolean, dispose: (v: V) => void, limit = 8): void {
+  for (const [k, v] of cache) {
+    if (cache.size <= limit) return;
+    if (current(k)) continue;
+    dispose(v);
+    cache.delete(k);
+  }
 }

@@ -60,3 +60,28 @@ test('a Qwen2.5-0.5B-shaped model does not fit the wasm heap resident, and is pl
     num_attention_heads: 9, num_key_value_heads: 3, vocab_size: 49152, tie_word_embeddings: true }), backend: 'wasm', threads: 2, tokensPerRecord: 512, backwardPasses: 8 });
   assert.equal(small.stream, false, 'models that fit stay resident (faster)');
 });
+
+test('a load that fails halfway leaves nothing on the backend; per-length caches stay bounded', async () => {
+  const { writeSynthModel } = await import('../../src/engine/synth');
+  const { tmpDir } = await import('../helpers/reference');
+  const fs = await import('node:fs');
+  const dir = path.join(tmpDir(), 'm');
+  await writeSynthModel(dir, { hiddenSize: 32, intermediateSize: 48, layers: 2, heads: 4, kvHeads: 2, vocabSize: 384, tied: true, seed: 4 });
+  const cfgFile = path.join(dir, 'config.json');
+  const good = fs.readFileSync(cfgFile, 'utf8');
+  fs.writeFileSync(cfgFile, good.replace('"intermediate_size": 48', '"intermediate_size": 50'));
+  const n0 = tf.memory().numTensors;
+  assert.throws(() => { const f = openModelFolder(dir); LlamaModel.load(f.cfg, f.store); }, /gate_proj.*shape/);
+  assert.equal(tf.memory().numTensors, n0, 'the embedding and attention weights read before the failure were released');
+  fs.writeFileSync(cfgFile, good);
+  const f = openModelFolder(dir);
+  const m = LlamaModel.load(f.cfg, f.store);
+  const counts: number[] = [];
+  for (let T = 4; T < 24; T++) {
+    m.recordLoss(Array.from({ length: T }, (_, i) => 3 + i), Array.from({ length: T }, (_, i) => (i > 0 ? 1 : 0)));
+    counts.push(tf.memory().numTensors);
+  }
+  assert.equal(counts[counts.length - 1], counts[11], `tensors grew with every new length: ${counts.join(' ')}`);
+  m.dispose();
+  assert.equal(tf.memory().numTensors, n0);
+});
