@@ -157,7 +157,6 @@ export async function initBackend(choice: BackendChoice = 'auto', threads = defa
   throw badInput(`backend "${want}" could not be started: ${tried.join('; ')}`);
 }
 
-export function currentBackend(): BackendReport | undefined { return chosen; }
 
 /** The backend in use, and why better ones were skipped (when they were). */
 export function describeBackend(b: BackendReport): string {

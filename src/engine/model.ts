@@ -301,8 +301,6 @@ export class LlamaModel {
     return model;
   }
 
-  get streaming(): boolean { return Boolean(this.host); }
-
   /** The layer's weights, uploaded to the backend if they are streamed; pair every call with release(l). */
   private acquire(l: number): LayerWeights {
     const L = this.layers[l];

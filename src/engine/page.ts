@@ -22,13 +22,6 @@ import { writeFileAtomic } from './atomic';
 
 export const PROBE_DEFAULTS = { samples: 32, seqLen: 512, rank: 8, alpha: 16, seed: 0, bootstrap: 200, stabilityThreshold: 0.95 };
 
-export interface PageAccumulator {
-  modules: ModuleSpec[];
-  /** perRecord[n][m] for the records seen so far. */
-  sampled: number[][];
-  expected: number[][];
-}
-
 /** The probe's core, separated from I/O so tests can call it on a model they built. */
 export function pageForRecord(
   model: LlamaModel, rec: TokenizedRecord, modules: ModuleSpec[],
@@ -125,6 +118,7 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
   if (!Number.isInteger(p.seqLen) || p.seqLen < 2) throw badInput(`--seq-len must be an integer >= 2, got ${p.seqLen}`);
   if (!Number.isInteger(p.rank) || p.rank < 1) throw badInput(`--rank must be a positive integer, got ${p.rank}`);
   if (!(p.alpha > 0)) throw badInput(`--alpha must be positive, got ${p.alpha}`);
+  if (!Number.isInteger(p.bootstrap) || p.bootstrap < 1) throw badInput(`--bootstrap must be a positive integer, got ${p.bootstrap}`);
   // Headers, config, tokenizer and data first: the input is checked and the job sized before any weight is read.
   const tLoad = Date.now();
   const folder = openModelFolder(params.modelDir);

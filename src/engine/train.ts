@@ -150,7 +150,8 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
     } else if (evalSplit > 0 && all.records.length >= 2) {
       if (!(evalSplit < 1)) throw badInput(`--eval-split must be in [0, 1), got ${evalSplit}`);
       const order = permutation(all.records.length, seed ^ 0x9e3779b9);
-      const nEval = Math.max(1, Math.round(evalSplit * all.records.length));
+      // At least one record on each side.
+      const nEval = Math.min(all.records.length - 1, Math.max(1, Math.round(evalSplit * all.records.length)));
       const evalIdx = new Set(order.slice(0, nEval));
       evalSet = all.records.filter((_, i) => evalIdx.has(i));
       train = all.records.filter((_, i) => !evalIdx.has(i));

@@ -101,3 +101,8 @@ test('every dataset format gives the same PAGE as its pre-tokenized equivalent',
   }
   assert.deepEqual([...formats].sort(), ['alpaca', 'messages', 'qa', 'sharegpt']);
 });
+
+test('a bootstrap of zero resamples is refused instead of reporting NaN stability', async () => {
+  await assert.rejects(runProbe({ modelDir: STORIES, data: GSM, samples: 2, seqLen: 64, backend: 'wasm', bootstrap: 0 }),
+    (e: unknown) => e instanceof DomLoraError && e.code === 'bad-input' && /--bootstrap/.test(e.message));
+});

@@ -192,3 +192,9 @@ test('GPT-2 adapters export to trainers with their group-qualified kinds and the
   fs.writeFileSync(path.join(dir, 'broken/adapter_config.json'), '{not json');
   await rejects(runExport({ adapterDir: path.join(dir, 'broken'), format: 'peft-config', out: path.join(dir, 'x.py'), modelDir: model }), /adapter_config\.json: invalid JSON/);
 });
+
+test('an eval split never takes every record', async () => {
+  const r = await runTrain({ modelDir: STORIES, data: DATA, targets: [TARGET], out: path.join(tmpDir(), 'a'), steps: 1, seqLen: 64, maxSamples: 2, evalSplit: 0.8, batchSize: 1, backend: 'wasm' });
+  assert.equal(r.steps, 1);
+  assert.ok(Number.isFinite(r.trainLossFirst!) && Number.isFinite(r.evalLossBefore!));
+});
