@@ -624,3 +624,10 @@ export function tokenizeDataset(ds: Dataset, tok: ModelTokenizer,
   }
   return result;
 }
+
+/** Fails clearly when tokenization left nothing to train or measure on, with the first reason a record was skipped. */
+export function requireUsable(tok: TokenizeResult, seqLen: number, file: string): void {
+  if (tok.records.length > 0) return;
+  throw badInput(`no usable records: ${tok.skipped} record(s) had no supervised tokens within --seq-len ${seqLen}` +
+    (tok.skippedReasons.length ? ` (${tok.skippedReasons[0]})` : ''), file);
+}

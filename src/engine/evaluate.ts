@@ -1,8 +1,7 @@
 // Evaluation: the mean over records of each record's mean token cross-entropy (the same l_n that PAGE uses).
 import * as tf from '@tensorflow/tfjs-core';
 import type { EvalParams, EvalResult } from '../protocol/messages';
-import { readDataset, tokenizeDataset, TokenizedRecord } from './data';
-import { badInput } from './errors';
+import { readDataset, requireUsable, tokenizeDataset, TokenizedRecord } from './data';
 import { JobHooks, eta, throwIfCancelled, yieldToEvents } from './jobs';
 import { loadModel } from './loader';
 import { initBackend, threadsForModel, describeBackend } from './backend';
@@ -50,7 +49,7 @@ export async function runEval(params: EvalParams, hooks: JobHooks = {}): Promise
   try {
     if (params.adapter) adapters = loadAdapter(params.adapter, folder).adapters;
     const tok = tokenizeDataset(ds, tokenizer, { seqLen, limit: params.maxSamples });
-    if (tok.records.length === 0) throw badInput(`no usable records (${tok.skipped} without supervised tokens within --seq-len ${seqLen})`, ds.file);
+    requireUsable(tok, seqLen, ds.file);
     const { losses, tokens } = await evalRecords(model, tok.records, adapters, hooks);
     return {
       meanLoss: losses.reduce((a, b) => a + b, 0) / losses.length, samples: losses.length, tokens, skipped: tok.skipped,

@@ -3,6 +3,7 @@
 // same A on every backend and machine.
 import * as tf from '@tensorflow/tfjs-core';
 import { Rng } from './rng';
+import { badInput } from './errors';
 import type { LoraAdapter } from './model';
 import type { ModuleSpec } from './config';
 
@@ -46,4 +47,11 @@ export function disposeAdapter(ad: LoraAdapter): void {
 /** Adapter parameters at rank r on a module: r (d_in + d_out). */
 export function adapterParams(spec: { dIn: number; dOut: number }, rank: number): number {
   return rank * (spec.dIn + spec.dOut);
+}
+
+/** An adapter's rank cannot exceed either dimension of its module. */
+export function checkRank(rank: number, specs: { name: string; dIn: number; dOut: number }[]): void {
+  for (const m of specs) {
+    if (rank > Math.min(m.dIn, m.dOut)) throw badInput(`--rank ${rank} is larger than ${m.name}'s dimensions (${m.dIn} x ${m.dOut})`);
+  }
 }

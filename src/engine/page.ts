@@ -8,14 +8,14 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ProbeParams, ProbeReport, ProbeModule } from '../protocol/messages';
 import { candidateModules, ModuleSpec } from './config';
-import { readDataset, tokenizeDataset, TokenizedRecord } from './data';
+import { readDataset, requireUsable, tokenizeDataset, TokenizedRecord } from './data';
 import { badInput } from './errors';
 import { JobHooks, eta, throwIfCancelled, yieldToEvents } from './jobs';
 import { openModelFolder, summarise } from './loader';
 import { ModelTokenizer } from './tokenizer';
 import { LlamaModel, Linear } from './model';
 import { estimateJob, describeEstimate, assertFits } from './estimate';
-import { initLoraA, adapterParams, loraScale } from './lora';
+import { initLoraA, adapterParams, checkRank, loraScale } from './lora';
 import { Rng } from './rng';
 import { initBackend, threadsForModel, describeBackend } from './backend';
 import { writeFileAtomic } from './atomic';
@@ -128,16 +128,11 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
   const ds = readDataset(p.data);
   const tokenizer = ModelTokenizer.load(folder.dir);
   const modules = candidateModules(folder.cfg);
-  for (const m of modules) {
-    if (p.rank > Math.min(m.dIn, m.dOut)) throw badInput(`--rank ${p.rank} is larger than ${m.name}'s dimensions (${m.dIn} x ${m.dOut})`);
-  }
+  checkRank(p.rank, modules);
   hooks.onProgress?.({ phase: 'tokenize', done: 0, total: 1, message: 'tokenizing' });
   const sampling = p.sampling ?? 'first';
   const tok = tokenizeDataset(ds, tokenizer, { seqLen: p.seqLen, limit: p.samples, sample: sampling, seed: p.seed });
-  if (tok.records.length === 0) {
-    throw badInput(`no usable records: ${tok.skipped} record(s) had no supervised tokens within --seq-len ${p.seqLen}` +
-      (tok.skippedReasons.length ? ` (${tok.skippedReasons[0]})` : ''), ds.file);
-  }
+  requireUsable(tok, p.seqLen, ds.file);
   if (tok.records.length < p.samples) {
     hooks.log?.('warn', `${ds.file}: only ${tok.records.length} usable records (asked for ${p.samples}); probing with ${tok.records.length}`);
   }

@@ -7,11 +7,11 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ProbeReport, TrainParams, TrainResult, TrainCurvePoint } from '../protocol/messages';
 import { candidateModules, ModuleSpec, readConfig } from './config';
-import { readDataset, tokenizeDataset, TokenizedRecord } from './data';
+import { readDataset, requireUsable, tokenizeDataset, TokenizedRecord } from './data';
 import { badInput } from './errors';
 import { JobHooks, eta, throwIfCancelled, yieldToEvents } from './jobs';
 import { loadModel, LoadedModel } from './loader';
-import { adapterParams, disposeAdapter, initLoraA, loraScale, makeAdapter } from './lora';
+import { adapterParams, checkRank, disposeAdapter, initLoraA, loraScale, makeAdapter } from './lora';
 import type { LoraAdapter, LoraGrads } from './model';
 import { buildPeftConfig, peftKey, writeAdapterFiles } from './peft';
 import { permutation } from './rng';
@@ -130,9 +130,7 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
     const rank = state?.plan.rank ?? params.rank ?? d.rank;
     const alpha = state?.plan.alpha ?? params.alpha ?? d.alpha;
     if (!Number.isInteger(rank) || rank < 1) throw badInput(`--rank must be a positive integer, got ${rank}`);
-    for (const m of targetsSpecs) {
-      if (rank > Math.min(m.dIn, m.dOut)) throw badInput(`--rank ${rank} is larger than ${m.name}'s dimensions (${m.dIn} x ${m.dOut})`);
-    }
+    checkRank(rank, targetsSpecs);
     if (!Number.isInteger(alpha)) throw badInput(`--alpha must be an integer (PEFT and Ollama store lora_alpha as an integer), got ${alpha}`);
 
     // Data: tokenize, then hold out an evaluation split (or read --eval-data).
@@ -141,7 +139,7 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
     hooks.onProgress?.({ phase: 'tokenize', done: 0, total: 1, message: 'tokenizing' });
     const maxSamples = state?.plan.maxSamples ?? params.maxSamples;
     const all = tokenizeDataset(ds, tokenizer, { seqLen, limit: maxSamples });
-    if (all.records.length === 0) throw badInput(`no usable records (${all.skipped} without supervised tokens within --seq-len ${seqLen})`, ds.file);
+    requireUsable(all, seqLen, ds.file);
     let train: TokenizedRecord[] = all.records, evalSet: TokenizedRecord[] = [];
     const evalData = state?.plan.evalData ?? params.evalData;
     const evalSplit = state?.plan.evalSplit ?? params.evalSplit ?? d.evalSplit;
