@@ -7,7 +7,7 @@ import { badInput } from './errors';
 import { JobHooks, throwIfCancelled, yieldToEvents } from './jobs';
 import { openModelFolder, ModelFolder } from './loader';
 import { readAdapterFiles, PeftConfig } from './peft';
-import { encodeSafetensors, readHeader, TensorToWrite } from './safetensors';
+import { readHeader, writeSafetensorsStreaming } from './safetensors';
 import { writeDirAtomic, writeFileAtomic } from './atomic';
 import { loraScale } from './lora';
 import { archOf, storedName, parseModuleName, ModelType } from './config';
@@ -143,11 +143,10 @@ async function exportMerged(adapterDir: string, folder: ModelFolder, out: string
   // Keyed by the name in the weight files (GPT-2 checkpoints may store `h.0...` for `transformer.h.0...`).
   const delta = new Map(tensors.map((t) => [storedName((n) => folder.store.has(n), `${t.spec.name}.weight`), t]));
   const names = folder.store.names;
-  const list: TensorToWrite[] = [];
-  for (let i = 0; i < names.length; i++) {
+  // Tensor by tensor, read, merged and written: memory holds one tensor, not the model.
+  const merge = async (name: string, i: number): Promise<Float32Array> => {
     await yieldToEvents(); // a cancel lands between tensors
     throwIfCancelled(hooks);
-    const name = names[i];
     const w = folder.store.read(name);
     const t = delta.get(name);
     if (t) {
@@ -164,11 +163,12 @@ async function exportMerged(adapterDir: string, folder: ModelFolder, out: string
         }
       }
     }
-    list.push({ name, shape: folder.store.entry(name).shape, data: w });
     hooks.onProgress?.({ phase: 'export', done: i + 1, total: names.length });
-  }
-  await writeDirAtomic(out, (tmp) => {
-    fs.writeFileSync(path.join(tmp, 'model.safetensors'), encodeSafetensors(list, { format: 'pt' }));
+    return w;
+  };
+  await writeDirAtomic(out, async (tmp) => {
+    await writeSafetensorsStreaming(path.join(tmp, 'model.safetensors'), names.map((name) => ({ name, shape: folder.store.entry(name).shape })),
+      merge, { format: 'pt' });
     const cfg = { ...folder.cfg.raw, torch_dtype: 'float32' };
     fs.writeFileSync(path.join(tmp, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
     for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json', 'tokenizer.model']) {

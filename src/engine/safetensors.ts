@@ -202,6 +202,39 @@ export function encodeSafetensors(tensors: TensorToWrite[], metadata?: Record<st
   return Buffer.concat([len, Buffer.from(json, 'utf8'), ...blobs]);
 }
 
+/**
+ * Writes F32 tensors one at a time: the header (offsets follow from the shapes) first, then each tensor as
+ * `produce` hands it over, so a file of many GB never sits in memory. Not atomic: write into a temporary folder.
+ */
+export async function writeSafetensorsStreaming(file: string, entries: { name: string; shape: number[] }[],
+  produce: (name: string, index: number) => Promise<Float32Array>, metadata?: Record<string, string>): Promise<void> {
+  const header: Record<string, unknown> = {};
+  if (metadata) header.__metadata__ = metadata;
+  let offset = 0;
+  for (const e of entries) {
+    const bytes = 4 * e.shape.reduce((a, b) => a * b, 1);
+    header[e.name] = { dtype: 'F32', shape: e.shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+  const fd = fs.openSync(file, 'w');
+  try {
+    fs.writeSync(fd, len);
+    fs.writeSync(fd, Buffer.from(json, 'utf8'));
+    for (let i = 0; i < entries.length; i++) {
+      const data = await produce(entries[i].name, i);
+      const n = entries[i].shape.reduce((a, b) => a * b, 1);
+      if (data.length !== n) throw new Error(`tensor ${entries[i].name}: expected ${n} values, got ${data.length}`);
+      fs.writeSync(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export function writeSafetensors(file: string, tensors: TensorToWrite[], metadata?: Record<string, string>): void {
   writeFileAtomic(file, encodeSafetensors(tensors, metadata));
 }

@@ -365,3 +365,19 @@ test('the stories260K weights read through WeightStore', () => {
   assert.equal(norm.length, 64);
   assert.ok(norm.every(Number.isFinite));
 });
+
+test('streaming writer: the same bytes as encodeSafetensors, one tensor in memory at a time', async () => {
+  const { writeSafetensorsStreaming } = await import('../../src/engine/safetensors');
+  const tensors = [
+    { name: 'a', shape: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6]) },
+    { name: 'b.weight', shape: [5], data: Float32Array.from([0.5, -1, 2e-8, 3e8, -0]) },
+  ];
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'st-stream-'));
+  const file = path.join(dir, 's.safetensors');
+  const asked: string[] = [];
+  await writeSafetensorsStreaming(file, tensors.map(({ name, shape }) => ({ name, shape })), async (name) => { asked.push(name); return tensors.find((t) => t.name === name)!.data; }, { format: 'pt' });
+  assert.deepEqual(asked, ['a', 'b.weight']);
+  assert.deepEqual(fs.readFileSync(file), encodeSafetensors(tensors, { format: 'pt' }));
+  await assert.rejects(writeSafetensorsStreaming(file, [{ name: 'x', shape: [3] }], async () => new Float32Array(2)), /expected 3 values, got 2/);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
