@@ -1,9 +1,21 @@
-// Job sizing before any weight is read: what fits the wasm heap, and the refusal when it does not.
+// Job sizing before any weight is read: what fits the wasm heap, and the refusal when it does not; the activation
+// bytes against what the engine really holds, for every architecture.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { normaliseConfig } from '../../src/engine/config';
-import { estimateJob, assertFits } from '../../src/engine/estimate';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { candidateModules, ModelConfig, normaliseConfig, SUPPORTED_MODEL_TYPES } from '../../src/engine/config';
+import { estimateJob, assertFits, layerActivationFloats, recordActivationBytes } from '../../src/engine/estimate';
 import { DomLoraError } from '../../src/engine/errors';
+import { initBackend } from '../../src/engine/backend';
+import { openModelFolder } from '../../src/engine/loader';
+import { LlamaModel, LoraGrads } from '../../src/engine/model';
+import { writeSynthModel } from '../../src/engine/synth';
+import type { WeightStore } from '../../src/engine/safetensors';
+import { pageForRecord } from '../../src/engine/page';
+import { initLoraA, loraScale, makeAdapter, disposeAdapter } from '../../src/engine/lora';
+import type { TokenizedRecord } from '../../src/engine/data';
+import { tmpDir } from '../helpers/reference';
 
 const llama = (h: number, i: number, l: number, heads: number, kv: number, v: number) => normaliseConfig({
   model_type: 'llama', hidden_size: h, intermediate_size: i, num_hidden_layers: l, num_attention_heads: heads, num_key_value_heads: kv,
@@ -22,7 +34,134 @@ test('a SmolLM-135M-shaped probe fits the wasm heap; an 8B model does not, and t
   const base = estimateJob({ cfg: mid, backend: 'wasm', threads: 1, tokensPerRecord: 512, backwardPasses: 8 });
   const longer = estimateJob({ cfg: mid, backend: 'wasm', threads: 1, tokensPerRecord: 1024, backwardPasses: 8 });
   assert.ok(!base.stream && !longer.stream);
-  assert.ok(longer.activationBytes > 2 * base.activationBytes);
+  assert.ok(longer.activationBytes > base.activationBytes);
+  // Per layer, attention's [T, T] probabilities make twice the tokens more than twice the bytes.
+  assert.ok(layerActivationFloats(mid, 1024).kept > 2 * layerActivationFloats(mid, 512).kept);
   const shallow = estimateJob({ cfg: mid, backend: 'wasm', threads: 1, tokensPerRecord: 512, backwardPasses: 8, lowestLayer: 8 });
   assert.ok(shallow.activationBytes < base.activationBytes);
 });
+
+// ---- activation bytes against what the engine really holds, architecture by architecture ----------------------
+
+/** Bytes of the distinct buffers among the tensors reachable from `obj` (reshapes share their input's buffer). */
+function bufferBytes(obj: unknown): number {
+  const seen = new Set<object>();
+  let bytes = 0;
+  const visit = (v: unknown): void => {
+    if (v instanceof tf.Tensor) {
+      if (!seen.has(v.dataId)) { seen.add(v.dataId); bytes += v.size * 4; }
+    } else if (v instanceof Map) {
+      for (const x of v.values()) visit(x);
+    } else if (v && typeof v === 'object') {
+      for (const x of Object.values(v)) visit(x);
+    }
+  };
+  visit(obj);
+  return bytes;
+}
+
+/**
+ * The most bytes of new buffers alive at once while `fn` runs (tfjs's own numBytes counts a reshape twice; this
+ * follows buffers: one is counted when a tensor first points at it, and forgotten when the backend frees it).
+ */
+function peakNewBytes(fn: () => void): number {
+  const engine = tf.engine() as unknown as {
+    state: { tensorInfo: WeakMap<object, unknown> };
+    trackTensor: (t: tf.Tensor, backend: unknown) => void;
+    removeDataId: (id: object, backend: unknown) => void;
+  };
+  const { trackTensor, removeDataId } = engine;
+  const live = new Map<object, number>();
+  let now = 0, peak = 0;
+  engine.trackTensor = function (this: unknown, t, backend) {
+    const fresh = !engine.state.tensorInfo.has(t.dataId);
+    trackTensor.call(this, t, backend);
+    if (fresh) { const n = t.size * 4; live.set(t.dataId, n); now += n; peak = Math.max(peak, now); }
+  };
+  engine.removeDataId = function (this: unknown, id, backend) {
+    removeDataId.call(this, id, backend);
+    const n = live.get(id);
+    if (n !== undefined) { live.delete(id); now -= n; }
+  };
+  try { fn(); } finally { engine.trackTensor = trackTensor; engine.removeDataId = removeDataId; }
+  return peak;
+}
+
+test('activation bytes follow what each architecture keeps: per layer, one layer\'s backward, and a whole record', async (t) => {
+  await initBackend('wasm');
+  const rows: string[] = [];
+  for (const arch of SUPPORTED_MODEL_TYPES) {
+    const dir = path.join(tmpDir(), arch);
+    // head_dim * heads != hidden (except GPT-2, which has no head_dim), so a Q/H mix-up would show.
+    await writeSynthModel(dir, { hiddenSize: 32, intermediateSize: 48, layers: 3, heads: 4, kvHeads: 2, vocabSize: 384, tied: true, seed: 21, arch,
+      ...(arch === 'gpt2' ? {} : { headDim: 12 }) });
+    const { cfg, store } = openModelFolder(dir);
+    // T = 12: PAGE takes its Gram route (kept [T, T] matrices); T = 40: its direct route.
+    for (const T of [12, 40]) rows.push(...checkActivations(cfg, store, T));
+  }
+  t.diagnostic(rows.join('\n'));
+});
+
+/** One architecture at one record length: the estimate against the bytes the engine holds. Returns report lines. */
+function checkActivations(cfg: ModelConfig, store: WeightStore, T: number): string[] {
+  const arch = `${cfg.modelType}, T=${T}`;
+  const ids = Array.from({ length: T }, (_, i) => 3 + ((i * 37) % 300));
+  const mask = ids.map((_, i) => (i >= T / 3 ? 1 : 0));
+  const fl = layerActivationFloats(cfg, T);
+  const est = (lowestLayer: number) => estimateJob({ cfg, backend: 'wasm', threads: 1, tokensPerRecord: T, backwardPasses: 1, lowestLayer });
+  const full = est(0);
+  assert.equal(full.stream, false);
+  const modules = candidateModules(cfg);
+  const rows: string[] = [];
+  const model = LlamaModel.load(cfg, store);
+  try {
+    model.recordLoss(ids, mask); // the RoPE and mask tables exist from here on
+    // One layer's cache (what layerForward keeps for the backward) against the estimate's bytes per layer.
+    const x = model.embedTokens(ids);
+    const { out, cache } = model.layerForward(1, x, undefined, true);
+    const kept = bufferBytes(cache);
+    const work = peakNewBytes(() => { model.layerBackward(1, out, cache!, {})!.dispose(); });
+    tf.dispose([x, out]);
+    LlamaModel.disposeCache(cache!);
+    const perLayer = full.activationBytes - est(1).activationBytes;
+    assert.equal(perLayer, 4 * (fl.kept + fl.tapKept));
+    assert.equal(4 * fl.kept, kept, `${arch}: the cache counted tensor by tensor`);
+    const rLayer = perLayer / kept, rWork = (4 * fl.work) / work;
+    assert.ok(rLayer >= 1 && rLayer <= 1.25, `${arch}: a layer keeps ${kept} bytes, the estimate says ${perLayer}`);
+    assert.ok(rWork >= 1 && rWork <= 1.25, `${arch}: one layer's backward holds ${work} bytes, the estimate says ${4 * fl.work}`);
+    // A whole record: plain, with PAGE's taps on every module, and with LoRA on every module. The upper bound is loose
+    // because the taps' allowance weighs more at these tiny shapes than at real ones.
+    const record = peakNewBytes(() => { model.recordBackward(ids, mask, {}); });
+    const rRecord = full.activationBytes / record;
+    assert.ok(rRecord >= 1 && rRecord <= 1.6, `${arch}: a record holds ${record} bytes at most, the estimate says ${full.activationBytes}`);
+    const aT = new Map(modules.map((m) => [m.name, tf.tidy(() => tf.transpose(tf.tensor2d(initLoraA(0, m.name, 8, m.dIn), [8, m.dIn])) as tf.Tensor2D)]));
+    const rec = { index: 0, line: 1, inputIds: ids, lossMask: mask } as unknown as TokenizedRecord;
+    const page = peakNewBytes(() => { pageForRecord(model, rec, modules, aT, 8, loraScale(16, 8)); });
+    tf.dispose([...aT.values()]);
+    const rPage = full.activationBytes / page;
+    assert.ok(rPage >= 1, `${arch}: PAGE on every module holds ${page} bytes at most, the estimate says ${full.activationBytes}`);
+    // LoRA, rank 8: less the accumulated gradients (training state, r (d_in + d_out) per module, not activations).
+    const adapters = new Map(modules.map((m) => [m.name, makeAdapter(m, 8, 2, initLoraA(1, m.name, 8, m.dIn), new Float32Array(m.dOut * 8).fill(0.01))]));
+    const grads = new Map<string, LoraGrads>();
+    const loraPeak = peakNewBytes(() => { model.recordBackward(ids, mask, { adapters, loraGrads: grads }); });
+    const lora = loraPeak - bufferBytes(grads);
+    for (const g of grads.values()) tf.dispose([g.da, g.db]);
+    for (const a of adapters.values()) disposeAdapter(a);
+    const rLora = full.activationBytes / lora;
+    assert.ok(rLora >= 1, `${arch}: LoRA on every module holds ${lora} bytes at most, the estimate says ${full.activationBytes}`);
+    rows.push(`${arch}: layer cache ${kept} B (estimate x${rLayer.toFixed(3)}), layer backward ${work} B (x${rWork.toFixed(3)}), ` +
+      `record ${record} B (x${rRecord.toFixed(3)}), PAGE record ${page} B (x${rPage.toFixed(3)}), LoRA record ${lora} B (x${rLora.toFixed(3)})`);
+  } finally {
+    model.dispose();
+  }
+  const ck = LlamaModel.load(cfg, store, { checkpoint: true });
+  try {
+    const peak = peakNewBytes(() => { ck.recordBackward(ids, mask, {}); });
+    const estCk = recordActivationBytes(cfg, T, cfg.numLayers, true);
+    assert.ok(estCk >= peak && estCk <= 1.6 * peak, `${arch}: checkpointed, a record holds ${peak} bytes at most, the estimate says ${estCk}`);
+    rows.push(`${arch}: checkpointed record ${peak} B (x${(estCk / peak).toFixed(3)})`);
+  } finally {
+    ck.dispose();
+  }
+  return rows;
+}
