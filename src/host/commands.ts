@@ -9,7 +9,7 @@ import type { Preset, RunView } from '../protocol/webview';
 import { readSettings, type Settings } from './config';
 import type { CommandFactory, Ctx } from './ctx';
 import * as notify from './notify';
-import { isModelFolder } from './store';
+import { ensureFolder, isModelFolder } from './store';
 import { JobError } from './worker';
 
 export interface ProbeOptions { data?: string; samples?: number; seqLen?: number; out?: string }
@@ -129,6 +129,27 @@ function checkDataset(file: string): boolean {
   return true;
 }
 
+/** Makes the folder the `domlora.adapterDirectory` setting names, if it names one; false, after an error naming the
+ * setting and the path, when it cannot be a folder. */
+function prepareAdapterDirectory(settings: Settings, scope: vscode.Uri): boolean {
+  const raw = vscode.workspace.getConfiguration('domlora', scope).get<string>('adapterDirectory', '').trim();
+  if (!raw) return true;
+  const openSetting = { title: 'Open Settings', run: () => vscode.commands.executeCommand('workbench.action.openSettings', 'domlora.adapterDirectory') };
+  const dir = settings.adapterDirectory;
+  if (!dir) {
+    notify.error(`DomLoRA: the setting domlora.adapterDirectory is the relative path "${raw}", but no workspace folder is open `
+      + 'to resolve it against. Use an absolute path. Nothing was trained.', openSetting);
+    return false;
+  }
+  const why = ensureFolder(dir);
+  if (why) {
+    notify.error(`DomLoRA: cannot put adapters in ${dir}, the folder of the setting domlora.adapterDirectory: ${why}. `
+      + 'Change the setting or move what is in the way. Nothing was trained.', openSetting);
+    return false;
+  }
+  return true;
+}
+
 /** Tells the user how a job ended badly, with the action that helps. */
 export function reportJobError(ctx: Ctx, what: string, model: string, err: unknown): void {
   const e = err instanceof JobError ? err : new JobError('internal', err instanceof Error ? err.message : String(err));
@@ -220,11 +241,13 @@ export const train: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: Tra
     targets = [module];
   }
   const settings = readSettings(vscode.Uri.file(modelDir));
+  // The adapter folder of the setting is made before anything is asked or run, so a bad one costs nothing.
+  if (!opts.out && !prepareAdapterDirectory(settings, vscode.Uri.file(modelDir))) return undefined;
   let data = opts.data ?? settings.dataset;
   if (!data && rep && fs.existsSync(rep.report.config.dataset)) data = rep.report.config.dataset;
   data ??= await pickDataset(ctx, modelDir, settings, 'train');
   if (!data || !checkDataset(data)) return undefined;
-  const out = opts.out ?? ctx.store.newAdapterDir(modelDir, preset);
+  const out = opts.out ?? ctx.store.newAdapterDir(modelDir, preset, settings.adapterDirectory);
   const steps = opts.steps ?? settings.steps;
   const params: TrainParams = {
     modelDir, data, preset, out, rank: settings.rank, alpha: settings.alpha, lr: settings.learningRate, steps,

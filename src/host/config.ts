@@ -14,10 +14,12 @@ export interface Settings {
   steps: number;
   /** Absolute path of the dataset named by the setting, or undefined when the user is to be asked. */
   dataset?: string;
+  /** Absolute path of the folder trained adapters go to, or undefined for the model's `.domlora` folder. */
+  adapterDirectory?: string;
 }
 
 export const SETTING_DEFAULTS = {
-  backend: 'auto', rank: 8, alpha: 16, samples: 32, seqLen: 512, learningRate: 1e-3, steps: 100, dataset: '',
+  backend: 'auto', rank: 8, alpha: 16, samples: 32, seqLen: 512, learningRate: 1e-3, steps: 100, dataset: '', adapterDirectory: '',
 } as const;
 
 /** Resolves `${workspaceFolder}` and relative paths against the folder that owns the setting (or the first one). */
@@ -50,5 +52,6 @@ export function readSettings(scope?: vscode.Uri): Settings {
     learningRate: positive(c.get('learningRate'), SETTING_DEFAULTS.learningRate, false),
     steps: positive(c.get('steps'), SETTING_DEFAULTS.steps, true),
     dataset: resolveSettingPath(c.get<string>('dataset', ''), scope),
+    adapterDirectory: resolveSettingPath(c.get<string>('adapterDirectory', ''), scope),
   };
 }

@@ -1,5 +1,6 @@
 // Where DomLoRA keeps things for a model folder: probe reports and adapters in `<workspace>/.domlora/<model>/`
-// (or the extension's global storage for a model outside every workspace folder), and what it remembers per model
+// (or the extension's global storage for a model outside every workspace folder; adapters go to the folder of the
+// `domlora.adapterDirectory` setting instead when it names one), and what it remembers per model
 // (the dataset last used, the adapter placement, the latest runs) in the workspace state.
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
@@ -20,6 +21,26 @@ export function freshPath(dir: string, prefix: string, suffix = ''): string {
   let candidate = path.join(dir, `${base}${suffix}`);
   for (let i = 2; fs.existsSync(candidate); i++) candidate = path.join(dir, `${base}-${i}${suffix}`);
   return candidate;
+}
+
+/** Makes `dir` a folder (creating it and its parents); returns why it cannot be one, or undefined when it is. */
+export function ensureFolder(dir: string): string | undefined {
+  let error: string;
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+    if (fs.statSync(dir).isDirectory()) return undefined;
+    error = 'it is not a folder';
+  } catch (err) {
+    error = err instanceof Error ? err.message : String(err);
+  }
+  // Usually a file where a folder must be: name it, whether it is the folder itself or one of its parents.
+  for (let p = dir; path.dirname(p) !== p; p = path.dirname(p)) {
+    let isDir: boolean;
+    try { isDir = fs.statSync(p).isDirectory(); } catch { continue; }
+    if (!isDir) return p === dir ? 'a file exists at that path' : `${p} is a file, not a folder`;
+    break;
+  }
+  return error;
 }
 
 export function isModelFolder(dir: string): boolean {
@@ -47,7 +68,10 @@ export class Store {
     return freshPath(this.modelDataDir(modelDir), 'probe-', '.json');
   }
 
-  newAdapterDir(modelDir: string, preset: Preset): string {
+  /** A new adapter folder: `<adapterDirectory>/<model>-<preset>-<timestamp>` when the setting names a folder, else
+   * `adapter-<preset>-<timestamp>` in the model's data folder. */
+  newAdapterDir(modelDir: string, preset: Preset, adapterDirectory?: string): string {
+    if (adapterDirectory) return freshPath(adapterDirectory, `${path.basename(modelDir)}-${preset}-`);
     return freshPath(this.modelDataDir(modelDir), `adapter-${preset}-`);
   }
 

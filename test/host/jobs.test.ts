@@ -190,3 +190,100 @@ describe('commands with the real worker', function () {
     assert.notEqual(ctx().worker.pid, pid, 'in a fresh worker');
   });
 });
+
+describe('the domlora.adapterDirectory setting', function () {
+  this.timeout(240_000);
+  const c = () => vscode.workspace.getConfiguration('domlora');
+  let saved: unknown;
+  /** Trains a DomLoRA adapter of tiny at one module, whatever the probe tests left placed. */
+  const trainTiny = (opts: Record<string, unknown> = {}) => vscode.commands.executeCommand<TrainResult>('domlora.train',
+    vscode.Uri.file(model()), { data: data(), steps: 3, module: 'model.layers.0.mlp.down_proj', ...opts });
+  const adaptersIn = (dir: string) => { try { return fs.readdirSync(dir).sort(); } catch { return []; } };
+
+  before(async () => {
+    await vscode.extensions.getExtension('domlora.domlora')!.activate();
+    saved = c().inspect('adapterDirectory')?.workspaceValue;
+  });
+
+  afterEach(async () => {
+    await c().update('adapterDirectory', saved, vscode.ConfigurationTarget.Workspace);
+  });
+
+  it('puts trained adapters in the folder it names, relative to the workspace, as <model>-<preset>-<timestamp>', async () => {
+    await c().update('adapterDirectory', 'trained/adapters', vscode.ConfigurationTarget.Workspace);
+    const folder = path.join(ws(), 'trained', 'adapters');
+    const oldPlace = listData(model());
+    const t = Date.now();
+    const r = await trainTiny();
+    assert.ok(r, 'training returned a result');
+    assert.equal(path.dirname(r.adapterDir), folder);
+    assert.match(path.basename(r.adapterDir), /^tiny-domlora-\d{8}-\d{6}(-\d+)?$/);
+    assert.deepEqual(adaptersIn(folder), [path.basename(r.adapterDir)]);
+    const cfg = JSON.parse(fs.readFileSync(path.join(r.adapterDir, 'adapter_config.json'), 'utf8'));
+    assert.equal(cfg.peft_type, 'LORA');
+    assert.ok(fs.statSync(path.join(r.adapterDir, 'adapter_model.safetensors')).size > 0, 'adapter_model.safetensors written');
+    assert.deepEqual(listData(model()), oldPlace, 'nothing new in .domlora');
+    assert.match(lastNotice(t)?.message ?? '', /DomLoRA: trained DomLoRA at layer 0 · down_proj/);
+    assert.equal(ctx().panels.state(model()).runs.domlora?.result?.adapterDir, r.adapterDir);
+    // Another run gets a folder of its own, even within the same second (freshPath).
+    const again = await trainTiny({ steps: 1 });
+    assert.ok(again);
+    assert.notEqual(again.adapterDir, r.adapterDir);
+    assert.equal(path.dirname(again.adapterDir), folder);
+    assert.equal(adaptersIn(folder).length, 2);
+  });
+
+  it('lets an explicit out win over the setting', async () => {
+    await c().update('adapterDirectory', 'trained/adapters', vscode.ConfigurationTarget.Workspace);
+    const folder = path.join(ws(), 'trained', 'adapters');
+    const inFolder = adaptersIn(folder);
+    const out = path.join(ws(), 'explicit-out');
+    const r = await trainTiny({ steps: 1, out });
+    assert.ok(r);
+    assert.equal(r.adapterDir, out);
+    assert.ok(fs.existsSync(path.join(out, 'adapter_config.json')));
+    assert.deepEqual(adaptersIn(folder), inFolder);
+  });
+
+  it('refuses clearly, before training, when a file is in the way, and writes nothing', async () => {
+    const runBefore = ctx().panels.state(model()).runs.domlora;
+    const topBefore = adaptersIn(ws());
+    const dataBefore = listData(model());
+    const states: string[] = [];
+    const sub = ctx().status.onDidChange((s) => states.push(s.kind));
+    try {
+      for (const [setting, why] of [
+        ['data/arith.jsonl', /a file exists at that path/],
+        ['data/arith.jsonl/adapters', /arith\.jsonl is a file, not a folder/],
+      ] as const) {
+        await c().update('adapterDirectory', setting, vscode.ConfigurationTarget.Workspace);
+        const t = Date.now();
+        const r = await trainTiny();
+        assert.equal(r, undefined);
+        const n = lastNotice(t);
+        assert.equal(n?.level, 'error');
+        assert.ok(n!.message.includes('domlora.adapterDirectory'), `names the setting: ${n!.message}`);
+        assert.ok(n!.message.includes(path.join(ws(), setting)), `names the path: ${n!.message}`);
+        assert.match(n!.message, why);
+      }
+    } finally {
+      sub.dispose();
+    }
+    assert.ok(!states.includes('running'), `no job started (status went ${states.join(', ')})`);
+    assert.equal(ctx().status.current.kind, 'idle');
+    assert.ok(fs.statSync(path.join(ws(), 'data', 'arith.jsonl')).isFile());
+    assert.deepEqual(adaptersIn(ws()), topBefore);
+    assert.deepEqual(listData(model()), dataBefore);
+    assert.deepEqual(ctx().panels.state(model()).runs.domlora, runBefore, 'no run started in the panel');
+  });
+
+  it('keeps adapters in .domlora/<model> when it is empty', async () => {
+    await c().update('adapterDirectory', '', vscode.ConfigurationTarget.Workspace);
+    const r = await trainTiny({ steps: 1 });
+    assert.ok(r, 'training returned a result');
+    assert.equal(path.dirname(r.adapterDir), dataDir(model()));
+    assert.match(path.basename(r.adapterDir), /^adapter-domlora-\d{8}-\d{6}(-\d+)?$/);
+    assert.ok(fs.existsSync(path.join(r.adapterDir, 'adapter_config.json')));
+    assert.ok(fs.existsSync(path.join(r.adapterDir, 'adapter_model.safetensors')));
+  });
+});

@@ -2,10 +2,12 @@
 // status bar's rendering and the webview protocol.
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { readSettings, SETTING_DEFAULTS } from '../../src/host/config';
 import { looksLikeModelConfig } from '../../src/host/modelFolders';
+import { ensureFolder } from '../../src/host/store';
 import { formatDuration, renderStatus } from '../../src/host/status';
 import { looksLikeOutOfMemory } from '../../src/host/worker';
 import { PlaceCommand, StateNotification, TrainCommand, TrainPointNotification } from '../../src/protocol/webview';
@@ -56,6 +58,34 @@ describe('activation and manifest', () => {
       await c.update('dataset', before, vscode.ConfigurationTarget.Workspace);
     }
     assert.equal(readSettings().dataset, undefined);
+  });
+
+  it('resolves domlora.adapterDirectory like the dataset, and makes its folder or names what is in the way', async () => {
+    const c = vscode.workspace.getConfiguration('domlora');
+    const before = c.inspect('adapterDirectory')?.workspaceValue;
+    const ws = vscode.workspace.workspaceFolders![0]!.uri.fsPath;
+    try {
+      await c.update('adapterDirectory', 'out/adapters', vscode.ConfigurationTarget.Workspace);
+      assert.equal(readSettings().adapterDirectory, path.join(ws, 'out/adapters'));
+      await c.update('adapterDirectory', '${workspaceFolder}/adapters', vscode.ConfigurationTarget.Workspace);
+      assert.equal(readSettings().adapterDirectory, path.join(ws, 'adapters'));
+    } finally {
+      await c.update('adapterDirectory', before, vscode.ConfigurationTarget.Workspace);
+    }
+    assert.equal(readSettings().adapterDirectory, undefined);
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'domlora-folder-'));
+    try {
+      assert.equal(ensureFolder(path.join(tmp, 'a', 'b')), undefined);
+      assert.ok(fs.statSync(path.join(tmp, 'a', 'b')).isDirectory());
+      assert.equal(ensureFolder(path.join(tmp, 'a', 'b')), undefined, 'an existing folder is fine');
+      const file = path.join(tmp, 'file');
+      fs.writeFileSync(file, 'x');
+      assert.equal(ensureFolder(file), 'a file exists at that path');
+      assert.equal(ensureFolder(path.join(file, 'x', 'y')), `${file} is a file, not a folder`);
+      assert.deepEqual(fs.readdirSync(tmp).sort(), ['a', 'file']);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
   });
 
   it('recognises Hugging Face configs', () => {
