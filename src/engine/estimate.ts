@@ -35,7 +35,11 @@ function throughput(backend: Backend, threads: number): number {
 }
 
 export interface EstimateInput {
-  cfg: ModelConfig; backend: Backend; threads: number; tokensPerRecord: number;
+  cfg: ModelConfig; backend: Backend; threads: number;
+  /** The longest record: what memory is sized for. */
+  tokensPerRecord: number;
+  /** The mean record length, for the time; the longest when absent. */
+  meanTokensPerRecord?: number;
   /** Forward+backward record passes the job makes (probe: N; train: steps x batch + evals). */
   backwardPasses: number; forwardPasses?: number; lowestLayer?: number;
 }
@@ -143,7 +147,8 @@ export function estimateJob(e: EstimateInput): JobEstimate {
   const residentActs = recordActivationBytes(cfg, T, layersKept, false);
   // Checkpointed: each layer's input [T, H] plus one layer's activations.
   const streamActs = recordActivationBytes(cfg, T, layersKept, true);
-  const perTokenFwd = 2 * (linears + cfg.numLayers * 2 * T * cfg.numHeads * cfg.headDim) + 2 * embed;
+  const Tm = Math.min(T, e.meanTokensPerRecord ?? T);
+  const perTokenFwd = 2 * (linears + cfg.numLayers * 2 * Tm * cfg.numHeads * cfg.headDim) + 2 * embed;
   const machine = 0.85 * os.totalmem();
   const limit = e.backend === 'wasm' ? Math.min(WASM_USABLE, machine) : machine;
   const stream = residentWeights + residentActs > limit && streamWeights + streamActs <= limit && e.backend === 'wasm';
@@ -151,7 +156,7 @@ export function estimateJob(e: EstimateInput): JobEstimate {
   const activationBytes = stream ? streamActs : residentActs;
   const heapBytes = weightsBytes + activationBytes;
   // Streaming recomputes each layer's forward pass in backward: 4 passes of work per record instead of 3.
-  const flops = T * perTokenFwd * ((stream ? 4 : 3) * e.backwardPasses + (e.forwardPasses ?? 0));
+  const flops = Tm * perTokenFwd * ((stream ? 4 : 3) * e.backwardPasses + (e.forwardPasses ?? 0));
   const seconds = flops / (throughput(e.backend, e.threads) * 1e9);
   let fits = true;
   let note = stream ? `resident, the model would need ${gib(residentWeights)} of the 4 GiB wasm heap: its layers are streamed in one at a time` : '';

@@ -11,13 +11,11 @@ import { candidateModules, ModuleSpec } from './config';
 import { readDataset, requireUsable, tokenizeDataset, TokenizedRecord } from './data';
 import { badInput } from './errors';
 import { JobHooks, eta, throwIfCancelled, yieldToEvents } from './jobs';
-import { openModelFolder, summarise } from './loader';
-import { ModelTokenizer } from './tokenizer';
+import { summarise } from './loader';
 import { LlamaModel, Linear } from './model';
-import { estimateJob, describeEstimate, assertFits } from './estimate';
+import { openJob, loadForJob, recordLengths } from './setup';
 import { initLoraA, adapterParams, checkRank, loraScale } from './lora';
 import { Rng } from './rng';
-import { initBackend, threadsForModel, describeBackend } from './backend';
 import { writeFileAtomic } from './atomic';
 
 export const PROBE_DEFAULTS = { samples: 32, seqLen: 512, rank: 8, alpha: 16, seed: 0, bootstrap: 200, stabilityThreshold: 0.95 };
@@ -120,13 +118,9 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
   if (!(p.alpha > 0)) throw badInput(`--alpha must be positive, got ${p.alpha}`);
   if (!Number.isInteger(p.bootstrap) || p.bootstrap < 1) throw badInput(`--bootstrap must be a positive integer, got ${p.bootstrap}`);
   // Headers, config, tokenizer and data first: the input is checked and the job sized before any weight is read.
-  const tLoad = Date.now();
-  const folder = openModelFolder(params.modelDir);
-  const backend = await initBackend(p.backend ?? 'auto', threadsForModel(folder.cfg.hiddenSize));
-  hooks.log?.('info', `backend: ${describeBackend(backend)}`);
-  hooks.onProgress?.({ phase: 'load', done: 0, total: 1, message: 'loading model' });
+  const job = await openJob(params.modelDir, p.backend, hooks);
+  const { folder, tokenizer, backend } = job;
   const ds = readDataset(p.data);
-  const tokenizer = ModelTokenizer.load(folder.dir);
   const modules = candidateModules(folder.cfg);
   checkRank(p.rank, modules);
   hooks.onProgress?.({ phase: 'tokenize', done: 0, total: 1, message: 'tokenizing' });
@@ -137,12 +131,8 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
     hooks.log?.('warn', `${ds.file}: only ${tok.records.length} usable records (asked for ${p.samples}); probing with ${tok.records.length}`);
   }
   if (tok.skipped) hooks.log?.('warn', `${tok.skipped} record(s) skipped: no supervised tokens after truncation to ${p.seqLen}`);
-  const est = estimateJob({ cfg: folder.cfg, backend: backend.backend, threads: backend.threads,
-    tokensPerRecord: Math.max(...tok.records.map((r) => r.inputIds.length)), backwardPasses: tok.records.length });
-  hooks.log?.('info', describeEstimate(est, backend.backend));
-  assertFits(est, backend.backend);
-  const model = LlamaModel.load(folder.cfg, folder.store, { stream: est.stream });
-  const loadSeconds = (Date.now() - tLoad) / 1000;
+  const { model } = loadForJob(job, { ...recordLengths(tok.records), backwardPasses: tok.records.length }, hooks);
+  const loadSeconds = (Date.now() - job.openedAt) / 1000;
   try {
     const scale = loraScale(p.alpha, p.rank);
     const aT = new Map<string, tf.Tensor2D>();

@@ -6,18 +6,16 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ProbeReport, TrainParams, TrainResult, TrainCurvePoint } from '../protocol/messages';
-import { candidateModules, ModuleSpec, readConfig } from './config';
+import { candidateModules, ModelConfig, ModuleSpec } from './config';
 import { readDataset, requireUsable, tokenizeDataset, TokenizedRecord } from './data';
 import { badInput } from './errors';
 import { JobHooks, eta, throwIfCancelled, yieldToEvents } from './jobs';
-import { loadModel, LoadedModel } from './loader';
 import { adapterParams, checkRank, disposeAdapter, initLoraA, loraScale, makeAdapter } from './lora';
-import type { LoraAdapter, LoraGrads } from './model';
+import type { LlamaModel, LoraAdapter, LoraGrads } from './model';
 import { buildPeftConfig, peftKey, writeAdapterFiles } from './peft';
 import { permutation } from './rng';
-import { initBackend, threadsForModel, describeBackend } from './backend';
 import { writeDirAtomic } from './atomic';
-import { estimateJob, describeEstimate, assertFits } from './estimate';
+import { openJob, loadForJob, recordLengths } from './setup';
 import { encodeSafetensors, readHeader, readTensorF32 } from './safetensors';
 import { evalRecords } from './evaluate';
 
@@ -56,8 +54,7 @@ export function batchIndices(nTrain: number, perStep: number, seed: number, step
   return out;
 }
 
-export function modelFingerprint(m: LoadedModel): string {
-  const c = m.folder.cfg;
+export function modelFingerprint(c: ModelConfig): string {
   return `${c.modelType}:L${c.numLayers}:H${c.hiddenSize}:I${c.intermediateSize}:h${c.numHeads}/${c.numKvHeads}x${c.headDim}:V${c.vocabSize}`;
 }
 
@@ -101,22 +98,16 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
   } else if (fs.existsSync(outDir) && !params.force) {
     throw badInput('the output folder already exists; choose another --out, pass --force to replace it, or --resume it', outDir);
   }
-  const backend = await initBackend(params.backend ?? 'auto', threadsForModel(readConfig(params.modelDir).hiddenSize));
-  hooks.log?.('info', `backend: ${describeBackend(backend)}`);
-  hooks.onProgress?.({ phase: 'load', done: 0, total: 1, message: 'loading model' });
+  // The folder, backend and tokenizer first; the weights only once the data is read and the job sized from it.
+  const job = await openJob(params.modelDir, params.backend, hooks);
+  const { folder, tokenizer, backend } = job;
   const dataFile = state?.plan.data ?? params.data;
   const ds = readDataset(dataFile);
-  // Size the job from the config before reading any weight: a model that cannot fit is refused now.
-  const cfg0 = readConfig(params.modelDir);
-  const heapCheck = estimateJob({ cfg: cfg0, backend: backend.backend, threads: backend.threads,
-    tokensPerRecord: state?.plan.seqLen ?? params.seqLen ?? TRAIN_DEFAULTS.seqLen, backwardPasses: 0 });
-  assertFits(heapCheck, backend.backend);
-  const loaded = loadModel(params.modelDir, { stream: heapCheck.stream });
-  const { model, tokenizer, folder } = loaded;
   const adapters = new Map<string, LoraAdapter>();
+  let model: LlamaModel | undefined;
   try {
     const modules = candidateModules(folder.cfg);
-    const fingerprint = modelFingerprint(loaded);
+    const fingerprint = modelFingerprint(folder.cfg);
     if (state && state.plan.modelFingerprint !== fingerprint) {
       throw badInput(`the checkpoint was made for another model (${state.plan.modelFingerprint}; this one is ${fingerprint})`, params.resume);
     }
@@ -190,17 +181,21 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
     rebuild();
     const trainable = targetsSpecs.reduce((s, m) => s + adapterParams(m, rank), 0);
     const vanilla = modules.reduce((s, m) => s + adapterParams(m, rank), 0);
-    const est = estimateJob({ cfg: folder.cfg, backend: backend.backend, threads: backend.threads, lowestLayer: Math.min(...targetsSpecs.map((m) => m.layer)),
-      tokensPerRecord: Math.round(train.reduce((s, r) => s + r.inputIds.length, 0) / train.length),
-      backwardPasses: (plan.steps - (state?.step ?? 0)) * perStep, forwardPasses: evalSet.length * (1 + Math.ceil(plan.steps / plan.evalEvery)) });
-    hooks.log?.('info', describeEstimate(est, backend.backend));
+    // One estimate, from the records' real lengths: it decides whether the layers are streamed, and refuses a job
+    // that cannot fit before any weight is read.
+    const loaded = loadForJob(job, {
+      ...recordLengths([...train, ...evalSet]), lowestLayer: Math.min(...targetsSpecs.map((m) => m.layer)),
+      backwardPasses: (plan.steps - (state?.step ?? 0)) * perStep, forwardPasses: evalSet.length * (1 + Math.ceil(plan.steps / plan.evalEvery)),
+    }, hooks);
+    const net = loaded.model;
+    model = net;
     hooks.log?.('info', `training ${plan.preset} at ${plan.targets.length === 1 ? plan.targets[0] : `${plan.targets.length} modules`}: ` +
       `${trainable.toLocaleString('en-US')} trainable parameters (${((100 * trainable) / vanilla).toFixed(2)}% of vanilla LoRA), ` +
       `${train.length} train / ${evalSet.length} eval records, ${plan.steps} steps of ${perStep} records`);
 
     const evalLoss = async (): Promise<number | undefined> => {
       if (!evalSet.length) return undefined;
-      const r = await evalRecords(model, evalSet, adapters, { signal: hooks.signal });
+      const r = await evalRecords(net, evalSet, adapters, { signal: hooks.signal });
       return r.losses.reduce((a, b) => a + b, 0) / r.losses.length;
     };
     const curve: TrainCurvePoint[] = state?.curve ?? [];
@@ -239,10 +234,10 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
           await yieldToEvents();
           throwIfCancelled(hooks);
           const rec = train[i];
-          const below = belowCache.get(i, () => model.hiddenBelow(rec.inputIds, lowestLayer));
+          const below = belowCache.get(i, () => net.hiddenBelow(rec.inputIds, lowestLayer));
           let r;
           try {
-            r = model.recordBackward(rec.inputIds, rec.lossMask, { adapters, loraGrads: grads, lowestKinds }, lowestLayer, below);
+            r = net.recordBackward(rec.inputIds, rec.lossMask, { adapters, loraGrads: grads, lowestKinds }, lowestLayer, below);
           } finally {
             below?.dispose();
           }
@@ -295,7 +290,7 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
     };
   } finally {
     for (const ad of adapters.values()) disposeAdapter(ad);
-    model.dispose();
+    model?.dispose();
   }
 }
 

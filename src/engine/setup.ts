@@ -1,0 +1,45 @@
+// What every job does before its work, in one place and in one order:
+//   1. open the model folder (config.json parsed once, safetensors headers, tokenizer) and start the backend sized
+//      to the model: bad input is reported before anything heavy happens;
+//   2. (the job reads and tokenizes its data, so the records' real lengths are known)
+//   3. size the job once from those lengths, show the estimate, refuse it when it cannot fit, and load the weights
+//      resident or streamed as that one estimate says.
+import type { BackendChoice } from '../protocol/messages';
+import { BackendReport, initBackend, threadsForModel, describeBackend } from './backend';
+import { EstimateInput, JobEstimate, assertFits, describeEstimate, estimateJob } from './estimate';
+import { JobHooks } from './jobs';
+import { ModelFolder, openModelFolder } from './loader';
+import { LlamaModel } from './model';
+import { ModelTokenizer } from './tokenizer';
+
+export interface OpenedJob { folder: ModelFolder; tokenizer: ModelTokenizer; backend: BackendReport; openedAt: number }
+
+export async function openJob(modelDir: string, choice: BackendChoice | undefined, hooks: JobHooks = {}): Promise<OpenedJob> {
+  const openedAt = Date.now();
+  const folder = openModelFolder(modelDir);
+  const backend = await initBackend(choice ?? 'auto', threadsForModel(folder.cfg.hiddenSize));
+  hooks.log?.('info', `backend: ${describeBackend(backend)}`);
+  const tokenizer = ModelTokenizer.load(folder.dir);
+  return { folder, tokenizer, backend, openedAt };
+}
+
+export type JobShape = Omit<EstimateInput, 'cfg' | 'backend' | 'threads'>;
+
+/** Sizes the job (once), logs the estimate, throws a clear error when it cannot fit, then loads the weights. */
+export function loadForJob(job: OpenedJob, shape: JobShape, hooks: JobHooks = {}): { model: LlamaModel; estimate: JobEstimate; loadSeconds: number } {
+  const { folder, backend } = job;
+  const estimate = estimateJob({ cfg: folder.cfg, backend: backend.backend, threads: backend.threads, ...shape });
+  hooks.log?.('info', describeEstimate(estimate, backend.backend));
+  assertFits(estimate, backend.backend);
+  hooks.onProgress?.({ phase: 'load', done: 0, total: 1, message: estimate.stream ? 'loading model (layers streamed)' : 'loading model' });
+  const t0 = Date.now();
+  const model = LlamaModel.load(folder.cfg, folder.store, { stream: estimate.stream });
+  return { model, estimate, loadSeconds: (Date.now() - t0) / 1000 };
+}
+
+/** Longest and mean record length: the first sizes memory, the second time. */
+export function recordLengths(records: { inputIds: number[] }[]): { tokensPerRecord: number; meanTokensPerRecord: number } {
+  let max = 1, sum = 0;
+  for (const r of records) { max = Math.max(max, r.inputIds.length); sum += r.inputIds.length; }
+  return { tokensPerRecord: max, meanTokensPerRecord: records.length ? sum / records.length : max };
+}
