@@ -24,24 +24,42 @@ export function writeFileAtomic(file: string, data: string | Uint8Array): void {
  * is replaced only after the new one is complete.
  */
 export async function writeDirAtomic(dir: string, fill: (tmpDir: string) => Promise<void> | void): Promise<void> {
-  const parent = path.dirname(path.resolve(dir));
+  // A target that is a symbolic link is written where it points, not over the link.
+  const target = realTarget(path.resolve(dir));
+  const parent = path.dirname(target);
   fs.mkdirSync(parent, { recursive: true });
-  sweepStaleTemps(parent, path.basename(dir));
-  const tmp = path.join(parent, tempName(path.basename(dir)));
+  sweepStaleTemps(parent, path.basename(target));
+  const tmp = path.join(parent, tempName(path.basename(target)));
+  const old = `${tmp}.old`;
+  let movedAside = false;
   fs.mkdirSync(tmp);
   try {
     await fill(tmp);
-    if (fs.existsSync(dir)) {
-      const old = `${tmp}.old`;
-      fs.renameSync(dir, old);
-      fs.renameSync(tmp, dir);
+    if (fs.existsSync(target)) {
+      fs.renameSync(target, old);
+      movedAside = true;
+      fs.renameSync(tmp, target);
+      movedAside = false;
       fs.rmSync(old, { recursive: true, force: true });
     } else {
-      fs.renameSync(tmp, dir);
+      fs.renameSync(tmp, target);
     }
   } catch (err) {
+    // The previous copy goes back where it was if the new one could not take its place.
+    if (movedAside && !exists(target)) {
+      try { fs.renameSync(old, target); } catch { /* left at `old`; a later sweep restores it */ }
+    }
     fs.rmSync(tmp, { recursive: true, force: true });
     throw err;
+  }
+}
+
+/** The path itself, or where it points when it is a symbolic link to a folder. */
+function realTarget(p: string): string {
+  try {
+    return fs.lstatSync(p).isSymbolicLink() ? fs.realpathSync(p) : p;
+  } catch {
+    return p;
   }
 }
 
@@ -82,7 +100,8 @@ export function sweepStaleTemps(dir: string, name: string, minAgeMs = STALE_TEMP
     try {
       const st = fs.lstatSync(file);
       if (!st.isFile() && !st.isDirectory()) continue;
-      if (Date.now() - lastTouched(file, st) < minAgeMs) continue;
+      // Age from the time in its name (when that writer started) and from its contents' last change.
+      if (Date.now() - Math.max(Number(m[2]), lastTouched(file, st)) < minAgeMs) continue;
       if (m[3]) {
         olds.push({ file, ms: Number(m[2]) });
       } else {

@@ -40,8 +40,10 @@ export interface EstimateInput {
   tokensPerRecord: number;
   /** The mean record length, for the time; the longest when absent. */
   meanTokensPerRecord?: number;
-  /** Forward+backward record passes the job makes (probe: N; train: steps x batch + evals). */
+  /** Forward+backward record passes the job makes (probe: N; train: steps x batch + evals); 0: forward only. */
   backwardPasses: number; forwardPasses?: number; lowestLayer?: number;
+  /** PAGE taps (the default, the most memory), LoRA paths, or none. */
+  taps?: JobTaps;
 }
 
 /**
@@ -117,17 +119,25 @@ export function layerActivationFloats(cfg: ModelConfig, T: number): { kept: numb
  * layer's input, and one layer's cache at a time. Plus one layer's backward work (with the taps' allowance) or the
  * LM head's, whichever is larger (they never overlap), the hidden state and its gradient, and the RoPE and mask tables.
  */
-export function recordActivationBytes(cfg: ModelConfig, T: number, layersKept: number, checkpointed: boolean): number {
-  const { kept, work, tapKept, tapWork } = layerActivationFloats(cfg, T);
+export function recordActivationBytes(cfg: ModelConfig, T: number, layersKept: number, checkpointed: boolean, taps: JobTaps = 'page'): number {
+  const f = layerActivationFloats(cfg, T);
+  const { kept, work } = f;
+  // Only the probe keeps Gram matrices; a LoRA path has the per-module work but keeps nothing of its own.
+  const tapKept = taps === 'page' ? f.tapKept : 0;
+  const tapWork = taps === 'none' ? 0 : f.tapWork;
   const H = cfg.hiddenSize, V = cfg.vocabSize;
   // headLoss: chunks of n rows, each with its logits and, for the gradient, softmax - onehot (7 [n, V]; 13 capped).
   const n = Math.max(1, Math.min(T, Math.floor((32 * 1024 * 1024) / (4 * V)) || 1, 256));
   const head = n * V * (cfg.finalSoftcap ? 13 : 7) + n * H + 4 * T * H;
   const windows = new Set(cfg.slidingWindows.map((w) => (w !== null && w < T ? w : T))).size;
   const tables = windows * (cfg.numHeads / cfg.numKvHeads) * T * T + (cfg.positions === 'rope' ? 2 * T * cfg.headDim : 0);
+  if (layersKept === 0) return 4 * (kept + Math.max(tapWork, head) + 2 * T * H + tables); // forward only: one layer at a time
   const layers = (checkpointed ? T * H : kept) * layersKept + (checkpointed ? kept : 0) + tapKept * layersKept;
   return 4 * (layers + Math.max(work + tapWork, head) + 2 * T * H + tables);
 }
+
+/** What rides on the linear modules: PAGE taps (the probe), LoRA paths (training), or nothing (evaluation). */
+export type JobTaps = 'page' | 'lora' | 'none';
 
 export function estimateJob(e: EstimateInput): JobEstimate {
   const { cfg } = e;
@@ -143,10 +153,12 @@ export function estimateJob(e: EstimateInput): JobEstimate {
   const residentWeights = 4 * linears * 4 + embedBytes;
   // Streamed: one layer (two while one is released and the next uploaded) in both layouts with packed copies.
   const streamWeights = 2 * 4 * (linears / cfg.numLayers) * 4 + embedBytes;
-  const layersKept = cfg.numLayers - (e.lowestLayer ?? 0);
-  const residentActs = recordActivationBytes(cfg, T, layersKept, false);
+  // A forward-only job (evaluation, generation) keeps no layer's activations for a backward pass.
+  const layersKept = e.backwardPasses > 0 ? cfg.numLayers - (e.lowestLayer ?? 0) : 0;
+  const taps = e.taps ?? 'page';
+  const residentActs = recordActivationBytes(cfg, T, layersKept, false, taps);
   // Checkpointed: each layer's input [T, H] plus one layer's activations.
-  const streamActs = recordActivationBytes(cfg, T, layersKept, true);
+  const streamActs = recordActivationBytes(cfg, T, layersKept, true, taps);
   const Tm = Math.min(T, e.meanTokensPerRecord ?? T);
   const perTokenFwd = 2 * (linears + cfg.numLayers * 2 * Tm * cfg.numHeads * cfg.headDim) + 2 * embed;
   const machine = 0.85 * os.totalmem();
@@ -180,10 +192,10 @@ export function describeEstimate(est: JobEstimate, backend: Backend): string {
 }
 
 /** Throws a clear bad-input error when the job cannot fit, naming the backend that would. */
-export function assertFits(est: JobEstimate, backend: Backend): void {
+export function assertFits(est: JobEstimate, backend: Backend, modelDir?: string): void {
   if (est.fits) return;
   const alt = backend === 'wasm'
     ? 'Install @tensorflow/tfjs-node (native CPU, no 4 GiB heap) or @tensorflow/tfjs-node-gpu and run with --backend tensorflow, or use --seq-len to shorten records'
     : 'Use a machine with more memory, or --seq-len to shorten records';
-  throw badInput(`this job will not fit: it ${est.note}. ${alt}.`);
+  throw badInput(`this job will not fit: it ${est.note}. ${alt}.`, modelDir);
 }

@@ -90,7 +90,12 @@ export function readAdapterFiles(dir: string, folder: ModelFolder): { config: Pe
 }
 
 export function loadAdapter(dir: string, folder: ModelFolder): LoadedAdapter {
-  const { config, tensors, metadata } = readAdapterFiles(dir, folder);
+  return uploadAdapter(readAdapterFiles(dir, folder));
+}
+
+/** The backend's adapters from files already read and checked (readAdapterFiles). */
+export function uploadAdapter(files: ReturnType<typeof readAdapterFiles>): LoadedAdapter {
+  const { config, tensors, metadata } = files;
   const scale = loraScale(config.lora_alpha, config.r, Boolean(config.use_rslora));
   const adapters = new Map<string, LoraAdapter>();
   for (const t of tensors) adapters.set(t.spec.name, makeAdapter(t.spec, config.r, scale, t.a, t.b));

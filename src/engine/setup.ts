@@ -30,7 +30,7 @@ export function loadForJob(job: OpenedJob, shape: JobShape, hooks: JobHooks = {}
   const { folder, backend } = job;
   const estimate = estimateJob({ cfg: folder.cfg, backend: backend.backend, threads: backend.threads, ...shape });
   hooks.log?.('info', describeEstimate(estimate, backend.backend));
-  assertFits(estimate, backend.backend);
+  assertFits(estimate, backend.backend, folder.dir);
   hooks.onProgress?.({ phase: 'load', done: 0, total: 1, message: estimate.stream ? 'loading model (layers streamed)' : 'loading model' });
   const t0 = Date.now();
   const model = LlamaModel.load(folder.cfg, folder.store, { stream: estimate.stream });

@@ -280,6 +280,8 @@ export const train: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: Tra
     return result;
   } catch (err) {
     const cancelled = err instanceof JobError && err.code === 'cancelled';
+    // The folder reserved in domlora.adapterDirectory goes again if the run wrote nothing to it (rmdir: only empty).
+    if (!opts.out && settings.adapterDirectory) { try { fs.rmdirSync(out); } catch { /* it holds a checkpoint */ } }
     ctx.panels.setJob(modelDir, undefined);
     await ctx.panels.endRun(modelDir, { ...run, status: cancelled ? 'cancelled' : 'failed', error: err instanceof Error ? err.message : String(err), etaSeconds: undefined });
     reportJobError(ctx, 'training', model, err);

@@ -1,5 +1,6 @@
 // The `domlora.*` settings, read in one place. Every job reads them when it starts, so a change applies to the next
 // job without a reload.
+import * as os from 'node:os';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { BackendChoice } from '../protocol/messages';
@@ -22,13 +23,14 @@ export const SETTING_DEFAULTS = {
   backend: 'auto', rank: 8, alpha: 16, samples: 32, seqLen: 512, learningRate: 1e-3, steps: 100, dataset: '', adapterDirectory: '',
 } as const;
 
-/** Resolves `${workspaceFolder}` and relative paths against the folder that owns the setting (or the first one). */
+/** Resolves a leading `~`, `${workspaceFolder}` and relative paths (against the folder that owns the setting, or the first one). */
 export function resolveSettingPath(value: string, scope?: vscode.Uri): string | undefined {
   const v = value.trim();
   if (!v) return undefined;
   const folder = (scope && vscode.workspace.getWorkspaceFolder(scope)) ?? vscode.workspace.workspaceFolders?.[0];
   const base = folder?.uri.scheme === 'file' ? folder.uri.fsPath : undefined;
-  const expanded = base ? v.replace(/\$\{workspaceFolder\}/g, base) : v;
+  const home = /^~(?=$|[\\/])/.test(v) ? os.homedir() + v.slice(1) : v;
+  const expanded = base ? home.replace(/\$\{workspaceFolder\}/g, () => base) : home;
   if (path.isAbsolute(expanded)) return expanded;
   return base ? path.join(base, expanded) : undefined;
 }

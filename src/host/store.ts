@@ -23,12 +23,39 @@ export function freshPath(dir: string, prefix: string, suffix = ''): string {
   return candidate;
 }
 
+/**
+ * Like freshPath, but creates the (empty) folder, so that another window training a model of the same folder name
+ * into the same shared folder in the same second gets another name instead of the same one.
+ */
+export function reserveFolder(dir: string, prefix: string): string {
+  const base = `${prefix}${timestamp()}`;
+  for (let i = 1; ; i++) {
+    const candidate = path.join(dir, i === 1 ? base : `${base}-${i}`);
+    try {
+      fs.mkdirSync(candidate);
+      return candidate;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+  }
+}
+
 /** Makes `dir` a folder (creating it and its parents); returns why it cannot be one, or undefined when it is. */
 export function ensureFolder(dir: string): string | undefined {
   let error: string;
   try {
     fs.mkdirSync(dir, { recursive: true });
-    if (fs.statSync(dir).isDirectory()) return undefined;
+    if (fs.statSync(dir).isDirectory()) {
+      // A folder we cannot write to would fail only at the first checkpoint: try now (access() misses Windows ACLs).
+      const probe = path.join(dir, `.domlora-write-test.${process.pid}`);
+      try {
+        fs.writeFileSync(probe, '');
+        fs.rmSync(probe, { force: true });
+        return undefined;
+      } catch (err) {
+        return `it is not writable (${err instanceof Error ? err.message : String(err)})`;
+      }
+    }
     error = 'it is not a folder';
   } catch (err) {
     error = err instanceof Error ? err.message : String(err);
@@ -71,7 +98,7 @@ export class Store {
   /** A new adapter folder: `<adapterDirectory>/<model>-<preset>-<timestamp>` when the setting names a folder, else
    * `adapter-<preset>-<timestamp>` in the model's data folder. */
   newAdapterDir(modelDir: string, preset: Preset, adapterDirectory?: string): string {
-    if (adapterDirectory) return freshPath(adapterDirectory, `${path.basename(modelDir)}-${preset}-`);
+    if (adapterDirectory) return reserveFolder(adapterDirectory, `${path.basename(modelDir)}-${preset}-`);
     return freshPath(this.modelDataDir(modelDir), `adapter-${preset}-`);
   }
 

@@ -102,3 +102,40 @@ test('sweepStaleTemps never throws: a missing folder is nothing to sweep', () =>
   assert.deepEqual(sweepStaleTemps(dir, 'x', 0), [stale]);
   fs.rmSync(dir, { recursive: true, force: true });
 });
+
+test('writeDirAtomic writes through a symbolic link to a folder and keeps the link', async () => {
+  const dir = tmpDir();
+  const real = path.join(dir, 'real');
+  fs.mkdirSync(real);
+  fs.writeFileSync(path.join(real, 'v'), '1');
+  const link = path.join(dir, 'link');
+  fs.symlinkSync(real, link, 'dir');
+  await writeDirAtomic(link, (tmp) => fs.writeFileSync(path.join(tmp, 'v'), '2'));
+  assert.ok(fs.lstatSync(link).isSymbolicLink(), 'the link is still a link');
+  assert.equal(fs.readFileSync(path.join(real, 'v'), 'utf8'), '2');
+  assert.deepEqual(fs.readdirSync(dir).sort(), ['link', 'real']);
+});
+
+test('writeDirAtomic puts the previous folder back when the new one cannot take its place', async () => {
+  const dir = tmpDir();
+  const target = path.join(dir, 'adapter');
+  fs.mkdirSync(target);
+  fs.writeFileSync(path.join(target, 'v'), 'old');
+  // The module object itself (an `import *` namespace is read-only): atomic.ts's calls go through it.
+  const fsModule = require('node:fs') as { renameSync: typeof fs.renameSync };
+  const rename = fsModule.renameSync;
+  let calls = 0;
+  // The first rename (the old folder aside) works; the second (the new one into place) fails, as EBUSY on Windows.
+  fsModule.renameSync = (a, b) => {
+    if (++calls === 2) throw Object.assign(new Error('EBUSY: resource busy'), { code: 'EBUSY' });
+    rename(a, b);
+  };
+  try {
+    await assert.rejects(writeDirAtomic(target, (tmp) => fs.writeFileSync(path.join(tmp, 'v'), 'new')), /EBUSY/);
+  } finally {
+    fsModule.renameSync = rename;
+  }
+  assert.equal(calls, 3, 'aside, into place (failed), back');
+  assert.equal(fs.readFileSync(path.join(target, 'v'), 'utf8'), 'old');
+  assert.deepEqual(fs.readdirSync(dir), ['adapter'], 'no temporary left');
+});

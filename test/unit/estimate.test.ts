@@ -39,6 +39,19 @@ test('a SmolLM-135M-shaped probe fits the wasm heap; an 8B model does not, and t
   assert.ok(layerActivationFloats(mid, 1024).kept > 2 * layerActivationFloats(mid, 512).kept);
   const shallow = estimateJob({ cfg: mid, backend: 'wasm', threads: 1, tokensPerRecord: 512, backwardPasses: 8, lowestLayer: 8 });
   assert.ok(shallow.activationBytes < base.activationBytes);
+  // Only the probe keeps Gram matrices; training's LoRA paths keep nothing of their own; a forward-only job
+  // (evaluation, generation) keeps no layer for a backward pass.
+  const short = (taps: 'page' | 'lora' | 'none', backwardPasses = 8, T = 128) =>
+    estimateJob({ cfg: mid, backend: 'wasm', threads: 1, tokensPerRecord: T, backwardPasses, taps }).activationBytes;
+  assert.ok(short('lora') < short('page'), `${short('lora')} vs ${short('page')}`);
+  assert.ok(short('none') <= short('lora'));
+  assert.ok(short('none', 0, 1024) < short('none', 8, 1024) / 2, `forward only ${short('none', 0, 1024)} vs ${short('none', 8, 1024)}`);
+  // The mean record length sizes the time, the longest the memory.
+  const mixed = estimateJob({ cfg: mid, backend: 'wasm', threads: 1, tokensPerRecord: 1024, meanTokensPerRecord: 256, backwardPasses: 8 });
+  assert.equal(mixed.activationBytes, longer.activationBytes);
+  assert.ok(mixed.seconds < longer.seconds / 3);
+  // The refusal names the model folder.
+  assert.throws(() => assertFits(big, 'wasm', '/models/llama-8b'), (e: unknown) => e instanceof DomLoraError && e.file === '/models/llama-8b');
 });
 
 // ---- activation bytes against what the engine really holds, architecture by architecture ----------------------

@@ -141,6 +141,10 @@ test('training refuses bad input clearly and writes nothing', async () => {
   fs.writeFileSync(path.join(dir, 'exists/keep.txt'), 'mine');
   await rejects(runTrain({ modelDir: STORIES, data: DATA, targets: [TARGET], out: path.join(dir, 'exists'), steps: 1 }), /already exists/);
   assert.equal(fs.readFileSync(path.join(dir, 'exists/keep.txt'), 'utf8'), 'mine');
+  // An empty folder (the extension reserves one in domlora.adapterDirectory) has nothing to lose: it is filled.
+  fs.mkdirSync(path.join(dir, 'reserved'));
+  await runTrain({ modelDir: STORIES, data: DATA, targets: [TARGET], out: path.join(dir, 'reserved'), steps: 1, seqLen: 64, maxSamples: 4 });
+  assert.ok(fs.existsSync(path.join(dir, 'reserved/adapter_model.safetensors')));
   // A checkpoint from another model.
   const other = path.join(dir, 'other-model');
   await writeSynthModel(other, { hiddenSize: 32, intermediateSize: 48, layers: 2, heads: 4, kvHeads: 2, vocabSize: 384, tied: true, seed: 1 });
