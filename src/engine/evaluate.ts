@@ -2,10 +2,10 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { EvalParams, EvalResult } from '../protocol/messages';
 import { readDataset, requireUsable, tokenizeDataset, TokenizedRecord } from './data';
-import { JobHooks, eta, throwIfCancelled, yieldToEvents } from './jobs';
+import { JobHooks, eta, runStepsAsync, throwIfCancelled, yieldToEvents } from './jobs';
 import { openJob, loadForJob, recordLengths } from './setup';
 import type { LlamaModel, LoraAdapter } from './model';
-import { loadAdapter } from './peft';
+import { readAdapterFiles, uploadAdapter } from './peft';
 import { disposeAdapter } from './lora';
 
 export interface EvalOutcome extends EvalResult { losses: number[] }
@@ -17,7 +17,7 @@ export async function evalRecords(model: LlamaModel, records: TokenizedRecord[],
   for (let i = 0; i < records.length; i++) {
     await yieldToEvents();
     throwIfCancelled(hooks);
-    const r = model.recordLoss(records[i].inputIds, records[i].lossMask, adapters);
+    const r = await runStepsAsync(model.recordLossSteps(records[i].inputIds, records[i].lossMask, adapters), hooks);
     losses.push(r.loss);
     tokens += r.tokens;
     hooks.onProgress?.({ phase: 'eval', done: i + 1, total: records.length, loss: losses.reduce((a, b) => a + b, 0) / losses.length, etaSeconds: eta(t0, i + 1, records.length) });
@@ -31,11 +31,13 @@ export async function runEval(params: EvalParams, hooks: JobHooks = {}): Promise
   const ds = readDataset(params.data);
   const tok = tokenizeDataset(ds, job.tokenizer, { seqLen, limit: params.maxSamples });
   requireUsable(tok, seqLen, ds.file);
-  const { model } = loadForJob(job, { ...recordLengths(tok.records), backwardPasses: 0, forwardPasses: tok.records.length }, hooks);
-  const { backend, folder } = job;
+  // The adapter is read and checked against the model before any weight is loaded.
+  const adapterFiles = params.adapter ? readAdapterFiles(params.adapter, job.folder) : undefined;
+  const { model } = loadForJob(job, { ...recordLengths(tok.records), backwardPasses: 0, forwardPasses: tok.records.length, taps: 'none' }, hooks);
+  const { backend } = job;
   let adapters: Map<string, LoraAdapter> | undefined;
   try {
-    if (params.adapter) adapters = loadAdapter(params.adapter, folder).adapters;
+    if (adapterFiles) adapters = uploadAdapter(adapterFiles).adapters;
     const { losses, tokens } = await evalRecords(model, tok.records, adapters, hooks);
     return {
       meanLoss: losses.reduce((a, b) => a + b, 0) / losses.length, samples: losses.length, tokens, skipped: tok.skipped,
@@ -55,10 +57,11 @@ export async function runGenerate(params: { modelDir: string; prompt: string; ma
   const { tokenizer, folder } = job;
   const promptIds = tokenizer.encode(params.prompt, { addSpecial: true });
   const maxNew = params.maxNewTokens ?? 20;
-  const { model } = loadForJob(job, { tokensPerRecord: promptIds.length + maxNew, backwardPasses: 0, forwardPasses: maxNew + 1 });
+  const adapterFiles = params.adapter ? readAdapterFiles(params.adapter, folder) : undefined;
+  const { model } = loadForJob(job, { tokensPerRecord: promptIds.length + maxNew, backwardPasses: 0, forwardPasses: maxNew + 1, taps: 'none' });
   let adapters: Map<string, LoraAdapter> | undefined;
   try {
-    if (params.adapter) adapters = loadAdapter(params.adapter, folder).adapters;
+    if (adapterFiles) adapters = uploadAdapter(adapterFiles).adapters;
     const ids = [...promptIds];
     let lastTop: [number, number][] = [];
     for (let step = 0; step <= maxNew; step++) {

@@ -26,3 +26,32 @@ export function eta(startMs: number, done: number, total: number): number | unde
 export function yieldToEvents(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
+
+/**
+ * A record's pass as steps: the generator yields between layers. `runSteps` runs it straight through (tests, the
+ * bench); `runStepsAsync` lets the event loop run at every step and stops with a CancelledError as soon as the job is
+ * cancelled, so a cancel lands within one layer, not one record. Stopping a pass early runs its `finally` blocks:
+ * nothing it uploaded stays on the backend.
+ */
+export type Steps<T> = Generator<void, T, void>;
+
+export function runSteps<T>(steps: Steps<T>): T {
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+export async function runStepsAsync<T>(steps: Steps<T>, hooks: JobHooks | undefined): Promise<T> {
+  let finished = false;
+  try {
+    for (;;) {
+      const r = steps.next();
+      if (r.done) { finished = true; return r.value; }
+      await yieldToEvents();
+      throwIfCancelled(hooks);
+    }
+  } finally {
+    if (!finished) steps.return(undefined as never);
+  }
+}

@@ -18,6 +18,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { ARCHITECTURES, ArchRoles, ArchSpec, ModelConfig, moduleName, moduleShape, parseModuleName, storedName } from './config';
 import { WeightStore } from './safetensors';
 import { badInput } from './errors';
+import { runSteps, Steps } from './jobs';
 
 /** One frozen linear module, stored transposed ([in, out]) so `x @ wt` is the fast path. */
 export interface Linear {
@@ -752,7 +753,12 @@ export class LlamaModel {
    * Final norm, LM head and cross-entropy at the supervised positions only, in chunks so the [tokens, vocab]
    * logits never exist at once. Returns the record's mean loss and, when asked, dL/d(hidden) [T, H].
    */
-  headLoss(hidden: tf.Tensor2D, ids: number[], mask: number[], wantGrad: boolean): { loss: number; tokens: number; dHidden?: tf.Tensor2D } {
+  headLoss(hidden: tf.Tensor2D, ids: number[], mask: number[], wantGrad: boolean): HeadPass {
+    return runSteps(this.headLossSteps(hidden, ids, mask, wantGrad));
+  }
+
+  /** headLoss as steps, one per chunk of supervised positions (a large vocabulary makes each chunk a long one). */
+  *headLossSteps(hidden: tf.Tensor2D, ids: number[], mask: number[], wantGrad: boolean): Steps<HeadPass> {
     const T = hidden.shape[0];
     const pos: number[] = [], tgt: number[] = [];
     for (let t = 1; t < T; t++) if (mask[t]) { pos.push(t - 1); tgt.push(ids[t]); }
@@ -767,56 +773,79 @@ export class LlamaModel {
     const normed = tf.tidy(() => { const o = this.norm(hS, this.finalNorm); return o.c.mu ? { y: o.y, r: o.c.r, mu: o.c.mu } : { y: o.y, r: o.c.r }; });
     const nS = normed.y as tf.Tensor2D;
     const cS: NormCache = { x: hS, r: normed.r as tf.Tensor2D, mu: normed.mu as tf.Tensor2D | undefined };
-    for (let c0 = 0; c0 < S; c0 += chunk) {
-      const c1 = Math.min(S, c0 + chunk);
-      const n = c1 - c0;
-      const res = tf.tidy(() => {
-        const h = tf.slice(nS, [c0, 0], [n, -1]) as tf.Tensor2D;
-        const { logits, th } = this.headLogits(h); // [n, V]
-        const lse = tf.logSumExp(logits, 1, true); // [n, 1]
-        const tIdx = tf.tensor1d(tgt.slice(c0, c1).map((t, i) => i * V + t), 'int32');
-        const picked = tf.gather(tf.reshape(logits, [-1]), tIdx); // [n]
-        const loss = tf.sum(tf.sub(tf.reshape(lse, [-1]), picked));
-        if (!wantGrad) return { loss };
-        // tfjs-wasm 4.22's OneHot writes int bits into float32 outputs (1 becomes 1.4e-45): build it as int32, then cast.
-        const onehot = tf.cast(tf.oneHot(tf.tensor1d(tgt.slice(c0, c1), 'int32'), V), 'float32');
-        let dLogits = tf.div(tf.sub(tf.exp(tf.sub(logits, lse)), onehot), S) as tf.Tensor2D; // [n, V]
-        if (th) dLogits = tf.mul(dLogits, tf.sub(1, tf.square(th))) as tf.Tensor2D; // through cap * tanh(z / cap)
-        return { loss, dh: tf.matMul(dLogits, this.head) as tf.Tensor2D }; // [n, H]
-      });
-      lossSum += (res.loss.dataSync() as Float32Array)[0];
-      res.loss.dispose();
-      if (res.dh) dParts.push(res.dh);
+    try {
+      for (let c0 = 0; c0 < S; c0 += chunk) {
+        if (c0 > 0) yield;
+        const c1 = Math.min(S, c0 + chunk);
+        const n = c1 - c0;
+        const res = tf.tidy(() => {
+          const h = tf.slice(nS, [c0, 0], [n, -1]) as tf.Tensor2D;
+          const { logits, th } = this.headLogits(h); // [n, V]
+          const lse = tf.logSumExp(logits, 1, true); // [n, 1]
+          const tIdx = tf.tensor1d(tgt.slice(c0, c1).map((t, i) => i * V + t), 'int32');
+          const picked = tf.gather(tf.reshape(logits, [-1]), tIdx); // [n]
+          const loss = tf.sum(tf.sub(tf.reshape(lse, [-1]), picked));
+          if (!wantGrad) return { loss };
+          // tfjs-wasm 4.22's OneHot writes int bits into float32 outputs (1 becomes 1.4e-45): build it as int32, then cast.
+          const onehot = tf.cast(tf.oneHot(tf.tensor1d(tgt.slice(c0, c1), 'int32'), V), 'float32');
+          let dLogits = tf.div(tf.sub(tf.exp(tf.sub(logits, lse)), onehot), S) as tf.Tensor2D; // [n, V]
+          if (th) dLogits = tf.mul(dLogits, tf.sub(1, tf.square(th))) as tf.Tensor2D; // through cap * tanh(z / cap)
+          return { loss, dh: tf.matMul(dLogits, this.head) as tf.Tensor2D }; // [n, H]
+        });
+        lossSum += (res.loss.dataSync() as Float32Array)[0];
+        res.loss.dispose();
+        if (res.dh) dParts.push(res.dh);
+      }
+      let dHidden: tf.Tensor2D | undefined;
+      if (wantGrad) {
+        dHidden = tf.tidy(() => {
+          const dnS = dParts.length === 1 ? dParts[0] : tf.concat(dParts, 0); // [S, H]
+          const dhS = this.normBackward(dnS, cS, this.finalNorm);
+          return tf.scatterND(tf.reshape(posT, [S, 1]), dhS, [T, this.cfg.hiddenSize]) as tf.Tensor2D;
+        });
+      }
+      return { loss: lossSum / S, tokens: S, dHidden };
+    } finally {
+      // Also when stopped between chunks (a cancel) or on a throw.
+      tf.dispose([...dParts, posT, hS, nS, cS.r, ...(cS.mu ? [cS.mu] : [])]);
     }
-    let dHidden: tf.Tensor2D | undefined;
-    if (wantGrad) {
-      dHidden = tf.tidy(() => {
-        const dnS = dParts.length === 1 ? dParts[0] : tf.concat(dParts, 0); // [S, H]
-        const dhS = this.normBackward(dnS, cS, this.finalNorm);
-        return tf.scatterND(tf.reshape(posT, [S, 1]), dhS, [T, this.cfg.hiddenSize]) as tf.Tensor2D;
-      });
-    }
-    tf.dispose([...dParts, posT, hS, nS, cS.r, ...(cS.mu ? [cS.mu] : [])]);
-    return { loss: lossSum / S, tokens: S, dHidden };
   }
 
   /** Forward only: the record's loss (no caches kept). */
   recordLoss(ids: number[], mask: number[], adapters?: Map<string, LoraAdapter>): RecordPass {
-    const x = this.hiddenStates(ids, adapters);
-    const r = this.headLoss(x, ids, mask, false);
-    x.dispose();
-    return { loss: r.loss, tokens: r.tokens };
+    return runSteps(this.recordLossSteps(ids, mask, adapters));
+  }
+
+  *recordLossSteps(ids: number[], mask: number[], adapters?: Map<string, LoraAdapter>): Steps<RecordPass> {
+    const x = yield* this.hiddenBelowSteps(ids, this.cfg.numLayers, adapters);
+    try {
+      const r = yield* this.headLossSteps(x, ids, mask, false);
+      return { loss: r.loss, tokens: r.tokens };
+    } finally {
+      x.dispose();
+    }
   }
 
   /** The input of layer `layer` [T, H]: the embeddings run through the layers below it (caller disposes). */
   hiddenBelow(ids: number[], layer: number, adapters?: Map<string, LoraAdapter>): tf.Tensor2D {
+    return runSteps(this.hiddenBelowSteps(ids, layer, adapters));
+  }
+
+  *hiddenBelowSteps(ids: number[], layer: number, adapters?: Map<string, LoraAdapter>): Steps<tf.Tensor2D> {
     let x = this.embedTokens(ids);
-    for (let l = 0; l < layer; l++) {
-      const { out } = this.layerForward(l, x, adapters, false);
-      x.dispose();
-      x = out;
+    let done = false;
+    try {
+      for (let l = 0; l < layer; l++) {
+        const { out } = this.layerForward(l, x, adapters, false);
+        x.dispose();
+        x = out;
+        yield;
+      }
+      done = true;
+      return x;
+    } finally {
+      if (!done) x.dispose();
     }
-    return x;
   }
 
   /** Forward returning the last layer's hidden states [T, H] (caller disposes). */
@@ -830,11 +859,16 @@ export class LlamaModel {
    * at or above `lowestLayer` and accumulates LoRA gradients into `ctx.loraGrads`.
    */
   recordBackward(ids: number[], mask: number[], ctx: BackwardContext, lowestLayer = 0, below?: tf.Tensor2D): RecordPass {
+    return runSteps(this.recordBackwardSteps(ids, mask, ctx, lowestLayer, below));
+  }
+
+  /** recordBackward as steps, one per layer of the forward and of the backward pass (see runStepsAsync). */
+  *recordBackwardSteps(ids: number[], mask: number[], ctx: BackwardContext, lowestLayer = 0, below?: tf.Tensor2D): Steps<RecordPass> {
     const nL = this.cfg.numLayers;
     // `below`, when given, is the input of layer `lowestLayer` computed earlier (hiddenBelow): nothing trainable
     // lies below it, so it is the same in every epoch.
-    let x = below ? below.clone() : this.hiddenBelow(ids, lowestLayer, ctx.adapters);
-    if (this.checkpoint) return this.recordBackwardCheckpointed(x, ids, mask, ctx, lowestLayer);
+    let x = below ? below.clone() : yield* this.hiddenBelowSteps(ids, lowestLayer, ctx.adapters);
+    if (this.checkpoint) return yield* this.recordBackwardCheckpointed(x, ids, mask, ctx, lowestLayer);
     const caches: LayerCache[] = [];
     let d: tf.Tensor2D | undefined;
     try {
@@ -843,10 +877,12 @@ export class LlamaModel {
         caches.push(cache!);
         x.dispose();
         x = out;
+        yield;
       }
-      const head = this.headLoss(x, ids, mask, true);
+      const head = yield* this.headLossSteps(x, ids, mask, true);
       d = head.dHidden!;
       for (let l = nL - 1; l >= lowestLayer; l--) {
+        yield;
         const c = caches[l - lowestLayer];
         const bctx = { ...ctx, needInputGrad: l > lowestLayer };
         const dPrev: tf.Tensor2D | undefined = this.layerBackward(l, d, c, bctx);
@@ -856,7 +892,7 @@ export class LlamaModel {
       }
       return { loss: head.loss, tokens: head.tokens };
     } finally {
-      // Also on a throw (out of memory): nothing of this record stays on the backend.
+      // Also on a throw (out of memory) or a cancel between layers: nothing of this record stays on the backend.
       x.dispose();
       if (d && !d.isDisposed) d.dispose();
       for (const c of caches) LlamaModel.disposeCache(c);
@@ -868,19 +904,24 @@ export class LlamaModel {
    * backward pass recomputes one layer's activations at a time, just before its backward. Memory holds one layer's
    * activations instead of all of them, for one more forward pass of the work.
    */
-  private recordBackwardCheckpointed(x: tf.Tensor2D, ids: number[], mask: number[], ctx: BackwardContext, lowestLayer: number): RecordPass {
+  private *recordBackwardCheckpointed(x: tf.Tensor2D, ids: number[], mask: number[], ctx: BackwardContext, lowestLayer: number): Steps<RecordPass> {
     const nL = this.cfg.numLayers;
     const inputs: tf.Tensor2D[] = [];
     let d: tf.Tensor2D | undefined;
+    let last: tf.Tensor2D | undefined;
     try {
       for (let l = lowestLayer; l < nL; l++) {
         inputs.push(x);
         x = this.layerForward(l, x, ctx.adapters, false).out;
+        last = x;
+        yield;
       }
-      const head = this.headLoss(x, ids, mask, true);
+      const head = yield* this.headLossSteps(x, ids, mask, true);
       x.dispose();
+      last = undefined;
       d = head.dHidden!;
       for (let l = nL - 1; l >= lowestLayer; l--) {
+        yield;
         // One upload of the layer's weights serves the recomputation and the backward.
         d = this.withLayer(l, () => {
           const { out, cache } = this.layerForward(l, inputs[l - lowestLayer], ctx.adapters, true);
@@ -897,11 +938,14 @@ export class LlamaModel {
       }
       return { loss: head.loss, tokens: head.tokens };
     } finally {
+      if (last && !last.isDisposed) last.dispose();
       if (d && !d.isDisposed) d.dispose();
       tf.dispose(inputs);
     }
   }
 }
+
+export interface HeadPass { loss: number; tokens: number; dHidden?: tf.Tensor2D }
 
 export interface BackwardContext {
   adapters?: Map<string, LoraAdapter>;

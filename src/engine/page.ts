@@ -10,7 +10,7 @@ import type { ProbeParams, ProbeReport, ProbeModule } from '../protocol/messages
 import { candidateModules, ModuleSpec } from './config';
 import { readDataset, requireUsable, tokenizeDataset, TokenizedRecord } from './data';
 import { badInput } from './errors';
-import { JobHooks, eta, throwIfCancelled, yieldToEvents } from './jobs';
+import { JobHooks, Steps, eta, runSteps, runStepsAsync, throwIfCancelled, yieldToEvents } from './jobs';
 import { summarise } from './loader';
 import { LlamaModel, Linear } from './model';
 import { openJob, loadForJob, recordLengths } from './setup';
@@ -20,11 +20,21 @@ import { writeFileAtomic } from './atomic';
 
 export const PROBE_DEFAULTS = { samples: 32, seqLen: 512, rank: 8, alpha: 16, seed: 0, bootstrap: 200, stabilityThreshold: 0.95 };
 
+export interface RecordPage { loss: number; tokens: number; sampled: Float64Array; expected: Float64Array }
+
 /** The probe's core, separated from I/O so tests can call it on a model they built. */
 export function pageForRecord(
   model: LlamaModel, rec: TokenizedRecord, modules: ModuleSpec[],
   aT: Map<string, tf.Tensor2D>, rank: number, scale: number, route: 'auto' | 'gram' | 'direct' = 'auto',
-): { loss: number; tokens: number; sampled: Float64Array; expected: Float64Array } {
+): RecordPage {
+  return runSteps(pageForRecordSteps(model, rec, modules, aT, rank, scale, route));
+}
+
+/** pageForRecord as steps, one per layer (runStepsAsync: a cancel lands within a layer). */
+export function* pageForRecordSteps(
+  model: LlamaModel, rec: TokenizedRecord, modules: ModuleSpec[],
+  aT: Map<string, tf.Tensor2D>, rank: number, scale: number, route: 'auto' | 'gram' | 'direct' = 'auto',
+): Steps<RecordPage> {
   const index = new Map(modules.map((m, i) => [m.name, i]));
   const sampledT: tf.Scalar[] = new Array(modules.length);
   const expectedT: tf.Scalar[] = new Array(modules.length);
@@ -60,7 +70,7 @@ export function pageForRecord(
   const lowestLayer = Math.min(...modules.map((m) => m.layer));
   const lowestKinds = [...new Set(modules.filter((m) => m.layer === lowestLayer).map((m) => m.kind))];
   try {
-    const pass = model.recordBackward(rec.inputIds, rec.lossMask, { tap, lowestKinds }, lowestLayer);
+    const pass = yield* model.recordBackwardSteps(rec.inputIds, rec.lossMask, { tap, lowestKinds }, lowestLayer);
     const missing = modules.filter((_, i) => !sampledT[i]);
     if (missing.length) throw new Error(`PAGE: no gradient reached ${missing[0].name}`);
     const both = tf.tidy(() => tf.concat([tf.stack(sampledT), tf.stack(expectedT)]));
@@ -151,7 +161,7 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
         await yieldToEvents();
         throwIfCancelled(hooks);
         const rec = tok.records[n];
-        const r = pageForRecord(model, rec, modules, aT, p.rank, scale);
+        const r = await runStepsAsync(pageForRecordSteps(model, rec, modules, aT, p.rank, scale), hooks);
         sampled.push(r.sampled);
         expected.push(r.expected);
         recInfo.push({ index: rec.index, line: rec.line, tokens: r.tokens, loss: r.loss });

@@ -9,12 +9,12 @@ import type { ProbeReport, TrainParams, TrainResult, TrainCurvePoint } from '../
 import { candidateModules, ModelConfig, ModuleSpec } from './config';
 import { readDataset, requireUsable, tokenizeDataset, TokenizedRecord } from './data';
 import { badInput } from './errors';
-import { JobHooks, eta, throwIfCancelled, yieldToEvents } from './jobs';
+import { JobHooks, eta, runStepsAsync, throwIfCancelled, yieldToEvents } from './jobs';
 import { adapterParams, checkRank, disposeAdapter, initLoraA, loraScale, makeAdapter } from './lora';
 import type { LlamaModel, LoraAdapter, LoraGrads } from './model';
 import { buildPeftConfig, peftKey, writeAdapterFiles } from './peft';
 import { permutation } from './rng';
-import { writeDirAtomic } from './atomic';
+import { sweepStaleTemps, writeDirAtomic } from './atomic';
 import { openJob, loadForJob, recordLengths } from './setup';
 import { encodeSafetensors, readHeader, readTensorF32 } from './safetensors';
 import { evalRecords } from './evaluate';
@@ -95,7 +95,7 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
   let resumeTensors: Map<string, Float32Array> | undefined;
   if (resuming) {
     ({ state, tensors: resumeTensors } = readCheckpoint(path.resolve(params.resume!)));
-  } else if (fs.existsSync(outDir) && !params.force) {
+  } else if (fs.existsSync(outDir) && !isEmptyFolder(outDir) && !params.force) {
     throw badInput('the output folder already exists; choose another --out, pass --force to replace it, or --resume it', outDir);
   }
   // The folder, backend and tokenizer first; the weights only once the data is read and the job sized from it.
@@ -184,7 +184,8 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
     // One estimate, from the records' real lengths: it decides whether the layers are streamed, and refuses a job
     // that cannot fit before any weight is read.
     const loaded = loadForJob(job, {
-      ...recordLengths([...train, ...evalSet]), lowestLayer: Math.min(...targetsSpecs.map((m) => m.layer)),
+      tokensPerRecord: recordLengths([...train, ...evalSet]).tokensPerRecord,
+      meanTokensPerRecord: recordLengths(train).meanTokensPerRecord, taps: 'lora', lowestLayer: Math.min(...targetsSpecs.map((m) => m.layer)),
       backwardPasses: (plan.steps - (state?.step ?? 0)) * perStep, forwardPasses: evalSet.length * (1 + Math.ceil(plan.steps / plan.evalEvery)),
     }, hooks);
     const net = loaded.model;
@@ -237,7 +238,7 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
           const below = belowCache.get(i, () => net.hiddenBelow(rec.inputIds, lowestLayer));
           let r;
           try {
-            r = net.recordBackward(rec.inputIds, rec.lossMask, { adapters, loraGrads: grads, lowestKinds }, lowestLayer, below);
+            r = await runStepsAsync(net.recordBackwardSteps(rec.inputIds, rec.lossMask, { adapters, loraGrads: grads, lowestKinds }, lowestLayer, below), hooks);
           } finally {
             below?.dispose();
           }
@@ -325,7 +326,14 @@ async function writeCheckpoint(dir: string, st: TrainerState, specs: ModuleSpec[
   });
 }
 
+/** An empty folder (one the caller reserved for the output) holds nothing to lose. */
+function isEmptyFolder(dir: string): boolean {
+  try { return fs.statSync(dir).isDirectory() && fs.readdirSync(dir).length === 0; } catch { return false; }
+}
+
 function readCheckpoint(dir: string): { state: TrainerState; tensors: Map<string, Float32Array> } {
+  // A writer killed between its two renames leaves the last complete copy aside: put it back first.
+  sweepStaleTemps(path.dirname(dir), path.basename(dir));
   const stFile = path.join(dir, 'checkpoint', 'trainer_state.json');
   if (!fs.existsSync(stFile)) throw badInput('has no checkpoint/trainer_state.json: not a DomLoRA training folder', dir);
   let state: TrainerState;

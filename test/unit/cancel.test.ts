@@ -1,0 +1,78 @@
+// A cancel lands within one layer of a record, not at the end of the record: the passes run as steps
+// (model.ts's *Steps generators) and runStepsAsync lets the event loop in at every layer. Stopping early leaves
+// nothing on the backend, resident or streamed, and the steps give exactly what the straight-through call gives.
+import { test, before } from 'node:test';
+import assert from 'node:assert/strict';
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import { initBackend } from '../../src/engine/backend';
+import { openModelFolder } from '../../src/engine/loader';
+import { candidateModules } from '../../src/engine/config';
+import { initLoraA, loraScale } from '../../src/engine/lora';
+import { pageForRecord, pageForRecordSteps } from '../../src/engine/page';
+import { writeSynthModel } from '../../src/engine/synth';
+import { LlamaModel } from '../../src/engine/model';
+import { CancelledError } from '../../src/engine/errors';
+import { runStepsAsync, Steps } from '../../src/engine/jobs';
+import type { TokenizedRecord } from '../../src/engine/data';
+import { tmpDir } from '../helpers/reference';
+
+before(async () => { await initBackend('wasm'); });
+
+const LAYERS = 6;
+
+/** Counts the steps a pass takes, and aborts the job after `after` of them; a stop is passed on to the pass. */
+function* counting<T>(steps: Steps<T>, seen: { n: number }, after: number, abort: () => void): Steps<T> {
+  let done = false;
+  try {
+    for (;;) {
+      const r = steps.next();
+      if (r.done) { done = true; return r.value; }
+      if (++seen.n === after) abort();
+      yield;
+    }
+  } finally {
+    if (!done) steps.return(undefined as never);
+  }
+}
+
+// A large vocabulary makes the LM head run in chunks (of 209 rows at V = 40000), a step each.
+for (const [stream, V, T] of [[false, 300, 40], [true, 300, 40], [false, 40000, 300]] as const) {
+  test(`cancel mid-record (${stream ? 'streamed, checkpointed' : 'resident'}, V = ${V}): lands within a layer or head chunk, leaves no tensor, and the steps equal the plain call`, async () => {
+    const dir = path.join(tmpDir(), `cancel-${stream}-${V}`);
+    await writeSynthModel(dir, { hiddenSize: 32, intermediateSize: 48, layers: LAYERS, heads: 4, kvHeads: 2, vocabSize: V, tied: false, seed: 9 });
+    const folder = openModelFolder(dir);
+    const before = tf.memory().numTensors;
+    const model = LlamaModel.load(folder.cfg, folder.store, { stream });
+    const modules = candidateModules(folder.cfg);
+    const aT = new Map(modules.map((m) => [m.name, tf.tidy(() => tf.transpose(tf.tensor2d(initLoraA(1, m.name, 4, m.dIn), [4, m.dIn])) as tf.Tensor2D)]));
+    const inputIds = Array.from({ length: T }, (_, t) => 3 + ((t * 37) % 290));
+    const rec = { index: 0, line: 1, inputIds, lossMask: inputIds.map((_, t) => (t > 10 ? 1 : 0)) } as unknown as TokenizedRecord;
+    const scale = loraScale(8, 4);
+    const plain = pageForRecord(model, rec, modules, aT, 4, scale);
+    const afterPlain = tf.memory().numTensors;
+
+    // Run to the end through the async driver: the same values, and a step per layer forward and backward.
+    const all = { n: 0 };
+    const stepped = await runStepsAsync(counting(pageForRecordSteps(model, rec, modules, aT, 4, scale), all, -1, () => {}), {});
+    assert.deepEqual(Array.from(stepped.expected), Array.from(plain.expected));
+    assert.deepEqual(Array.from(stepped.sampled), Array.from(plain.sampled));
+    assert.equal(stepped.loss, plain.loss);
+    assert.ok(all.n >= 2 * LAYERS + (V > 1000 ? 1 : 0), `${all.n} steps for ${LAYERS} layers`);
+    assert.equal(tf.memory().numTensors, afterPlain, 'a finished pass keeps nothing');
+
+    // Cancel at every step of the pass: forward, head, backward.
+    for (let at = 1; at < all.n; at++) {
+      const ac = new AbortController();
+      const seen = { n: 0 };
+      await assert.rejects(
+        runStepsAsync(counting(pageForRecordSteps(model, rec, modules, aT, 4, scale), seen, at, () => ac.abort()), { signal: ac.signal }),
+        (e: unknown) => e instanceof CancelledError);
+      assert.equal(seen.n, at, `stopped right after step ${at}, not at the end of the record`);
+      assert.equal(tf.memory().numTensors, afterPlain, `cancel at step ${at} of ${all.n} leaves no tensor`);
+    }
+    tf.dispose([...aT.values()]);
+    model.dispose();
+    assert.equal(tf.memory().numTensors, before);
+  });
+}
