@@ -235,7 +235,7 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
           await yieldToEvents();
           throwIfCancelled(hooks);
           const rec = train[i];
-          const below = belowCache.get(i, () => net.hiddenBelow(rec.inputIds, lowestLayer));
+          const below = await belowCache.get(i, () => runStepsAsync(net.hiddenBelowSteps(rec.inputIds, lowestLayer), hooks));
           let r;
           try {
             r = await runStepsAsync(net.recordBackwardSteps(rec.inputIds, rec.lossMask, { adapters, loraGrads: grads, lowestKinds }, lowestLayer, below), hooks);
@@ -355,11 +355,11 @@ class BelowCache {
   constructor(private readonly budget: number) {}
 
   /** The cached input for record i, or `compute()` (kept when it fits); undefined when caching is off. */
-  get(i: number, compute: () => tf.Tensor2D): tf.Tensor2D | undefined {
+  async get(i: number, compute: () => Promise<tf.Tensor2D>): Promise<tf.Tensor2D | undefined> {
     if (this.budget <= 0) return undefined;
     const hit = this.rows.get(i);
     if (hit) return tf.tensor2d(hit.data, hit.shape);
-    const t = compute();
+    const t = await compute();
     if (this.bytes + t.size * 4 <= this.budget) {
       this.rows.set(i, { data: new Float32Array(t.dataSync()), shape: t.shape as [number, number] }); // a copy, not a view of the heap
       this.bytes += t.size * 4;
