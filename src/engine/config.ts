@@ -78,6 +78,8 @@ export interface ModelConfig {
   rmsNormEps: number;
   ropeTheta: number;
   ropeScaling: RopeScaling | null;
+  /** Leading dimensions of each head that RoPE rotates: head_dim x partial_rotary_factor (Phi-4-mini: 0.75). */
+  rotaryDim: number;
   maxPositionEmbeddings: number;
   tieWordEmbeddings: boolean;
   attentionBias: boolean;
@@ -186,9 +188,12 @@ export function normaliseConfig(raw: Record<string, unknown>, file = 'config.jso
   // Newer transformers releases move RoPE settings into `rope_parameters`; older ones use rope_theta + rope_scaling.
   const ropeParams = (raw.rope_parameters ?? null) as Record<string, unknown> | null;
   const ropeTheta = num(ropeParams?.rope_theta ?? raw.rope_theta, 'rope_theta', 10000);
-  const ropeScaling = gpt2 ? null : readRopeScaling((raw.rope_scaling ?? ropeParams) as Record<string, unknown> | null, headDim, file);
-  const partial = raw.partial_rotary_factor ?? ropeParams?.partial_rotary_factor;
-  if (partial != null && partial !== 1) throw badInput(`partial_rotary_factor ${JSON.stringify(partial)} is not supported yet (only rotary embeddings over the whole head)`, file);
+  // partial_rotary_factor < 1 (Phi-4-mini): RoPE rotates only the first head_dim x factor dimensions of each head.
+  const partial = raw.partial_rotary_factor ?? ropeParams?.partial_rotary_factor ?? 1;
+  if (typeof partial !== 'number' || !(partial > 0 && partial <= 1)) throw badInput(`partial_rotary_factor must be a number in (0, 1], got ${JSON.stringify(partial)}`, file);
+  const rotaryDim = Math.floor(headDim * partial); // transformers: int(head_dim * partial_rotary_factor)
+  if (rotaryDim < 2 || rotaryDim % 2 !== 0) throw badInput(`partial_rotary_factor ${partial} gives ${rotaryDim} rotary dimensions of the ${headDim}-wide heads; RoPE needs an even number`, file);
+  const ropeScaling = gpt2 ? null : readRopeScaling((raw.rope_scaling ?? ropeParams) as Record<string, unknown> | null, rotaryDim, file);
 
   const actKey = type === 'gemma2' ? 'hidden_activation' : gpt2 ? 'activation_function' : 'hidden_act';
   const actRaw = String((type === 'gemma2' ? raw.hidden_activation ?? raw.hidden_act : raw[actKey]) ?? def.act);
@@ -211,6 +216,7 @@ export function normaliseConfig(raw: Record<string, unknown>, file = 'config.jso
     vocabSize: int('vocab_size'),
     rmsNormEps: gpt2 ? num(raw.layer_norm_epsilon, 'layer_norm_epsilon', def.eps) : num(raw.rms_norm_eps, 'rms_norm_eps', def.eps),
     ropeTheta,
+    rotaryDim,
     ropeScaling,
     maxPositionEmbeddings,
     tieWordEmbeddings: raw.tie_word_embeddings == null ? def.tied : Boolean(raw.tie_word_embeddings),
@@ -255,7 +261,7 @@ function readRopeScaling(src: Record<string, unknown> | null, headDim: number, f
     for (const k of ['short_factor', 'long_factor']) {
       const v = src[k];
       if (!Array.isArray(v) || v.length !== headDim / 2 || v.some((x) => typeof x !== 'number')) {
-        throw badInput(`rope scaling "longrope" needs "${k}": ${headDim / 2} numbers (head_dim / 2)`, file);
+        throw badInput(`rope scaling "longrope" needs "${k}": ${headDim / 2} numbers (half the rotary dimensions)`, file);
       }
     }
   }

@@ -116,7 +116,7 @@ interface HostLinear { data: Float32Array; storedAsInOut: boolean }
  * `_compute_*_parameters` compute them (modeling_rope_utils.py). Only `dynamic` and `longrope` depend on T.
  */
 export function ropeFrequencies(cfg: ModelConfig, T: number): { invFreq: Float64Array; attentionFactor: number } {
-  const dim = cfg.headDim;
+  const dim = cfg.rotaryDim;
   const half = dim / 2;
   const sc = cfg.ropeScaling;
   const type = sc?.type ?? 'default';
@@ -377,9 +377,10 @@ export class LlamaModel {
     let c = this.ropeCache.get(T);
     if (!c) {
       const hd = this.cfg.headDim;
-      const half = hd / 2;
+      const half = this.cfg.rotaryDim / 2;
       const { invFreq, attentionFactor } = ropeFrequencies(this.cfg, T);
-      const cos = new Float32Array(T * hd);
+      // Dimensions past the rotary ones (partial_rotary_factor < 1) pass through: cos 1, sin 0.
+      const cos = new Float32Array(T * hd).fill(1);
       const sin = new Float32Array(T * hd);
       for (let i = 0; i < half; i++) {
         for (let t = 0; t < T; t++) {
@@ -420,15 +421,21 @@ export class LlamaModel {
     return m;
   }
 
-  private static swapHalves(x: tf.Tensor3D): tf.Tensor3D {
-    const [a, b] = tf.split(x, 2, 2);
-    return tf.concat([b, a], 2) as tf.Tensor3D;
+  /** HF's rotate_half without the sign (folded into sinSigned), over the first `rotaryDim` dimensions of each head. */
+  private swapHalves(x: tf.Tensor3D): tf.Tensor3D {
+    const hd = this.cfg.headDim, rd = this.cfg.rotaryDim;
+    if (rd === hd) {
+      const [a, b] = tf.split(x, 2, 2);
+      return tf.concat([b, a], 2) as tf.Tensor3D;
+    }
+    const [a, b, rest] = tf.split(x, [rd / 2, rd / 2, hd - rd], 2);
+    return tf.concat([b, a, rest], 2) as tf.Tensor3D; // `rest` meets sin = 0
   }
 
   /** x [T, n, hd] -> rotated; `inverse` applies the transpose (the rotation by -angle), used in backward. */
   private applyRope(x: tf.Tensor3D, T: number, inverse: boolean): tf.Tensor3D {
     const { cos, sinSigned } = this.rope(T);
-    const rot = tf.mul(LlamaModel.swapHalves(x), sinSigned);
+    const rot = tf.mul(this.swapHalves(x), sinSigned);
     return (inverse ? tf.sub(tf.mul(x, cos), rot) : tf.add(tf.mul(x, cos), rot)) as tf.Tensor3D;
   }
 

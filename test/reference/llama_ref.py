@@ -106,6 +106,9 @@ class ArchConfig:
         self.rope_theta = float(d.get("rope_theta") or rope_params.get("rope_theta") or 10000.0)
         scaling = d.get("rope_scaling") or (rope_params if rope_params.get("rope_type", "default") != "default" else None)
         self.rope_scaling = scaling
+        # Phi-4-mini (Phi3Attention): RoPE over the first int(head_dim * partial_rotary_factor) dims of each head.
+        partial = d.get("partial_rotary_factor") or rope_params.get("partial_rotary_factor") or 1.0
+        self.rotary_dim = int(self.head_dim * partial)
         self.original_max_pos = d.get("original_max_position_embeddings")  # Phi-3's LongRoPE reads it at top level
         if gpt2:
             act = d.get("activation_function", "gelu_new")
@@ -239,7 +242,7 @@ def norm(cfg, x, params, name):
 
 def rope_inv_freq(cfg, dtype, T=None):
     """Inverse frequencies and the cos/sin factor, transcribing transformers' _compute_*_parameters."""
-    d = cfg.head_dim
+    d = cfg.rotary_dim
     base = cfg.rope_theta
     exponents = torch.arange(0, d, 2, dtype=torch.int64).to(dtype) / d  # (d/2,)
     inv_freq = 1.0 / (base ** exponents)  # (d/2,)
@@ -372,8 +375,9 @@ def attention(cfg, x, params, layer, loras, cos, sin):
     q, k = q.transpose(0, 1), k.transpose(0, 1)  # (nh, T, hd), (nkv, T, hd)
     v = v.view(T, nkv, hd).transpose(0, 1)  # (nkv, T, hd)
     if cfg.model_type != "gpt2":
-        q = q * cos + rotate_half(q) * sin  # (nh, T, hd)
-        k = k * cos + rotate_half(k) * sin  # (nkv, T, hd)
+        rd = cfg.rotary_dim  # cos, sin: (T, rd); the rest of each head passes through
+        q = torch.cat([q[..., :rd] * cos + rotate_half(q[..., :rd]) * sin, q[..., rd:]], dim=-1)  # (nh, T, hd)
+        k = torch.cat([k[..., :rd] * cos + rotate_half(k[..., :rd]) * sin, k[..., rd:]], dim=-1)  # (nkv, T, hd)
     # GQA, HF repeat_kv: query head j reads key/value head j // (nh / nkv).
     k = k.repeat_interleave(nh // nkv, dim=0)  # (nh, T, hd)
     v = v.repeat_interleave(nh // nkv, dim=0)  # (nh, T, hd)
@@ -409,7 +413,7 @@ def forward(cfg, params, ids, loras=None):
     dtype = params[names["final"] + ".weight"].dtype
     idx = torch.tensor(ids, dtype=torch.long)  # (T,)
     T = idx.shape[0]
-    cos, sin = rope_cos_sin(cfg, T, dtype)  # (T, hd)
+    cos, sin = rope_cos_sin(cfg, T, dtype)  # (T, rotary_dim)
     x = params[names["embed"] + ".weight"][idx]  # (T, C)
     if cfg.model_type == "gemma2":
         x = x * torch.tensor(cfg.n_embd ** 0.5, dtype=x.dtype)  # Gemma2Model's normalizer

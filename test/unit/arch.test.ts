@@ -153,6 +153,14 @@ test('Phi-3: fused qkv_proj and gate_up_proj are the candidates (4 heatmap colum
   assert.deepEqual([...ARCHITECTURES.phi3.kinds], ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj']);
 });
 
+test('Phi-4-mini: partial rotary (RoPE over the first 0.75 of each head), alone and with LongRoPE, matches PyTorch', async () => {
+  await checkAgainstReference('phi4-partial-rotary', { ...BASE, seed: 29, arch: 'phi3', config: { partial_rotary_factor: 0.75 } }, [{ partial_rotary_factor: 1 }]);
+  await checkAgainstReference('phi4-partial-longrope', {
+    ...BASE, seed: 30, arch: 'phi3',
+    config: { partial_rotary_factor: 0.75, max_position_embeddings: 96, original_max_position_embeddings: 24, rope_scaling: { type: 'longrope', short_factor: [1, 1.5, 2], long_factor: [1, 2, 4] } },
+  }, [{ rope_scaling: null }]);
+});
+
 test('GPT-2: Conv1D [in, out] weights, LayerNorm with bias, learned positions, gelu_new, unprefixed checkpoints', async () => {
   const shape: SynthShape = { ...BASE, seed: 26, arch: 'gpt2', kvHeads: 4, tied: true, intermediateSize: 64 };
   await checkAgainstReference('gpt2', shape);

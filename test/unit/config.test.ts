@@ -44,7 +44,7 @@ test('normaliseConfig reads stories260K', () => {
   const cfg = normaliseConfig(RAW, FILE);
   assert.deepEqual(withoutRaw(cfg), {
     modelType: 'llama', hiddenSize: 64, intermediateSize: 172, numLayers: 5, numHeads: 8, numKvHeads: 4, headDim: 8,
-    vocabSize: 512, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null, maxPositionEmbeddings: 512,
+    vocabSize: 512, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null, rotaryDim: 8, maxPositionEmbeddings: 512,
     tieWordEmbeddings: true, attentionBias: false, mlpBias: false, hiddenAct: 'silu', dtype: 'float32',
     bosTokenId: 1, eosTokenId: 2, normType: 'rms', normOffset: 0, qkNorm: false, sandwichNorms: false, embedScale: 1,
     positions: 'rope', attnScale: 1 / Math.sqrt(8), attnScaleByLayer: false, attnSoftcap: null, finalSoftcap: null,
@@ -153,7 +153,14 @@ test('scaled RoPE: linear, dynamic, llama3, yarn and longrope are read; other ty
   assertBadInput(() => normaliseConfig(variant({ rope_scaling: { type: 'linear' } }), FILE), /rope scaling "linear" needs a positive number "factor"/);
   assertBadInput(() => normaliseConfig(variant({ rope_scaling: { type: 'llama3', factor: 8 } }), FILE), /needs a positive number "low_freq_factor"/);
   assertBadInput(() => normaliseConfig(variant({ rope_scaling: { type: 'longrope', short_factor: [1] } }), FILE), /"short_factor": 4 numbers/);
-  assertBadInput(() => normaliseConfig(variant({ partial_rotary_factor: 0.75 }), FILE), /partial_rotary_factor 0\.75 is not supported/);
+  // partial_rotary_factor (Phi-4-mini): int(head_dim x factor) leading dimensions rotate; it must be even and >= 2.
+  assert.equal(normaliseConfig(variant({ partial_rotary_factor: 0.75 }), FILE).rotaryDim, 6);
+  assert.equal(normaliseConfig(variant({ rope_parameters: { rope_theta: 10000, partial_rotary_factor: 0.5 } }), FILE).rotaryDim, 4);
+  assertBadInput(() => normaliseConfig(variant({ partial_rotary_factor: 0.625 }), FILE), /gives 5 rotary dimensions of the 8-wide heads; RoPE needs an even number/);
+  assertBadInput(() => normaliseConfig(variant({ partial_rotary_factor: 0.1 }), FILE), /gives 0 rotary dimensions/);
+  assertBadInput(() => normaliseConfig(variant({ partial_rotary_factor: 1.5 }), FILE), /partial_rotary_factor must be a number in \(0, 1\], got 1\.5/);
+  // LongRoPE's factors cover the rotary dimensions only.
+  assert.equal(normaliseConfig(variant({ partial_rotary_factor: 0.5, rope_scaling: { type: 'longrope', short_factor: [1, 2], long_factor: [1, 3] } }), FILE).ropeScaling?.type, 'longrope');
 });
 
 test('hidden_act other than silu is refused', () => {
