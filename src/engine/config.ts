@@ -191,6 +191,8 @@ export function normaliseConfig(raw: Record<string, unknown>, file = 'config.jso
   // partial_rotary_factor < 1 (Phi-4-mini): RoPE rotates only the first head_dim x factor dimensions of each head.
   const partial = raw.partial_rotary_factor ?? ropeParams?.partial_rotary_factor ?? 1;
   if (typeof partial !== 'number' || !(partial > 0 && partial <= 1)) throw badInput(`partial_rotary_factor must be a number in (0, 1], got ${JSON.stringify(partial)}`, file);
+  // transformers rotates part of each head only in Phi-3's attention; the others rotate whole heads.
+  if (partial !== 1 && type !== 'phi3') throw badInput(`partial_rotary_factor ${partial} is not supported for ${type} (transformers applies it in phi3 models only)`, file);
   const rotaryDim = Math.floor(headDim * partial); // transformers: int(head_dim * partial_rotary_factor)
   if (rotaryDim < 2 || rotaryDim % 2 !== 0) throw badInput(`partial_rotary_factor ${partial} gives ${rotaryDim} rotary dimensions of the ${headDim}-wide heads; RoPE needs an even number`, file);
   const ropeScaling = gpt2 ? null : readRopeScaling((raw.rope_scaling ?? ropeParams) as Record<string, unknown> | null, rotaryDim, file);

@@ -52,6 +52,8 @@ export async function runStepsAsync<T>(steps: Steps<T>, hooks: JobHooks | undefi
       throwIfCancelled(hooks);
     }
   } finally {
-    if (!finished) steps.return(undefined as never);
+    if (!finished) {
+      try { steps.return(undefined as never); } catch { /* the error that stopped the pass is the one to report */ }
+    }
   }
 }

@@ -775,12 +775,16 @@ export class LlamaModel {
     const chunk = Math.max(1, Math.min(S, Math.floor((32 * 1024 * 1024) / (4 * V)) || 1, 256));
     let lossSum = 0;
     const dParts: tf.Tensor2D[] = [];
-    const posT = tf.tensor1d(pos, 'int32');
-    const hS = tf.tidy(() => tf.gather(hidden, posT) as tf.Tensor2D); // [S, H]
-    const normed = tf.tidy(() => { const o = this.norm(hS, this.finalNorm); return o.c.mu ? { y: o.y, r: o.c.r, mu: o.c.mu } : { y: o.y, r: o.c.r }; });
-    const nS = normed.y as tf.Tensor2D;
-    const cS: NormCache = { x: hS, r: normed.r as tf.Tensor2D, mu: normed.mu as tf.Tensor2D | undefined };
+    const held: tf.Tensor[] = []; // disposed at the end, on a throw, or when the steps are stopped
     try {
+      const posT = tf.tensor1d(pos, 'int32');
+      held.push(posT);
+      const hS = tf.tidy(() => tf.gather(hidden, posT) as tf.Tensor2D); // [S, H]
+      held.push(hS);
+      const normed = tf.tidy(() => { const o = this.norm(hS, this.finalNorm); return o.c.mu ? { y: o.y, r: o.c.r, mu: o.c.mu } : { y: o.y, r: o.c.r }; });
+      held.push(...Object.values(normed) as tf.Tensor[]);
+      const nS = normed.y as tf.Tensor2D;
+      const cS: NormCache = { x: hS, r: normed.r as tf.Tensor2D, mu: normed.mu as tf.Tensor2D | undefined };
       for (let c0 = 0; c0 < S; c0 += chunk) {
         if (c0 > 0) yield;
         const c1 = Math.min(S, c0 + chunk);
@@ -814,7 +818,7 @@ export class LlamaModel {
       return { loss: lossSum / S, tokens: S, dHidden };
     } finally {
       // Also when stopped between chunks (a cancel) or on a throw.
-      tf.dispose([...dParts, posT, hS, nS, cS.r, ...(cS.mu ? [cS.mu] : [])]);
+      tf.dispose([...dParts, ...held]);
     }
   }
 

@@ -161,6 +161,32 @@ test('Phi-4-mini: partial rotary (RoPE over the first 0.75 of each head), alone 
   }, [{ rope_scaling: null }]);
 });
 
+test('partial rotary, engine only: the dims past rotary_dim pass through, the rotary ones turn, and the backward inverts it', async () => {
+  const dir = path.join(tmpDir(), 'phi4-rope-only');
+  await writeSynthModel(dir, { ...BASE, seed: 31, arch: 'phi3', config: { partial_rotary_factor: 0.75 } });
+  const folder = openModelFolder(dir);
+  const model = LlamaModel.load(folder.cfg, folder.store);
+  const { headDim: hd, rotaryDim: rd, numHeads: nH } = folder.cfg;
+  assert.deepEqual([hd, rd], [8, 6]);
+  const T = 12;
+  const rope = (model as unknown as { applyRope(x: tf.Tensor3D, T: number, inverse: boolean): tf.Tensor3D }).applyRope.bind(model);
+  const x = tf.randomNormal([T, nH, hd], 0, 1, 'float32', 5) as tf.Tensor3D;
+  const y = rope(x, T, false);
+  const back = rope(y, T, true);
+  const [xs, ys, bs] = [x, y, back].map((t) => t.arraySync() as number[][][]);
+  let passDiff = 0, turned = 0, inverseDiff = 0;
+  for (let t = 0; t < T; t++) for (let h = 0; h < nH; h++) for (let i = 0; i < hd; i++) {
+    if (i >= rd) passDiff = Math.max(passDiff, Math.abs(ys[t][h][i] - xs[t][h][i]));
+    else if (t > 0) turned = Math.max(turned, Math.abs(ys[t][h][i] - xs[t][h][i]));
+    inverseDiff = Math.max(inverseDiff, Math.abs(bs[t][h][i] - xs[t][h][i]));
+  }
+  assert.equal(passDiff, 0, 'dims past rotary_dim are untouched');
+  assert.ok(turned > 0.1, `the rotary dims turn (${turned})`);
+  assert.ok(inverseDiff < 1e-5, `the backward's rotation inverts the forward's (${inverseDiff})`);
+  tf.dispose([x, y, back]);
+  model.dispose();
+});
+
 test('GPT-2: Conv1D [in, out] weights, LayerNorm with bias, learned positions, gelu_new, unprefixed checkpoints', async () => {
   const shape: SynthShape = { ...BASE, seed: 26, arch: 'gpt2', kvHeads: 4, tied: true, intermediateSize: 64 };
   await checkAgainstReference('gpt2', shape);

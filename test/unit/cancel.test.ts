@@ -37,7 +37,7 @@ function* counting<T>(steps: Steps<T>, seen: { n: number }, after: number, abort
 }
 
 // A large vocabulary makes the LM head run in chunks (of 209 rows at V = 40000), a step each.
-for (const [stream, V, T] of [[false, 300, 40], [true, 300, 40], [false, 40000, 300]] as const) {
+for (const [stream, V, T] of [[false, 300, 40], [true, 300, 40], [false, 40000, 300], [true, 40000, 300]] as const) {
   test(`cancel mid-record (${stream ? 'streamed, checkpointed' : 'resident'}, V = ${V}): lands within a layer or head chunk, leaves no tensor, and the steps equal the plain call`, async () => {
     const dir = path.join(tmpDir(), `cancel-${stream}-${V}`);
     await writeSynthModel(dir, { hiddenSize: 32, intermediateSize: 48, layers: LAYERS, heads: 4, kvHeads: 2, vocabSize: V, tied: false, seed: 9 });
@@ -71,6 +71,26 @@ for (const [stream, V, T] of [[false, 300, 40], [true, 300, 40], [false, 40000, 
       assert.equal(seen.n, at, `stopped right after step ${at}, not at the end of the record`);
       assert.equal(tf.memory().numTensors, afterPlain, `cancel at step ${at} of ${all.n} leaves no tensor`);
     }
+    // Evaluation (forward only) and training (adapters from layer 2 up, the frozen layers' output given): the same.
+    const below = model.hiddenBelow(rec.inputIds, 2); // recordBackwardSteps clones it; it stays the caller's
+    const held = afterPlain + 1;
+    const shapes: [string, () => Steps<unknown>][] = [
+      ['recordLossSteps', () => model.recordLossSteps(rec.inputIds, rec.lossMask)],
+      ['recordBackwardSteps from layer 2', () => model.recordBackwardSteps(rec.inputIds, rec.lossMask, { lowestKinds: [...model.kinds] }, 2, below)],
+    ];
+    for (const [name, make] of shapes) {
+      const whole = { n: 0 };
+      await runStepsAsync(counting(make(), whole, -1, () => {}), {});
+      assert.equal(tf.memory().numTensors, held, `${name}: a finished pass keeps nothing`);
+      for (let at = 1; at < whole.n; at++) {
+        const ac = new AbortController();
+        const seen = { n: 0 };
+        await assert.rejects(runStepsAsync(counting(make(), seen, at, () => ac.abort()), { signal: ac.signal }), (e: unknown) => e instanceof CancelledError);
+        assert.equal(seen.n, at);
+        assert.equal(tf.memory().numTensors, held, `${name}: cancel at step ${at} of ${whole.n} leaves no tensor`);
+      }
+    }
+    below.dispose();
     tf.dispose([...aT.values()]);
     model.dispose();
     assert.equal(tf.memory().numTensors, before);

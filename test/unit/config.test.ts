@@ -154,13 +154,16 @@ test('scaled RoPE: linear, dynamic, llama3, yarn and longrope are read; other ty
   assertBadInput(() => normaliseConfig(variant({ rope_scaling: { type: 'llama3', factor: 8 } }), FILE), /needs a positive number "low_freq_factor"/);
   assertBadInput(() => normaliseConfig(variant({ rope_scaling: { type: 'longrope', short_factor: [1] } }), FILE), /"short_factor": 4 numbers/);
   // partial_rotary_factor (Phi-4-mini): int(head_dim x factor) leading dimensions rotate; it must be even and >= 2.
-  assert.equal(normaliseConfig(variant({ partial_rotary_factor: 0.75 }), FILE).rotaryDim, 6);
-  assert.equal(normaliseConfig(variant({ rope_parameters: { rope_theta: 10000, partial_rotary_factor: 0.5 } }), FILE).rotaryDim, 4);
-  assertBadInput(() => normaliseConfig(variant({ partial_rotary_factor: 0.625 }), FILE), /gives 5 rotary dimensions of the 8-wide heads; RoPE needs an even number/);
-  assertBadInput(() => normaliseConfig(variant({ partial_rotary_factor: 0.1 }), FILE), /gives 0 rotary dimensions/);
-  assertBadInput(() => normaliseConfig(variant({ partial_rotary_factor: 1.5 }), FILE), /partial_rotary_factor must be a number in \(0, 1\], got 1\.5/);
+  // transformers applies it in Phi-3's attention only.
+  const phi = (extra: Record<string, unknown>) => normaliseConfig(variant({ model_type: 'phi3', ...extra }), FILE);
+  assert.equal(phi({ partial_rotary_factor: 0.75 }).rotaryDim, 6);
+  assert.equal(phi({ rope_parameters: { rope_theta: 10000, partial_rotary_factor: 0.5 } }).rotaryDim, 4);
+  assertBadInput(() => normaliseConfig(variant({ partial_rotary_factor: 0.75 }), FILE), /partial_rotary_factor 0\.75 is not supported for llama/);
+  assertBadInput(() => phi({ partial_rotary_factor: 0.625 }), /gives 5 rotary dimensions of the 8-wide heads; RoPE needs an even number/);
+  assertBadInput(() => phi({ partial_rotary_factor: 0.1 }), /gives 0 rotary dimensions/);
+  assertBadInput(() => phi({ partial_rotary_factor: 1.5 }), /partial_rotary_factor must be a number in \(0, 1\], got 1\.5/);
   // LongRoPE's factors cover the rotary dimensions only.
-  assert.equal(normaliseConfig(variant({ partial_rotary_factor: 0.5, rope_scaling: { type: 'longrope', short_factor: [1, 2], long_factor: [1, 3] } }), FILE).ropeScaling?.type, 'longrope');
+  assert.equal(phi({ partial_rotary_factor: 0.5, rope_scaling: { type: 'longrope', short_factor: [1, 2], long_factor: [1, 3] } }).ropeScaling?.type, 'longrope');
 });
 
 test('hidden_act other than silu is refused', () => {
