@@ -57,6 +57,17 @@ export const ARCHITECTURES = {
     roles: { qkv: 'attn.c_attn', o: 'attn.c_proj', fc: 'mlp.c_fc', down: 'mlp.c_proj' },
     conv1d: true,
   },
+  gpt_neox: {
+    // Pythia and GPT-NeoX: one query_key_value projection (per head [q, k, v], not three blocks), a plain GELU MLP,
+    // attention and MLP side by side on the same input (use_parallel_residual).
+    kinds: ['query_key_value', 'dense', 'dense_h_to_4h', 'dense_4h_to_h'],
+    paths: {
+      query_key_value: 'attention.query_key_value', dense: 'attention.dense',
+      dense_h_to_4h: 'mlp.dense_h_to_4h', dense_4h_to_h: 'mlp.dense_4h_to_h',
+    },
+    layerPrefix: 'gpt_neox.layers',
+    roles: { qkv: 'query_key_value', o: 'dense', fc: 'dense_h_to_4h', down: 'dense_4h_to_h' },
+  },
 } as const satisfies Record<string, ArchSpec>;
 export type ModelType = keyof typeof ARCHITECTURES;
 export const SUPPORTED_MODEL_TYPES = Object.keys(ARCHITECTURES) as ModelType[];
@@ -84,7 +95,7 @@ export interface ModelConfig {
   tieWordEmbeddings: boolean;
   attentionBias: boolean;
   mlpBias: boolean;
-  /** `silu` or `gelu_tanh` (gelu_pytorch_tanh, gelu_new: the same tanh approximation). */
+  /** `silu`, `gelu_tanh` (gelu_pytorch_tanh, gelu_new: the same tanh approximation) or `gelu` (exact, erf). */
   hiddenAct: string;
   dtype: string;
   bosTokenId?: number;
@@ -111,6 +122,10 @@ export interface ModelConfig {
   finalSoftcap: number | null;
   /** Per layer: how many positions (itself included) a query sees, or null for all earlier ones. */
   slidingWindows: (number | null)[];
+  /** GPT-NeoX's use_parallel_residual: x + attn(ln1(x)) + mlp(ln2(x)), both blocks reading the layer's input. */
+  parallelResidual: boolean;
+  /** GPT-NeoX: the fused query_key_value output is [q, k, v] per head, not a block of q, then of k, then of v. */
+  qkvPerHead: boolean;
   /** The config as read, for copying into exported folders. */
   raw: Record<string, unknown>;
 }
@@ -141,10 +156,12 @@ const DEFAULTS: Record<ModelType, { tied: boolean; eps: number; act: string; max
   gemma2: { tied: true, eps: 1e-6, act: 'gelu_pytorch_tanh', maxPos: 8192, headDim: 256 },
   phi3: { tied: false, eps: 1e-5, act: 'silu', maxPos: 4096 },
   gpt2: { tied: true, eps: 1e-5, act: 'gelu_new', maxPos: 1024 },
+  gpt_neox: { tied: false, eps: 1e-5, act: 'gelu', maxPos: 2048 },
 };
 
 const ACTIVATIONS: Record<string, string> = {
   silu: 'silu', swish: 'silu', gelu_pytorch_tanh: 'gelu_tanh', gelu_new: 'gelu_tanh', gelu_fast: 'gelu_tanh',
+  gelu: 'gelu', // exact: x * Phi(x), with erf
 };
 
 export function normaliseConfig(raw: Record<string, unknown>, file = 'config.json'): ModelConfig {
@@ -154,6 +171,7 @@ export function normaliseConfig(raw: Record<string, unknown>, file = 'config.jso
   }
   const type = modelType as ModelType;
   const gpt2 = type === 'gpt2';
+  const neox = type === 'gpt_neox';
   const def = DEFAULTS[type];
   const int = (key: string, fallback?: number): number => {
     const v = raw[key] ?? fallback;
@@ -187,12 +205,14 @@ export function normaliseConfig(raw: Record<string, unknown>, file = 'config.jso
 
   // Newer transformers releases move RoPE settings into `rope_parameters`; older ones use rope_theta + rope_scaling.
   const ropeParams = (raw.rope_parameters ?? null) as Record<string, unknown> | null;
-  const ropeTheta = num(ropeParams?.rope_theta ?? raw.rope_theta, 'rope_theta', 10000);
-  // partial_rotary_factor < 1 (Phi-4-mini): RoPE rotates only the first head_dim x factor dimensions of each head.
-  const partial = raw.partial_rotary_factor ?? ropeParams?.partial_rotary_factor ?? 1;
+  // GPT-NeoX's own keys (rotary_emb_base, rotary_pct) come first, as transformers reads them.
+  const ropeTheta = num((neox ? raw.rotary_emb_base : undefined) ?? ropeParams?.rope_theta ?? raw.rope_theta, neox && raw.rotary_emb_base != null ? 'rotary_emb_base' : 'rope_theta', 10000);
+  // partial_rotary_factor < 1 (Phi-4-mini; GPT-NeoX's rotary_pct, 0.25 by default): RoPE rotates only the first
+  // head_dim x factor dimensions of each head.
+  const partial = (neox ? raw.rotary_pct : undefined) ?? raw.partial_rotary_factor ?? ropeParams?.partial_rotary_factor ?? (neox ? 0.25 : 1);
   if (typeof partial !== 'number' || !(partial > 0 && partial <= 1)) throw badInput(`partial_rotary_factor must be a number in (0, 1], got ${JSON.stringify(partial)}`, file);
-  // transformers rotates part of each head only in Phi-3's attention; the others rotate whole heads.
-  if (partial !== 1 && type !== 'phi3') throw badInput(`partial_rotary_factor ${partial} is not supported for ${type} (transformers applies it in phi3 models only)`, file);
+  // transformers rotates part of each head only in Phi-3's and GPT-NeoX's attention; the others rotate whole heads.
+  if (partial !== 1 && type !== 'phi3' && !neox) throw badInput(`partial_rotary_factor ${partial} is not supported for ${type} (transformers applies it in phi3 and gpt_neox models only)`, file);
   const rotaryDim = Math.floor(headDim * partial); // transformers: int(head_dim * partial_rotary_factor)
   if (rotaryDim < 2 || rotaryDim % 2 !== 0) throw badInput(`partial_rotary_factor ${partial} gives ${rotaryDim} rotary dimensions of the ${headDim}-wide heads; RoPE needs an even number`, file);
   const ropeScaling = gpt2 ? null : readRopeScaling((raw.rope_scaling ?? ropeParams) as Record<string, unknown> | null, rotaryDim, file);
@@ -216,19 +236,20 @@ export function normaliseConfig(raw: Record<string, unknown>, file = 'config.jso
     numKvHeads,
     headDim,
     vocabSize: int('vocab_size'),
-    rmsNormEps: gpt2 ? num(raw.layer_norm_epsilon, 'layer_norm_epsilon', def.eps) : num(raw.rms_norm_eps, 'rms_norm_eps', def.eps),
+    rmsNormEps: gpt2 ? num(raw.layer_norm_epsilon, 'layer_norm_epsilon', def.eps)
+      : neox ? num(raw.layer_norm_eps, 'layer_norm_eps', def.eps) : num(raw.rms_norm_eps, 'rms_norm_eps', def.eps),
     ropeTheta,
     rotaryDim,
     ropeScaling,
     maxPositionEmbeddings,
     tieWordEmbeddings: raw.tie_word_embeddings == null ? def.tied : Boolean(raw.tie_word_embeddings),
-    attentionBias: Boolean(raw.attention_bias) || type === 'qwen2' || gpt2,
-    mlpBias: Boolean(raw.mlp_bias) || gpt2,
+    attentionBias: Boolean(raw.attention_bias ?? neox) || type === 'qwen2' || gpt2,
+    mlpBias: Boolean(raw.mlp_bias) || gpt2 || neox,
     hiddenAct,
     dtype: String(raw.dtype ?? raw.torch_dtype ?? 'float32'),
     bosTokenId: typeof raw.bos_token_id === 'number' ? raw.bos_token_id : undefined,
     eosTokenId: (raw.eos_token_id ?? undefined) as number | number[] | undefined,
-    normType: gpt2 ? 'layernorm' : 'rms',
+    normType: gpt2 || neox ? 'layernorm' : 'rms',
     normOffset: gemma ? 1 : 0,
     qkNorm: type === 'qwen3',
     sandwichNorms: gemma,
@@ -239,6 +260,8 @@ export function normaliseConfig(raw: Record<string, unknown>, file = 'config.jso
     attnSoftcap: gemma ? optNum('attn_logit_softcapping', 50) : null,
     finalSoftcap: gemma ? optNum('final_logit_softcapping', 30) : null,
     slidingWindows: slidingWindows(raw, type, numLayers, file),
+    parallelResidual: neox && raw.use_parallel_residual !== false,
+    qkvPerHead: neox,
     raw,
   };
 }
@@ -273,7 +296,7 @@ function readRopeScaling(src: Record<string, unknown> | null, headDim: number, f
 /** Which layers attend through a sliding window, following each architecture's transformers config. */
 function slidingWindows(raw: Record<string, unknown>, type: ModelType, numLayers: number, file: string): (number | null)[] {
   const sw = raw.sliding_window;
-  if (sw == null || type === 'llama' || type === 'gpt2') return new Array(numLayers).fill(null);
+  if (sw == null || type === 'llama' || type === 'gpt2' || type === 'gpt_neox') return new Array(numLayers).fill(null);
   if (typeof sw !== 'number' || !Number.isInteger(sw) || sw <= 0) throw badInput(`"sliding_window" must be a positive integer or null, got ${JSON.stringify(sw)}`, file);
   // Qwen's config drops sliding_window unless use_sliding_window, whatever layer_types says.
   if ((type === 'qwen2' || type === 'qwen3') && raw.use_sliding_window !== true) return new Array(numLayers).fill(null);
@@ -358,6 +381,10 @@ export function moduleShape(cfg: ModelConfig, kind: string): [number, number] {
     case 'attn.c_proj': return [H, H];
     case 'mlp.c_fc': return [H, I];
     case 'mlp.c_proj': return [I, H];
+    case 'query_key_value': return [H, 3 * H];
+    case 'dense': return [H, H];
+    case 'dense_h_to_4h': return [H, I];
+    case 'dense_4h_to_h': return [I, H];
     default: throw badInput(`unknown module kind "${kind}"`);
   }
 }
@@ -371,7 +398,8 @@ export function parameterCount(cfg: ModelConfig): number {
   const H = cfg.hiddenSize;
   const one = candidateModules({ ...cfg, numLayers: 1, slidingWindows: [null] });
   const norms = (cfg.sandwichNorms ? 4 : 2) * H * (cfg.normType === 'layernorm' ? 2 : 1) + (cfg.qkNorm ? 2 * cfg.headDim : 0);
-  const biases = one.reduce((a, m) => a + (cfg.modelType === 'gpt2' || (cfg.attentionBias && /q_proj|k_proj|v_proj/.test(m.kind)) ? m.dOut : 0), 0);
+  const biases = one.reduce((a, m) => a + (cfg.modelType === 'gpt2' || (cfg.mlpBias && /dense_h_to_4h|dense_4h_to_h/.test(m.kind))
+    || (cfg.attentionBias && /q_proj|k_proj|v_proj|query_key_value|^dense$/.test(m.kind)) ? m.dOut : 0), 0);
   const perLayer = one.reduce((a, m) => a + m.dIn * m.dOut, 0) + norms + biases;
   const embed = cfg.vocabSize * H;
   const finalNorm = H * (cfg.normType === 'layernorm' ? 2 : 1);

@@ -81,12 +81,13 @@ export function layerActivationFloats(cfg: ModelConfig, T: number): { kept: numb
     normKept(T, H) + T * H // n1 (x: the layer input) and h1
     + T * Q + 2 * T * K + T * Q // q, k, v (roped, kv-group major) and att, o_proj's input
     + TT * (1 + softcap) // p, and Gemma 2's tanh(scores / cap)
-    + normKept(T, H) + T * H // n2 (x: the residual after attention) and h2
+    + normKept(T, H) + T * H // n2 (x: the residual after attention, or a copy of the layer input when parallel) and h2
     + T * I * (gated ? 3 : 2) // g, act and, when gated, u
     + (cfg.qkNorm ? normKept(T * nH, cfg.headDim) + normKept(T * nKV, cfg.headDim) : 0) // Qwen 3's qn, kn
     + sandwich * 2 * normKept(T, H); // Gemma 2's an, mn
-  // Backward, MLP: dAct, act and act' (silu: 6 tensors, tanh-gelu: 19), the gate/up or fc gradients, the pre-MLP norm.
-  const actWork = cfg.hiddenAct === 'gelu_tanh' ? 19 : 6;
+  // Backward, MLP: dAct, act and act' (silu: 6 tensors, tanh-gelu: 19, erf-gelu: 11), the gate/up or fc gradients,
+  // the pre-MLP norm.
+  const actWork = cfg.hiddenAct === 'gelu_tanh' ? 19 : cfg.hiddenAct === 'gelu' ? 11 : 6;
   let mlp = T * I + actWork * T * I + sandwich * normWork(T, H);
   if (!gated) mlp += T * I + T * H; // dAct * act'(g), then fc's dx
   else mlp += 3 * T * I + (roles.gateUp ? 2 * T * I + T * H : 3 * T * H); // dg, du; fused: their concat and one dx

@@ -247,10 +247,12 @@ export class LlamaModel {
       if (cfg.normOffset) w = tf.tidy(() => { const o = tf.add(w, cfg.normOffset) as tf.Tensor1D; w.dispose(); return o; });
       return cfg.normType === 'layernorm' ? { w, b: t1(`${prefix}.bias`, n) } : { w };
     };
-    const embed = t2(gpt2 ? 'transformer.wte.weight' : 'model.embed_tokens.weight', [cfg.vocabSize, H]);
+    const neox = cfg.modelType === 'gpt_neox';
+    const embed = t2(gpt2 ? 'transformer.wte.weight' : neox ? 'gpt_neox.embed_in.weight' : 'model.embed_tokens.weight', [cfg.vocabSize, H]);
     const positions = gpt2 ? t2('transformer.wpe.weight', [cfg.maxPositionEmbeddings, H]) : undefined;
     let head = embed;
-    if (!cfg.tieWordEmbeddings && store.has('lm_head.weight')) head = t2('lm_head.weight', [cfg.vocabSize, H]);
+    const headName = neox ? 'embed_out.weight' : 'lm_head.weight';
+    if (!cfg.tieWordEmbeddings && store.has(headName)) head = t2(headName, [cfg.vocabSize, H]);
     const headT = tf.transpose(head) as tf.Tensor2D;
     const layers: LayerWeights[] = [];
     for (let l = 0; l < cfg.numLayers; l++) {
@@ -295,7 +297,7 @@ export class LlamaModel {
       }
       layers.push(lw);
     }
-    const finalNorm = norm(gpt2 ? 'transformer.ln_f' : 'model.norm', H);
+    const finalNorm = norm(gpt2 ? 'transformer.ln_f' : neox ? 'gpt_neox.final_layer_norm' : 'model.norm', H);
     const model = new LlamaModel(cfg, embed, headT, head, finalNorm, layers, positions);
     if (stream) { model.host = host; model.holds = new Array(cfg.numLayers).fill(0); }
     model.checkpoint = stream || Boolean(opts.checkpoint);
@@ -461,6 +463,7 @@ export class LlamaModel {
 
   /** The MLP's activation and its derivative. */
   private activation(g: tf.Tensor2D): tf.Tensor2D {
+    if (this.cfg.hiddenAct === 'gelu') return tf.mul(tf.mul(g, 0.5), tf.add(tf.erf(tf.mul(g, Math.SQRT1_2)), 1)) as tf.Tensor2D;
     if (this.cfg.hiddenAct === 'gelu_tanh') {
       // 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))
       const t = tf.tanh(tf.mul(tf.add(g, tf.mul(tf.pow(g, 3), 0.044715)), SQRT_2_OVER_PI));
@@ -471,6 +474,12 @@ export class LlamaModel {
 
   /** act(g) and act'(g) together (backward needs both; they share the sigmoid or the tanh). */
   private activationWithGrad(g: tf.Tensor2D): { a: tf.Tensor2D; da: tf.Tensor2D } {
+    if (this.cfg.hiddenAct === 'gelu') {
+      // g Phi(g): d/dg = Phi(g) + g phi(g), Phi(g) = (1 + erf(g / sqrt 2)) / 2, phi(g) = exp(-g^2 / 2) / sqrt(2 pi)
+      const cdf = tf.mul(tf.add(tf.erf(tf.mul(g, Math.SQRT1_2)), 1), 0.5);
+      const pdf = tf.mul(tf.exp(tf.mul(tf.square(g), -0.5)), 1 / Math.sqrt(2 * Math.PI));
+      return { a: tf.mul(g, cdf) as tf.Tensor2D, da: tf.add(cdf, tf.mul(g, pdf)) as tf.Tensor2D };
+    }
     if (this.cfg.hiddenAct === 'gelu_tanh') {
       const g2 = tf.square(g);
       const t = tf.tanh(tf.mul(tf.mul(g, tf.add(tf.mul(g2, 0.044715), 1)), SQRT_2_OVER_PI));
@@ -545,7 +554,12 @@ export class LlamaModel {
       let q0: tf.Tensor2D, k0: tf.Tensor2D, v0: tf.Tensor2D;
       if (R.qkv) {
         const qkv = this.applyLinear(L.linears[R.qkv], n1.y, adapters, cache); // [T, (nH + 2 nKV) hd]
-        [q0, k0, v0] = tf.split(qkv, [nH * hd, nKV * hd, nKV * hd], 1) as tf.Tensor2D[];
+        if (cfg.qkvPerHead) {
+          // GPT-NeoX: [T, nH, 3 hd], each head's q, k and v side by side.
+          [q0, k0, v0] = tf.split(tf.reshape(qkv, [T, nH, 3 * hd]), 3, 2).map((t) => tf.reshape(t, [T, nH * hd])) as tf.Tensor2D[];
+        } else {
+          [q0, k0, v0] = tf.split(qkv, [nH * hd, nKV * hd, nKV * hd], 1) as tf.Tensor2D[];
+        }
       } else {
         q0 = this.applyLinear(L.linears[R.q!], n1.y, adapters, cache); // [T, nH*hd]
         k0 = this.applyLinear(L.linears[R.k!], n1.y, adapters, cache); // [T, nKV*hd]
@@ -590,7 +604,8 @@ export class LlamaModel {
       let an: { y: tf.Tensor2D; c: NormCache } | undefined;
       if (L.attnOutNorm) { an = this.norm(attOut, L.attnOutNorm); attOut = an.y; }
       const x2 = tf.add(x, attOut) as tf.Tensor2D;
-      const n2 = this.norm(x2, L.postNorm);
+      // Parallel residual (GPT-NeoX): the MLP reads the layer's input, not the attention's output.
+      const n2 = this.norm(cfg.parallelResidual ? x : x2, L.postNorm);
       let g: tf.Tensor2D, u: tf.Tensor2D | undefined, act: tf.Tensor2D;
       if (R.gateUp) {
         const gu = this.applyLinear(L.linears[R.gateUp], n2.y, adapters, cache); // [T, 2I]: gate, then up
@@ -612,7 +627,7 @@ export class LlamaModel {
           ({ x: tf.keep(cloneX ? c.x.clone() : c.x), r: tf.keep(c.r), ...(c.mu ? { mu: tf.keep(c.mu) } : {}) });
         Object.assign(cache, {
           n1: keepNorm(n1.c, true), h1: tf.keep(n1.y), q: tf.keep(q), k: tf.keep(k), v: tf.keep(v),
-          p: tf.keep(tf.stack(ps) as tf.Tensor3D), att: tf.keep(att), n2: keepNorm(n2.c), h2: tf.keep(n2.y),
+          p: tf.keep(tf.stack(ps) as tf.Tensor3D), att: tf.keep(att), n2: keepNorm(n2.c, cfg.parallelResidual), h2: tf.keep(n2.y),
           g: tf.keep(g), act: tf.keep(act),
           ...(u ? { u: tf.keep(u) } : {}),
           ...(qn && kn ? { qn: keepNorm(qn.c), kn: keepNorm(kn.c) } : {}),
@@ -667,7 +682,9 @@ export class LlamaModel {
       if (done(R.gate, R.up, R.gateUp, R.fc)) return undefined;
       const dx2 = tf.add(dy, this.normBackward(dh2, cache.n2, L.postNorm)) as tf.Tensor2D;
       // Attention: x2 = x + [norm](o(att))
-      const dAttOut = cache.an ? this.normBackward(dx2, cache.an, L.attnOutNorm!) : dx2;
+      // Parallel residual: the attention's output reaches y directly (dy); dx2 already carries the MLP's path to x.
+      const dAttIn = cfg.parallelResidual ? dy : dx2;
+      const dAttOut = cache.an ? this.normBackward(dAttIn, cache.an, L.attnOutNorm!) : dAttIn;
       const dAtt = this.linearBackward(L.linears[R.o], cache.att, dAttOut, ctx, cache, true)!; // [T, nH*hd]
       if (done(R.o)) return undefined;
       const dO = tf.reshape(tf.transpose(tf.reshape(dAtt, [T, nH, hd]), [1, 0, 2]), [nKV, rep * T, hd]) as tf.Tensor3D;
@@ -702,7 +719,10 @@ export class LlamaModel {
       const dv = tf.reshape(tf.transpose(tf.stack(dvs), [1, 0, 2]), [T, nKV * hd]) as tf.Tensor2D;
       let dh1: tf.Tensor2D | undefined;
       if (R.qkv) {
-        dh1 = this.linearBackward(L.linears[R.qkv], cache.h1, tf.concat([dq, dk, dv], 1) as tf.Tensor2D, ctx, cache, full);
+        const dqkv = cfg.qkvPerHead
+          ? tf.reshape(tf.concat([dq, dk, dv].map((t) => tf.reshape(t, [T, nH, hd])), 2), [T, 3 * nH * hd]) as tf.Tensor2D
+          : tf.concat([dq, dk, dv], 1) as tf.Tensor2D;
+        dh1 = this.linearBackward(L.linears[R.qkv], cache.h1, dqkv, ctx, cache, full);
       } else {
         const dhq = this.linearBackward(L.linears[R.q!], cache.h1, dq, ctx, cache, full);
         const dhk = this.linearBackward(L.linears[R.k!], cache.h1, dk, ctx, cache, full);

@@ -100,6 +100,25 @@ export async function writeSynthModel(dir: string, shape: SynthShape = DEMO_SHAP
       conv(`${p}.mlp.c_proj`, I, H);
     }
     normW(`${pre}ln_f.weight`, H); add(`${pre}ln_f.bias`, [H], 0.05);
+  } else if (arch === 'gpt_neox') {
+    // GPTNeoXForCausalLM: nn.Linear [out, in] with biases (attention's unless attention_bias is false), LayerNorms
+    // with biases, query_key_value holding [q, k, v] per head (the layout is the engine's business, not ours).
+    const bias = neoxAttentionBias(shape);
+    const linear = (name: string, dIn: number, dOut: number, withBias: boolean) => {
+      add(`${name}.weight`, [dOut, dIn], 1 / Math.sqrt(dIn));
+      if (withBias) add(`${name}.bias`, [dOut], 0.02);
+    };
+    add('gpt_neox.embed_in.weight', [shape.vocabSize, H], shape.embedStd ?? 0.5);
+    for (let l = 0; l < shape.layers; l++) {
+      const p = `gpt_neox.layers.${l}`;
+      normW(`${p}.input_layernorm.weight`, H); add(`${p}.input_layernorm.bias`, [H], 0.05);
+      normW(`${p}.post_attention_layernorm.weight`, H); add(`${p}.post_attention_layernorm.bias`, [H], 0.05);
+      linear(`${p}.attention.query_key_value`, H, 3 * H, bias);
+      linear(`${p}.attention.dense`, H, H, bias);
+      linear(`${p}.mlp.dense_h_to_4h`, H, I, true);
+      linear(`${p}.mlp.dense_4h_to_h`, I, H, true);
+    }
+    normW('gpt_neox.final_layer_norm.weight', H); add('gpt_neox.final_layer_norm.bias', [H], 0.05);
   } else {
     add('model.embed_tokens.weight', [shape.vocabSize, H], shape.embedStd ?? 0.5);
     for (let l = 0; l < shape.layers; l++) {
@@ -139,7 +158,8 @@ export async function writeSynthModel(dir: string, shape: SynthShape = DEMO_SHAP
     }
     normW('model.norm.weight', H);
   }
-  if (!shape.tied) add('lm_head.weight', [shape.vocabSize, H], 1 / Math.sqrt(H));
+  // GPT-NeoX calls its (untied) output projection embed_out.
+  if (!shape.tied) add(arch === 'gpt_neox' ? 'embed_out.weight' : 'lm_head.weight', [shape.vocabSize, H], 1 / Math.sqrt(H));
   const config = { ...synthConfig(arch, shape, hd), ...shape.config };
   const { tokenizer, config: tokConfig } = synthTokenizer(shape.vocabSize);
   await writeDirAtomic(dir, (tmp) => {
@@ -150,6 +170,11 @@ export async function writeSynthModel(dir: string, shape: SynthShape = DEMO_SHAP
     fs.writeFileSync(path.join(tmp, 'README.md'), '# DomLoRA demo model\n\nRandom weights (seeded) written by `domlora make-demo-model`; ' +
       'a stand-in for a real checkpoint in the demo and tests.\n');
   });
+}
+
+/** GPT-NeoX's attention biases: on unless the shape (or its config override) says attention_bias false. */
+function neoxAttentionBias(shape: SynthShape): boolean {
+  return shape.attentionBias ?? (shape.config?.attention_bias === undefined ? true : Boolean(shape.config.attention_bias));
 }
 
 /** config.json as transformers writes it for each architecture (its own class name and keys). */
@@ -183,6 +208,15 @@ function synthConfig(arch: ModelType, shape: SynthShape, hd: number): Record<str
       return {
         architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', n_embd: H, n_layer: shape.layers, n_head: shape.heads, n_inner: shape.intermediateSize,
         n_positions: 256, n_ctx: 256, activation_function: 'gelu_new', layer_norm_epsilon: 1e-5, ...common,
+      };
+    case 'gpt_neox':
+      // As Pythia's config.json: no num_key_value_heads or head_dim (head_dim = hidden / heads), RoPE over the first
+      // rotary_pct of each head, attention and MLP in parallel, exact (erf) GELU.
+      return {
+        architectures: ['GPTNeoXForCausalLM'], model_type: 'gpt_neox', hidden_size: H, intermediate_size: shape.intermediateSize,
+        num_hidden_layers: shape.layers, num_attention_heads: shape.heads, max_position_embeddings: 1024, layer_norm_eps: 1e-5,
+        rotary_pct: 0.25, rotary_emb_base: 10000, use_parallel_residual: true, hidden_act: 'gelu', attention_bias: neoxAttentionBias(shape),
+        attention_dropout: 0.0, hidden_dropout: 0.0, rope_scaling: null, ...common,
       };
   }
 }

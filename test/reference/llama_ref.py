@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """An independent PyTorch reference for DomLoRA's tests: Hugging Face decoders, LoRA, PAGE, gradients and AdamW.
 
-Architectures (config.json's model_type): llama, mistral, qwen2, qwen3, gemma2, phi3, gpt2, each written from its
-transformers modeling file (see ARCHS and forward below).
+Architectures (config.json's model_type): llama, mistral, qwen2, qwen3, gemma2, phi3, gpt2, gpt_neox, each written
+from its transformers modeling file (see ARCHS and forward below).
 
 Usage:  /usr/bin/python3 test/reference/llama_ref.py REQUEST.json      (or "-" to read the request from stdin)
 Prints one JSON object on stdout. On a bad request it prints {"error": "..."} on stdout, the message on stderr, and
@@ -52,6 +52,11 @@ ARCHS = {
     # GPT-2: transformers' Conv1D stores W as (in, out) and computes x @ W + b.
     "gpt2": {"prefix": "transformer.h", "kinds": ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"),
              "paths": {k: k for k in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}, "conv1d": True},
+    # GPT-NeoX / Pythia (GPTNeoXForCausalLM): one query_key_value per layer, [q, k, v] interleaved per head. The bare
+    # kind names are unambiguous PEFT targets (".dense" never matches ".dense_h_to_4h").
+    "gpt_neox": {"prefix": "gpt_neox.layers", "kinds": ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
+                 "paths": {"query_key_value": "attention.query_key_value", "dense": "attention.dense",
+                           "dense_h_to_4h": "mlp.dense_h_to_4h", "dense_4h_to_h": "mlp.dense_4h_to_h"}},
 }
 
 
@@ -79,7 +84,7 @@ class ArchConfig:
         arch = ARCHS[mt]
         self.layer_prefix, self.kinds, self.paths = arch["prefix"], tuple(arch["kinds"]), arch["paths"]
         self.conv1d = bool(arch.get("conv1d"))
-        gpt2 = mt == "gpt2"
+        gpt2, neox = mt == "gpt2", mt == "gpt_neox"
         if gpt2:  # GPT2Config's own key names
             self.n_embd = int(need("n_embd"))
             self.n_layer = int(need("n_layer"))
@@ -88,6 +93,16 @@ class ArchConfig:
             self.head_dim = self.n_embd // self.n_head
             self.eps = float(d.get("layer_norm_epsilon", 1e-5))
             self.max_pos = int(d.get("n_positions", 1024))
+        elif neox:  # GPTNeoXConfig: no num_key_value_heads, no head_dim, LayerNorm with layer_norm_eps
+            self.n_embd = int(need("hidden_size"))
+            self.n_inter = int(need("intermediate_size"))
+            self.n_layer = int(need("num_hidden_layers"))
+            self.n_head = self.n_kv_head = int(need("num_attention_heads"))
+            if self.n_embd % self.n_head:
+                raise RefError("hidden_size must be a multiple of num_attention_heads")
+            self.head_dim = self.n_embd // self.n_head  # GPTNeoXAttention: head_size = hidden_size // num_heads
+            self.eps = float(d.get("layer_norm_eps", 1e-5))
+            self.max_pos = int(d.get("max_position_embeddings") or 2048)
         else:
             self.n_embd = int(need("hidden_size"))
             self.n_inter = int(need("intermediate_size"))
@@ -108,16 +123,28 @@ class ArchConfig:
         self.rope_scaling = scaling
         # Phi-4-mini (Phi3Attention): RoPE over the first int(head_dim * partial_rotary_factor) dims of each head.
         partial = d.get("partial_rotary_factor") or rope_params.get("partial_rotary_factor") or 1.0
+        if neox:
+            # GPTNeoXConfig (transformers 4.4x): rotary_pct (default 0.25) and rotary_emb_base win, its __init__ copies
+            # them over partial_rotary_factor / rope_theta; configs written by v5 carry only the latter.
+            def first(*vals):
+                return next((v for v in vals if v is not None), None)
+
+            partial = first(d.get("rotary_pct"), d.get("partial_rotary_factor"),
+                            rope_params.get("partial_rotary_factor"), 0.25)
+            self.rope_theta = float(first(d.get("rotary_emb_base"), d.get("rope_theta"),
+                                          rope_params.get("rope_theta"), 10000.0))
         self.rotary_dim = int(self.head_dim * partial)
+        # GPTNeoXLayer: attention and MLP both read the layer input (true, the default), or the MLP reads x + attn.
+        self.parallel_residual = bool(d.get("use_parallel_residual", True)) if neox else False
         self.original_max_pos = d.get("original_max_position_embeddings")  # Phi-3's LongRoPE reads it at top level
         if gpt2:
             act = d.get("activation_function", "gelu_new")
         elif mt == "gemma2":
             act = d.get("hidden_activation") or d.get("hidden_act") or "gelu_pytorch_tanh"
         else:
-            act = d.get("hidden_act", "silu")
-        if act not in ("silu", "gelu_pytorch_tanh", "gelu_new"):
-            raise RefError(f"hidden_act {act!r} is not supported (silu, gelu_pytorch_tanh, gelu_new)")
+            act = d.get("hidden_act", "gelu" if neox else "silu")
+        if act not in ACTS:
+            raise RefError(f"hidden_act {act!r} is not supported ({', '.join(ACTS)})")
         self.act = act
         if self.n_head % self.n_kv_head:
             raise RefError("num_attention_heads must be a multiple of num_key_value_heads")
@@ -131,7 +158,7 @@ class ArchConfig:
     def _windows(self, d):
         """Per layer, the sliding window (a query sees keys i - W < j <= i) or None, as transformers decides it."""
         sw, mt = d.get("sliding_window"), self.model_type
-        if sw is None or mt in ("llama", "gpt2"):
+        if sw is None or mt in ("llama", "gpt2", "gpt_neox"):
             return [None] * self.n_layer
         if mt in ("qwen2", "qwen3") and not d.get("use_sliding_window", False):
             return [None] * self.n_layer  # Qwen2Config sets sliding_window = None unless use_sliding_window
@@ -182,18 +209,29 @@ def load_model(model_dir, dtype):
     missing = [n for n in required if n not in params]
     if missing:
         raise RefError(f"weights lack {len(missing)} tensors, e.g. {missing[:3]}")
+    head = head_name(cfg)
+    if head != "lm_head.weight" and head in params:
+        params["lm_head.weight"] = params[head]  # GPT-NeoX's embed_out: forward reads the head as lm_head
     if "lm_head.weight" not in params:
         if not cfg.tied:
-            raise RefError("no lm_head.weight and tie_word_embeddings is false")
+            raise RefError(f"no {head} and tie_word_embeddings is false")
         # Tied: the output projection is the embedding matrix itself (same tensor, as in HF).
         params["lm_head.weight"] = params[names["embed"] + ".weight"]
     return cfg, params
+
+
+def head_name(cfg):
+    """The output projection's tensor name in the checkpoint (GPT-NeoX calls it embed_out)."""
+    return "embed_out.weight" if cfg.model_type == "gpt_neox" else "lm_head.weight"
 
 
 def norm_names(cfg):
     """The embedding, final norm and per-layer norm names of each architecture."""
     if cfg.model_type == "gpt2":
         return {"embed": "transformer.wte", "final": "transformer.ln_f", "layer": ["ln_1", "ln_2"]}
+    if cfg.model_type == "gpt_neox":
+        return {"embed": "gpt_neox.embed_in", "final": "gpt_neox.final_layer_norm",
+                "layer": ["input_layernorm", "post_attention_layernorm"]}
     layer = ["input_layernorm", "post_attention_layernorm"]
     if cfg.model_type == "gemma2":
         layer += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
@@ -231,8 +269,8 @@ def rms_norm(x, weight, eps):
 
 
 def norm(cfg, x, params, name):
-    """The architecture's norm at `name`: RMSNorm (Gemma: times 1 + w), or GPT-2's LayerNorm with a bias."""
-    if cfg.model_type == "gpt2":
+    """The architecture's norm at `name`: RMSNorm (Gemma: times 1 + w), or GPT-2's / GPT-NeoX's LayerNorm with a bias."""
+    if cfg.model_type in ("gpt2", "gpt_neox"):
         return F.layer_norm(x, (x.shape[-1],), params[name + ".weight"], params[name + ".bias"], cfg.eps)
     if cfg.model_type == "gemma2":
         # Gemma2RMSNorm: x * rsqrt(mean(x^2) + eps) * (1 + weight)
@@ -345,11 +383,19 @@ def linear(x, params, name, loras, conv1d=False):
     return h
 
 
+ACTS = ("silu", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh")
+
+
 def act_fn(cfg, x):
+    """transformers' ACT2FN[cfg.act]."""
     if cfg.act == "silu":
         return F.silu(x)
+    if cfg.act == "gelu":  # GELUActivation: the exact erf GELU
+        return F.gelu(x)
     if cfg.act == "gelu_new":  # transformers' NewGELUActivation
         return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+    if cfg.act == "gelu_fast":  # FastGELUActivation: the same tanh curve with its constant rounded to 10 digits
+        return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
     return F.gelu(x, approximate="tanh")  # gelu_pytorch_tanh
 
 
@@ -363,17 +409,22 @@ def attention(cfg, x, params, layer, loras, cos, sin):
         q, k, v = qkv.split([nh * hd, nkv * hd, nkv * hd], dim=-1)
     elif cfg.model_type == "gpt2":
         q, k, v = lin(x, "attn.c_attn").split(cfg.n_embd, dim=-1)  # GPT2Attention: split_size = embed_dim
+    elif cfg.model_type == "gpt_neox":
+        # GPTNeoXAttention: the output viewed as (T, heads, 3 * head_size), each head's slice holding its q, k, v
+        # in turn (not three [H] blocks as Phi-3 and GPT-2 store them).
+        qkv = lin(x, "query_key_value").view(T, nh, 3 * hd)  # (T, nh, 3 hd)
+        q, k, v = qkv[..., :hd], qkv[..., hd:2 * hd], qkv[..., 2 * hd:]  # (T, nh, hd) each
     else:
         q, k, v = lin(x, "q_proj"), lin(x, "k_proj"), lin(x, "v_proj")
-    q = q.view(T, nh, hd)
-    k = k.view(T, nkv, hd)
+    q = q.reshape(T, nh, hd)
+    k = k.reshape(T, nkv, hd)
     if cfg.model_type == "qwen3":
         # Qwen3Attention: q_norm / k_norm (RMSNorm over head_dim) on each head, before RoPE.
         p = f"{cfg.layer_prefix}.{layer}.self_attn."
         q = rms_norm(q, params[p + "q_norm.weight"], cfg.eps)
         k = rms_norm(k, params[p + "k_norm.weight"], cfg.eps)
     q, k = q.transpose(0, 1), k.transpose(0, 1)  # (nh, T, hd), (nkv, T, hd)
-    v = v.view(T, nkv, hd).transpose(0, 1)  # (nkv, T, hd)
+    v = v.reshape(T, nkv, hd).transpose(0, 1)  # (nkv, T, hd)
     if cfg.model_type != "gpt2":
         rd = cfg.rotary_dim  # cos, sin: (T, rd); the rest of each head passes through
         q = torch.cat([q[..., :rd] * cos + rotate_half(q[..., :rd]) * sin, q[..., rd:]], dim=-1)  # (nh, T, hd)
@@ -393,13 +444,16 @@ def attention(cfg, x, params, layer, loras, cos, sin):
     att = att.masked_fill(~visible, float("-inf")).softmax(dim=-1)  # (nh, T, T)
     y = att @ v  # (nh, T, hd)
     y = y.transpose(0, 1).reshape(T, nh * hd)  # (T, nh*hd)
-    return lin(y, "attn.c_proj" if cfg.model_type == "gpt2" else "o_proj")  # (T, C)
+    out = {"gpt2": "attn.c_proj", "gpt_neox": "dense"}.get(cfg.model_type, "o_proj")
+    return lin(y, out)  # (T, C)
 
 
 def mlp(cfg, x, params, layer, loras):
     lin = lambda y, kind: linear(y, params, module_of(layer, kind, cfg), loras, cfg.conv1d)  # noqa: E731
     if cfg.model_type == "gpt2":
         return lin(act_fn(cfg, lin(x, "mlp.c_fc")), "mlp.c_proj")  # (T, C)
+    if cfg.model_type == "gpt_neox":  # GPTNeoXMLP
+        return lin(act_fn(cfg, lin(x, "dense_h_to_4h")), "dense_4h_to_h")  # (T, C)
     if cfg.model_type == "phi3":
         gate, up = lin(x, "gate_up_proj").chunk(2, dim=-1)  # Phi3MLP: gate first, then up
     else:
@@ -427,6 +481,10 @@ def forward(cfg, params, ids, loras=None):
         pre_attn, pre_mlp = ("ln_1", "ln_2") if cfg.model_type == "gpt2" else (
             "input_layernorm", "pre_feedforward_layernorm" if gemma else "post_attention_layernorm")
         a = attention(cfg, norm(cfg, x, params, p + pre_attn), params, i, loras, cos, sin)
+        if cfg.parallel_residual:
+            # GPTNeoXLayer, use_parallel_residual: both blocks read the layer input, x + attn(ln1(x)) + mlp(ln2(x)).
+            x = mlp(cfg, norm(cfg, x, params, p + pre_mlp), params, i, loras) + a + x  # (T, C), HF's order
+            continue
         if gemma:
             a = norm(cfg, a, params, p + "post_attention_layernorm")
         x = x + a
@@ -694,7 +752,7 @@ def mode_train(req, cfg, params, records):
 # --- eval-adapter: PEFT's own rules for which modules an adapter_config targets ---------------------------------
 
 
-def peft_targets(config, module):
+def peft_targets(config, module, cfg):
     """PEFT's check_target_module_exists (tuners_utils), for the keys that matter here."""
     import re
 
@@ -764,7 +822,7 @@ def mode_eval_adapter(req, cfg, params, records):
         raise RefError(f"fan_in_fan_out is {bool(acfg.get('fan_in_fan_out'))}, but this model's weights are "
                        f"{'Conv1D (in, out)' if cfg.conv1d else 'nn.Linear (out, in)'}")
     mods = load_peft_tensors(wpath)
-    targeted = [m for m in candidate_modules(cfg) if peft_targets(acfg, m)]
+    targeted = [m for m in candidate_modules(cfg) if peft_targets(acfg, m, cfg)]
     # PEFT wraps every targeted module; one that the file holds no weights for keeps B = 0 and changes nothing.
     # A tensor for a module that is not targeted is an "unexpected key" that PEFT ignores; we report it.
     applied = {m: mods[m] for m in targeted if m in mods}

@@ -193,6 +193,35 @@ test('GPT-2: Conv1D [in, out] weights, LayerNorm with bias, learned positions, g
   await checkAgainstReference('gpt2-unprefixed', { ...shape, unprefixed: true }, [], [21, 13]);
 });
 
+test('GPT-NeoX (Pythia): parallel residual, per-head [q, k, v] query_key_value, RoPE over a quarter of each head, exact GELU, untied embed_out', async () => {
+  const shape: SynthShape = { ...BASE, seed: 37, arch: 'gpt_neox', kvHeads: 4, intermediateSize: 64 };
+  // Each feature, taken away in the reference, moves the loss by far more than the tolerance.
+  await checkAgainstReference('gpt_neox', shape, [{ use_parallel_residual: false }, { rotary_pct: 1 }]);
+  await checkAgainstReference('gpt_neox-sequential', { ...shape, seed: 38, config: { use_parallel_residual: false, rotary_pct: 0.5 } }, [], [23, 11]);
+  assert.deepEqual([...ARCHITECTURES.gpt_neox.kinds], ['query_key_value', 'dense', 'dense_h_to_4h', 'dense_4h_to_h']);
+});
+
+test('exact GELU (erf) and its derivative, as GPT-NeoX uses it', async () => {
+  const dir = path.join(tmpDir(), 'gelu-exact');
+  await writeSynthModel(dir, { ...BASE, layers: 1, seed: 39, arch: 'gpt_neox', kvHeads: 4 });
+  const folder = openModelFolder(dir);
+  assert.equal(folder.cfg.hiddenAct, 'gelu');
+  const model = LlamaModel.load(folder.cfg, folder.store);
+  const m = model as unknown as { activation(g: tf.Tensor2D): tf.Tensor2D; activationWithGrad(g: tf.Tensor2D): { a: tf.Tensor2D; da: tf.Tensor2D } };
+  const xs = [-3, -1, -0.5, 0, 0.5, 1, 2];
+  // x Phi(x), from the normal CDF's tabled values (the tanh approximation is off by up to 1.5e-4 here).
+  const want = [-0.0040496, -0.15865525, -0.15426877, 0, 0.34573123, 0.84134475, 1.95449974];
+  const g = tf.tensor2d(xs, [1, xs.length]);
+  const a = Array.from(m.activation(g).dataSync());
+  a.forEach((v, i) => assert.ok(Math.abs(v - want[i]) < 2e-6, `gelu(${xs[i]}) = ${v}, want ${want[i]}`));
+  const { a: a2, da } = m.activationWithGrad(g);
+  assert.deepEqual(Array.from(a2.dataSync()), a);
+  const h = 1e-2;
+  const fd = xs.map((x) => { const lo = m.activation(tf.tensor2d([x - h], [1, 1])).dataSync()[0], hi = m.activation(tf.tensor2d([x + h], [1, 1])).dataSync()[0]; return (hi - lo) / (2 * h); });
+  Array.from(da.dataSync()).forEach((v, i) => assert.ok(Math.abs(v - fd[i]) < 1e-3, `gelu'(${xs[i]}) = ${v}, finite difference ${fd[i]}`));
+  model.dispose();
+});
+
 test('RoPE scaling: linear, dynamic (beyond max_position_embeddings only), llama3 and yarn match PyTorch', async () => {
   const llama = { ...BASE, seed: 27, arch: 'llama' as const };
   const off = [{ rope_scaling: null }];
@@ -221,6 +250,7 @@ test('PEFT export: names, target_modules and fan_in_fan_out, applied by PEFT\'s 
     ['gemma2', { ...BASE, layers: 2, seed: 33, arch: 'gemma2', tied: true, headDim: 12, config: { sliding_window: 8 } }],
     ['phi3', { ...BASE, layers: 2, seed: 34, arch: 'phi3' }],
     ['gpt2', { ...BASE, layers: 2, seed: 35, arch: 'gpt2', kvHeads: 4, tied: true, intermediateSize: 64, unprefixed: true }],
+    ['gpt_neox', { ...BASE, layers: 2, seed: 36, arch: 'gpt_neox', kvHeads: 4, intermediateSize: 64 }],
   ];
   for (const [label, shape] of shapes) {
     const dir = path.join(tmpDir(), label);
@@ -267,16 +297,16 @@ test('PEFT export: names, target_modules and fan_in_fan_out, applied by PEFT\'s 
 });
 
 test('an unsupported model_type fails with the list of supported ones; info reads every architecture from headers', async () => {
-  for (const [arch, extra] of [['gpt2', { kvHeads: 4, unprefixed: true }], ['phi3', {}], ['gemma2', { tied: true }]] as const) {
+  for (const [arch, extra] of [['gpt2', { kvHeads: 4, unprefixed: true }], ['phi3', {}], ['gemma2', { tied: true }], ['gpt_neox', { kvHeads: 4 }]] as const) {
     const dir = path.join(tmpDir(), arch);
     await writeSynthModel(dir, { ...BASE, layers: 2, seed: 40, arch, ...extra });
     const info = modelInfo(dir);
     assert.deepEqual(info.kinds, [...ARCHITECTURES[arch].kinds]);
     assert.equal(info.modules.length, 2 * info.kinds.length);
   }
-  const dir = path.join(tmpDir(), 'neox');
-  await writeSynthModel(dir, { ...BASE, layers: 1, seed: 41, config: { model_type: 'gpt_neox' } });
-  assert.throws(() => modelInfo(dir), /model_type "gpt_neox" is not supported; supported: llama, mistral, qwen2, qwen3, gemma2, phi3, gpt2$/);
+  const dir = path.join(tmpDir(), 'gemma3');
+  await writeSynthModel(dir, { ...BASE, layers: 1, seed: 41, config: { model_type: 'gemma3_text' } });
+  assert.throws(() => modelInfo(dir), /model_type "gemma3_text" is not supported; supported: llama, mistral, qwen2, qwen3, gemma2, phi3, gpt2, gpt_neox$/);
 });
 
 test('normaliseConfig: HF defaults per architecture, sliding windows per layer, GPT-2 key names', () => {

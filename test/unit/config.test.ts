@@ -48,7 +48,7 @@ test('normaliseConfig reads stories260K', () => {
     tieWordEmbeddings: true, attentionBias: false, mlpBias: false, hiddenAct: 'silu', dtype: 'float32',
     bosTokenId: 1, eosTokenId: 2, normType: 'rms', normOffset: 0, qkNorm: false, sandwichNorms: false, embedScale: 1,
     positions: 'rope', attnScale: 1 / Math.sqrt(8), attnScaleByLayer: false, attnSoftcap: null, finalSoftcap: null,
-    slidingWindows: [null, null, null, null, null],
+    slidingWindows: [null, null, null, null, null], parallelResidual: false, qkvPerHead: false,
   });
   assert.equal(cfg.raw, RAW);
 });
@@ -112,7 +112,7 @@ test('num_attention_heads must be a multiple of num_key_value_heads', () => {
 test('an unsupported model_type lists the supported ones', () => {
   assert.ok(SUPPORTED_MODEL_TYPES.length >= 1);
   assert.deepEqual(SUPPORTED_MODEL_TYPES, Object.keys(ARCHITECTURES));
-  for (const modelType of ['gpt_neox', 'toString', 'constructor', undefined, 7]) {
+  for (const modelType of ['gemma3_text', 'toString', 'constructor', undefined, 7]) {
     assert.throws(() => normaliseConfig(variant({ model_type: modelType }), FILE), (err: unknown) => {
       assert.ok(err instanceof DomLoraError);
       assert.equal(err.code, 'bad-input');
@@ -166,8 +166,8 @@ test('scaled RoPE: linear, dynamic, llama3, yarn and longrope are read; other ty
   assert.equal(phi({ partial_rotary_factor: 0.5, rope_scaling: { type: 'longrope', short_factor: [1, 2], long_factor: [1, 3] } }).ropeScaling?.type, 'longrope');
 });
 
-test('hidden_act other than silu is refused', () => {
-  assertBadInput(() => normaliseConfig(variant({ hidden_act: 'gelu' }), FILE), /hidden_act "gelu" is not supported for llama/);
+test('a hidden_act the engine does not compute is refused', () => {
+  assertBadInput(() => normaliseConfig(variant({ hidden_act: 'relu2' }), FILE), /hidden_act "relu2" is not supported for llama \(expected one of silu, swish, gelu_pytorch_tanh, gelu_new, gelu_fast, gelu\)/);
 });
 
 test('optional flags: tie_word_embeddings, biases, token ids', () => {
