@@ -28,10 +28,11 @@ export function formatProbe(r: ProbeReport, colour: boolean): string {
     `(runner-up ${d.runnerUp.name}, share ${fmtPct(d.runnerUp.share)}, wins ${fmtPct(d.runnerUp.wins)})`);
   out.push('');
   out.push('Top modules by expected PAGE:');
-  out.push(`  ${'rank'.padStart(4)}  ${'module'.padEnd(36)} ${'expected'.padStart(10)} ${'sampled'.padStart(10)} ${'share'.padStart(7)} ${'params'.padStart(8)}`);
   const top = [...r.modules].sort((a, b) => a.rank - b.rank).slice(0, 10);
+  const width = Math.max(36, ...top.map((m) => m.name.length));
+  out.push(`  ${'rank'.padStart(4)}  ${'module'.padEnd(width)} ${'expected'.padStart(10)} ${'sampled'.padStart(10)} ${'share'.padStart(7)} ${'params'.padStart(8)}`);
   for (const m of top) {
-    out.push(`  ${String(m.rank).padStart(4)}  ${m.name.padEnd(36)} ${fmtNum(m.pageExpected).padStart(10)} ${fmtNum(m.pageSampled).padStart(10)} ${fmtPct(m.share).padStart(7)} ${String(m.adapterParams).padStart(8)}`);
+    out.push(`  ${String(m.rank).padStart(4)}  ${m.name.padEnd(width)} ${fmtNum(m.pageExpected).padStart(10)} ${fmtNum(m.pageSampled).padStart(10)} ${fmtPct(m.share).padStart(7)} ${String(m.adapterParams).padStart(8)}`);
   }
   out.push('');
   out.push(formatHeatmap(r, colour));
@@ -44,8 +45,10 @@ export function formatHeatmap(r: ProbeReport, colour: boolean): string {
   const kinds = r.kinds;
   const max = Math.max(...r.modules.map((m) => m.share));
   const byKey = new Map(r.modules.map((m) => [`${m.layer}:${m.kind}`, m]));
-  // Four characters a column: `q`, `gate`, Phi-3's `qkv`, GPT-2's `a.at` / `a.pr` / `m.fc` / `m.pr` (both blocks have a c_proj).
-  const short = kinds.map((k) => k.replace(/^(attn|mlp)\.c_/, (_, b: string) => `${b[0]}.`).replace('_proj', '').slice(0, 4).padEnd(5));
+  // Four characters a column: `q`, `gate`, Phi-3's `qkv`, GPT-2's `a.at` / `a.pr` / `m.fc` / `m.pr` (both blocks have a
+  // c_proj), GPT-NeoX's `qkv` / `o` / `h4h` / `4hh` (three of its kinds start with `dens`).
+  const NEOX: Record<string, string> = { query_key_value: 'qkv', dense: 'o', dense_h_to_4h: 'h4h', dense_4h_to_h: '4hh' };
+  const short = kinds.map((k) => (NEOX[k] ?? k.replace(/^(attn|mlp)\.c_/, (_, b: string) => `${b[0]}.`).replace('_proj', '')).slice(0, 4).padEnd(5));
   const lines = [`  layer ${short.join('')}   (${colour ? 'colour' : 'shade'}: share of the largest; * = dominant)`];
   for (let l = 0; l < r.model.layers; l++) {
     let row = `  ${String(l).padStart(5)} `;

@@ -123,9 +123,10 @@ async function main(argv: string[]): Promise<number> {
         const lines = [`${m.path}`, `  ${m.modelType}: ${m.layers} layers, hidden ${m.hiddenSize}, intermediate ${m.intermediateSize}, ` +
           `${m.heads} heads / ${m.kvHeads} kv heads (head dim ${m.headDim}), vocab ${m.vocabSize}, ${m.parameters.toLocaleString('en-US')} parameters, ${info.dtype}` +
           `${m.tiedEmbeddings ? ', tied embeddings' : ''}`, `  candidate modules: ${info.modules.length} (${info.kinds.join(', ')} per layer); adapter cost at rank ${info.rank}:`];
+        const width = Math.max(10, ...info.kinds.map((k) => k.length));
         for (const k of info.kinds) {
           const x = info.modules.find((mm) => mm.kind === k)!;
-          lines.push(`    ${k.padEnd(10)} ${String(x.dIn).padStart(6)} -> ${String(x.dOut).padEnd(6)} ${x.adapterParams.toLocaleString('en-US').padStart(9)} params`);
+          lines.push(`    ${k.padEnd(width)} ${String(x.dIn).padStart(6)} -> ${String(x.dOut).padEnd(6)} ${x.adapterParams.toLocaleString('en-US').padStart(9)} params`);
         }
         const vanilla = info.modules.reduce((s, x) => s + x.adapterParams, 0);
         lines.push(`  vanilla LoRA (all ${info.modules.length} modules): ${vanilla.toLocaleString('en-US')} params`);

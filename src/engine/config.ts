@@ -362,6 +362,11 @@ export function storedName(has: (name: string) => boolean, name: string): string
   return name;
 }
 
+/** The output head's tensor when it is not tied to the embeddings. */
+export function headTensorName(modelType: ModelType): string {
+  return modelType === 'gpt_neox' ? 'embed_out.weight' : 'lm_head.weight';
+}
+
 /** [d_in, d_out] of a module kind. */
 export function moduleShape(cfg: ModelConfig, kind: string): [number, number] {
   const H = cfg.hiddenSize, I = cfg.intermediateSize;

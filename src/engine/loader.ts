@@ -1,7 +1,7 @@
 // Opening a Hugging Face model folder: config, weights (headers first, tensors on demand), tokenizer.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { readConfig, ModelConfig, candidateModules, parameterCount, ARCHITECTURES, storedName, storedWeightShape } from './config';
+import { readConfig, ModelConfig, candidateModules, parameterCount, ARCHITECTURES, headTensorName, storedName, storedWeightShape } from './config';
 import { WeightStore } from './safetensors';
 import { LlamaModel, ModelOptions } from './model';
 import { ModelTokenizer } from './tokenizer';
@@ -25,7 +25,7 @@ export function summarise(folder: ModelFolder): ModelSummary {
   return {
     path: folder.dir, modelType: cfg.modelType, layers: cfg.numLayers, hiddenSize: cfg.hiddenSize,
     intermediateSize: cfg.intermediateSize, heads: cfg.numHeads, kvHeads: cfg.numKvHeads, headDim: cfg.headDim,
-    vocabSize: cfg.vocabSize, parameters: parameterCount(cfg), tiedEmbeddings: cfg.tieWordEmbeddings || !folder.store.has('lm_head.weight'),
+    vocabSize: cfg.vocabSize, parameters: parameterCount(cfg), tiedEmbeddings: cfg.tieWordEmbeddings || !folder.store.has(headTensorName(cfg.modelType)),
   };
 }
 

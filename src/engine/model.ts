@@ -15,7 +15,7 @@
 // Shapes: T = tokens of one record, H = hidden, I = intermediate, nH/nKV = attention/key-value heads, hd = head dim,
 // rep = nH / nKV, V = vocab. Module names are Hugging Face's (`model.layers.N.mlp.down_proj`).
 import * as tf from '@tensorflow/tfjs-core';
-import { ARCHITECTURES, ArchRoles, ArchSpec, ModelConfig, moduleName, moduleShape, parseModuleName, storedName } from './config';
+import { ARCHITECTURES, ArchRoles, ArchSpec, ModelConfig, headTensorName, moduleName, moduleShape, parseModuleName, storedName } from './config';
 import { WeightStore } from './safetensors';
 import { badInput } from './errors';
 import { runSteps, Steps } from './jobs';
@@ -251,7 +251,7 @@ export class LlamaModel {
     const embed = t2(gpt2 ? 'transformer.wte.weight' : neox ? 'gpt_neox.embed_in.weight' : 'model.embed_tokens.weight', [cfg.vocabSize, H]);
     const positions = gpt2 ? t2('transformer.wpe.weight', [cfg.maxPositionEmbeddings, H]) : undefined;
     let head = embed;
-    const headName = neox ? 'embed_out.weight' : 'lm_head.weight';
+    const headName = headTensorName(cfg.modelType);
     if (!cfg.tieWordEmbeddings && store.has(headName)) head = t2(headName, [cfg.vocabSize, H]);
     const headT = tf.transpose(head) as tf.Tensor2D;
     const layers: LayerWeights[] = [];
