@@ -42,6 +42,7 @@ export const ARCHITECTURES = {
   qwen2: LLAMA_LIKE,
   qwen3: LLAMA_LIKE,
   gemma2: LLAMA_LIKE,
+  gemma3_text: LLAMA_LIKE,
   phi3: {
     // Phi-3 fuses q, k, v into one projection and gate, up into another: PEFT (and so we) adapt the fused modules.
     kinds: ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj'],
@@ -122,6 +123,8 @@ export interface ModelConfig {
   finalSoftcap: number | null;
   /** Per layer: how many positions (itself included) a query sees, or null for all earlier ones. */
   slidingWindows: (number | null)[];
+  /** Gemma 3: the RoPE base of sliding-window layers (rope_local_base_freq, unscaled); null: every layer uses ropeTheta. */
+  ropeLocalTheta: number | null;
   /** GPT-NeoX's use_parallel_residual: x + attn(ln1(x)) + mlp(ln2(x)), both blocks reading the layer's input. */
   parallelResidual: boolean;
   /** GPT-NeoX: the fused query_key_value output is [q, k, v] per head, not a block of q, then of k, then of v. */
@@ -154,6 +157,7 @@ const DEFAULTS: Record<ModelType, { tied: boolean; eps: number; act: string; max
   qwen2: { tied: false, eps: 1e-6, act: 'silu', maxPos: 32768 },
   qwen3: { tied: false, eps: 1e-6, act: 'silu', maxPos: 32768, headDim: 128 },
   gemma2: { tied: true, eps: 1e-6, act: 'gelu_pytorch_tanh', maxPos: 8192, headDim: 256 },
+  gemma3_text: { tied: true, eps: 1e-6, act: 'gelu_pytorch_tanh', maxPos: 131072, headDim: 256 },
   phi3: { tied: false, eps: 1e-5, act: 'silu', maxPos: 4096 },
   gpt2: { tied: true, eps: 1e-5, act: 'gelu_new', maxPos: 1024 },
   gpt_neox: { tied: false, eps: 1e-5, act: 'gelu', maxPos: 2048 },
@@ -217,14 +221,15 @@ export function normaliseConfig(raw: Record<string, unknown>, file = 'config.jso
   if (rotaryDim < 2 || rotaryDim % 2 !== 0) throw badInput(`partial_rotary_factor ${partial} gives ${rotaryDim} rotary dimensions of the ${headDim}-wide heads; RoPE needs an even number`, file);
   const ropeScaling = gpt2 ? null : readRopeScaling((raw.rope_scaling ?? ropeParams) as Record<string, unknown> | null, rotaryDim, file);
 
-  const actKey = type === 'gemma2' ? 'hidden_activation' : gpt2 ? 'activation_function' : 'hidden_act';
-  const actRaw = String((type === 'gemma2' ? raw.hidden_activation ?? raw.hidden_act : raw[actKey]) ?? def.act);
+  const gemma = type === 'gemma2' || type === 'gemma3_text';
+  const gemma3 = type === 'gemma3_text';
+  const actKey = gemma ? 'hidden_activation' : gpt2 ? 'activation_function' : 'hidden_act';
+  const actRaw = String((gemma ? raw.hidden_activation ?? raw.hidden_act : raw[actKey]) ?? def.act);
   const hiddenAct = ACTIVATIONS[actRaw];
   if (!hiddenAct) {
     throw badInput(`${actKey === 'hidden_activation' ? 'hidden_activation' : 'hidden_act'} "${actRaw}" is not supported for ${type} (expected one of ${Object.keys(ACTIVATIONS).join(', ')})`, file);
   }
 
-  const gemma = type === 'gemma2';
   const attnScale = gemma ? 1 / Math.sqrt(num(raw.query_pre_attn_scalar, 'query_pre_attn_scalar', 256))
     : gpt2 && raw.scale_attn_weights === false ? 1 : 1 / Math.sqrt(headDim);
   return {
@@ -251,15 +256,19 @@ export function normaliseConfig(raw: Record<string, unknown>, file = 'config.jso
     eosTokenId: (raw.eos_token_id ?? undefined) as number | number[] | undefined,
     normType: gpt2 || neox ? 'layernorm' : 'rms',
     normOffset: gemma ? 1 : 0,
-    qkNorm: type === 'qwen3',
+    qkNorm: type === 'qwen3' || gemma3,
     sandwichNorms: gemma,
     embedScale: gemma ? Math.fround(Math.sqrt(hiddenSize)) : 1,
     positions: gpt2 ? 'learned' : 'rope',
     attnScale,
     attnScaleByLayer: gpt2 && raw.scale_attn_by_inverse_layer_idx === true,
-    attnSoftcap: gemma ? optNum('attn_logit_softcapping', 50) : null,
-    finalSoftcap: gemma ? optNum('final_logit_softcapping', 30) : null,
+    // Gemma 2 soft-caps by default. Gemma 3's attention never does (transformers keeps attn_logit_softcapping but does
+    // not apply it); its final logits only when the config sets a cap.
+    attnSoftcap: gemma && !gemma3 ? optNum('attn_logit_softcapping', 50) : null,
+    finalSoftcap: gemma ? optNum('final_logit_softcapping', gemma3 ? null : 30) : null,
     slidingWindows: slidingWindows(raw, type, numLayers, file),
+    // Gemma 3: sliding (local) layers rotate with rope_local_base_freq and no scaling.
+    ropeLocalTheta: gemma3 ? num(raw.rope_local_base_freq, 'rope_local_base_freq', 10000) : null,
     parallelResidual: neox && raw.use_parallel_residual !== false,
     qkvPerHead: neox,
     raw,
@@ -295,7 +304,7 @@ function readRopeScaling(src: Record<string, unknown> | null, headDim: number, f
 
 /** Which layers attend through a sliding window, following each architecture's transformers config. */
 function slidingWindows(raw: Record<string, unknown>, type: ModelType, numLayers: number, file: string): (number | null)[] {
-  const sw = raw.sliding_window;
+  const sw = raw.sliding_window === undefined && type === 'gemma3_text' ? 4096 : raw.sliding_window;
   if (sw == null || type === 'llama' || type === 'gpt2' || type === 'gpt_neox') return new Array(numLayers).fill(null);
   if (typeof sw !== 'number' || !Number.isInteger(sw) || sw <= 0) throw badInput(`"sliding_window" must be a positive integer or null, got ${JSON.stringify(sw)}`, file);
   // Qwen's config drops sliding_window unless use_sliding_window, whatever layer_types says.
@@ -312,6 +321,12 @@ function slidingWindows(raw: Record<string, unknown>, type: ModelType, numLayers
       case 'qwen2': case 'qwen3': return raw.use_sliding_window === true && l >= Number(raw.max_window_layers ?? 0) ? sw : null;
       // Gemma 2 alternates: local (sliding) attention on even layers, global on odd ones.
       case 'gemma2': return l % 2 === 0 ? sw : null;
+      // Gemma 3: every sliding_window_pattern-th layer (6 by default) is global, the others local.
+      case 'gemma3_text': {
+        const pattern = raw.sliding_window_pattern ?? 6;
+        if (typeof pattern !== 'number' || !Number.isInteger(pattern) || pattern < 1) throw badInput(`"sliding_window_pattern" must be a positive integer, got ${JSON.stringify(pattern)}`, file);
+        return (l + 1) % pattern !== 0 ? sw : null;
+      }
       default: return null;
     }
   });

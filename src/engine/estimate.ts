@@ -131,7 +131,7 @@ export function recordActivationBytes(cfg: ModelConfig, T: number, layersKept: n
   const n = Math.max(1, Math.min(T, Math.floor((32 * 1024 * 1024) / (4 * V)) || 1, 256));
   const head = n * V * (cfg.finalSoftcap ? 13 : 7) + n * H + 4 * T * H;
   const windows = new Set(cfg.slidingWindows.map((w) => (w !== null && w < T ? w : T))).size;
-  const tables = windows * (cfg.numHeads / cfg.numKvHeads) * T * T + (cfg.positions === 'rope' ? 2 * T * cfg.headDim : 0);
+  const tables = windows * (cfg.numHeads / cfg.numKvHeads) * T * T + (cfg.positions === 'rope' ? (cfg.ropeLocalTheta != null ? 4 : 2) * T * cfg.headDim : 0);
   if (layersKept === 0) return 4 * (kept + Math.max(tapWork, head) + 2 * T * H + tables); // forward only: one layer at a time
   const layers = (checkpointed ? T * H : kept) * layersKept + (checkpointed ? kept : 0) + tapKept * layersKept;
   return 4 * (layers + Math.max(work + tapWork, head) + 2 * T * H + tables);

@@ -115,9 +115,13 @@ interface HostLinear { data: Float32Array; storedAsInOut: boolean }
  * RoPE's inverse frequencies for a sequence of T tokens and the factor on cos and sin, as transformers'
  * `_compute_*_parameters` compute them (modeling_rope_utils.py). Only `dynamic` and `longrope` depend on T.
  */
-export function ropeFrequencies(cfg: ModelConfig, T: number): { invFreq: Float64Array; attentionFactor: number } {
+export function ropeFrequencies(cfg: ModelConfig, T: number, local = false): { invFreq: Float64Array; attentionFactor: number } {
   const dim = cfg.rotaryDim;
   const half = dim / 2;
+  // Gemma 3's sliding layers: their own base, never scaled.
+  if (local && cfg.ropeLocalTheta != null) {
+    return { invFreq: Float64Array.from({ length: half }, (_, i) => Math.fround(1 / Math.pow(cfg.ropeLocalTheta!, (2 * i) / dim))), attentionFactor: 1 };
+  }
   const sc = cfg.ropeScaling;
   const type = sc?.type ?? 'default';
   const f = (k: string) => Number(sc?.[k]);
@@ -194,7 +198,7 @@ const SQRT_2_OVER_PI = Math.sqrt(2 / Math.PI);
 export class LlamaModel {
   readonly kinds: readonly string[];
   private readonly roles: Readonly<ArchRoles>;
-  private ropeCache = new Map<number, { cos: tf.Tensor3D; sinSigned: tf.Tensor3D }>();
+  private ropeCache = new Map<string, { cos: tf.Tensor3D; sinSigned: tf.Tensor3D }>();
   /** Streaming: per layer, the host copies of its linears, and how many callers hold the layer uploaded. */
   private host?: Map<string, HostLinear>[];
   private holds: number[] = [];
@@ -375,12 +379,13 @@ export class LlamaModel {
   // ---- building blocks ---------------------------------------------------------------------------------------
 
   /** cos and a sign-folded sin, [T, 1, hd], so that rope(x) = x*cos + swapHalves(x)*sinSigned (HF's rotate_half). */
-  private rope(T: number): { cos: tf.Tensor3D; sinSigned: tf.Tensor3D } {
-    let c = this.ropeCache.get(T);
+  private rope(T: number, local = false): { cos: tf.Tensor3D; sinSigned: tf.Tensor3D } {
+    const key = `${T}:${local ? 'local' : 'global'}`;
+    let c = this.ropeCache.get(key);
     if (!c) {
       const hd = this.cfg.headDim;
       const half = this.cfg.rotaryDim / 2;
-      const { invFreq, attentionFactor } = ropeFrequencies(this.cfg, T);
+      const { invFreq, attentionFactor } = ropeFrequencies(this.cfg, T, local);
       // Dimensions past the rotary ones (partial_rotary_factor < 1) pass through: cos 1, sin 0.
       const cos = new Float32Array(T * hd).fill(1);
       const sin = new Float32Array(T * hd);
@@ -395,8 +400,8 @@ export class LlamaModel {
       }
       // Cached across calls, so kept out of the tf.tidy scope that first asked for it.
       c = { cos: tf.keep(tf.tensor3d(cos, [T, 1, hd])), sinSigned: tf.keep(tf.tensor3d(sin, [T, 1, hd])) };
-      this.ropeCache.set(T, c);
-      evictOthers(this.ropeCache, (k) => k === T, (v) => tf.dispose([v.cos, v.sinSigned]));
+      this.ropeCache.set(key, c);
+      evictOthers(this.ropeCache, (k) => k.startsWith(`${T}:`), (v) => tf.dispose([v.cos, v.sinSigned]));
     }
     return c;
   }
@@ -434,9 +439,12 @@ export class LlamaModel {
     return tf.concat([b, a, rest], 2) as tf.Tensor3D; // `rest` meets sin = 0
   }
 
-  /** x [T, n, hd] -> rotated; `inverse` applies the transpose (the rotation by -angle), used in backward. */
-  private applyRope(x: tf.Tensor3D, T: number, inverse: boolean): tf.Tensor3D {
-    const { cos, sinSigned } = this.rope(T);
+  /**
+   * x [T, n, hd] -> rotated; `inverse` applies the transpose (the rotation by -angle), used in backward. Layer `l`
+   * picks the tables: Gemma 3's sliding layers have their own base.
+   */
+  private applyRope(x: tf.Tensor3D, T: number, inverse: boolean, l = 0): tf.Tensor3D {
+    const { cos, sinSigned } = this.rope(T, this.cfg.ropeLocalTheta != null && this.cfg.slidingWindows[l] != null);
     const rot = tf.mul(this.swapHalves(x), sinSigned);
     return (inverse ? tf.sub(tf.mul(x, cos), rot) : tf.add(tf.mul(x, cos), rot)) as tf.Tensor3D;
   }
@@ -574,8 +582,8 @@ export class LlamaModel {
       let qr = tf.reshape(q0, [T, nH, hd]) as tf.Tensor3D;
       let kr = tf.reshape(k0, [T, nKV, hd]) as tf.Tensor3D;
       if (cfg.positions === 'rope') {
-        qr = this.applyRope(qr, T, false);
-        kr = this.applyRope(kr, T, false);
+        qr = this.applyRope(qr, T, false, l);
+        kr = this.applyRope(kr, T, false, l);
       }
       // Heads h = g*rep + j use key/value head g (HF repeat_kv): grouping by g needs no repeat at all.
       const q = tf.reshape(tf.transpose(qr, [1, 0, 2]), [nKV, rep * T, hd]) as tf.Tensor3D;
@@ -705,8 +713,8 @@ export class LlamaModel {
       let dqr = tf.transpose(tf.reshape(tf.stack(dqs), [nH, T, hd]), [1, 0, 2]) as tf.Tensor3D; // [T, nH, hd]
       let dkr = tf.transpose(tf.stack(dks), [1, 0, 2]) as tf.Tensor3D; // [T, nKV, hd]
       if (cfg.positions === 'rope') {
-        dqr = this.applyRope(dqr, T, true);
-        dkr = this.applyRope(dkr, T, true);
+        dqr = this.applyRope(dqr, T, true, l);
+        dkr = this.applyRope(dkr, T, true, l);
       }
       let dq = tf.reshape(dqr, [T * nH, hd]) as tf.Tensor2D;
       let dk = tf.reshape(dkr, [T * nKV, hd]) as tf.Tensor2D;

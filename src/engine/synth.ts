@@ -82,7 +82,8 @@ export async function writeSynthModel(dir: string, shape: SynthShape = DEMO_SHAP
     tensors.push({ name, shape: dims, data, dtype: shape.dtype });
   };
   // Gemma stores norm weights as offsets from 1 (it multiplies by 1 + w).
-  const normW = (name: string, n: number) => add(name, [n], 0.1, arch === 'gemma2' ? 0 : 1);
+  const gemma = arch === 'gemma2' || arch === 'gemma3_text';
+  const normW = (name: string, n: number) => add(name, [n], 0.1, gemma ? 0 : 1);
   if (arch === 'gpt2') {
     const pre = shape.unprefixed ? '' : 'transformer.';
     const maxPos = Number(shape.config?.n_positions ?? 256);
@@ -138,13 +139,14 @@ export async function writeSynthModel(dir: string, shape: SynthShape = DEMO_SHAP
         add(`${p}.self_attn.k_proj.bias`, [kv], bstd);
         add(`${p}.self_attn.v_proj.bias`, [kv], bstd);
       }
-      if (arch === 'qwen3') {
+      if (arch === 'qwen3' || arch === 'gemma3_text') {
+        // Per-head RMSNorms over head_dim on q and k, before RoPE (Gemma 3's are offsets from 1 as well).
         normW(`${p}.self_attn.q_norm.weight`, hd);
         normW(`${p}.self_attn.k_norm.weight`, hd);
       }
       add(`${p}.self_attn.o_proj.weight`, [H, q], 1 / Math.sqrt(q));
       normW(`${p}.post_attention_layernorm.weight`, H);
-      if (arch === 'gemma2') {
+      if (gemma) {
         normW(`${p}.pre_feedforward_layernorm.weight`, H);
         normW(`${p}.post_feedforward_layernorm.weight`, H);
       }
@@ -202,6 +204,18 @@ function synthConfig(arch: ModelType, shape: SynthShape, hd: number): Record<str
       return {
         architectures: ['Gemma2ForCausalLM'], model_type: 'gemma2', ...rest, hidden_activation: 'gelu_pytorch_tanh', rms_norm_eps: 1e-6,
         query_pre_attn_scalar: hd, attn_logit_softcapping: 50.0, final_logit_softcapping: 30.0, sliding_window: 4096,
+      };
+    }
+    case 'gemma3_text': {
+      // Gemma3TextConfig as Gemma3ForCausalLM checkpoints write it: no soft-capping, q_norm / k_norm, every
+      // sliding_window_pattern-th layer full attention (rope_theta, rope_scaling), the others sliding
+      // (rope_local_base_freq, no scaling). No layer_types here, so that sliding_window_pattern decides unless a test
+      // passes layer_types in shape.config.
+      const { hidden_act: _act, ...rest } = decoder;
+      return {
+        architectures: ['Gemma3ForCausalLM'], model_type: 'gemma3_text', ...rest, hidden_activation: 'gelu_pytorch_tanh', rms_norm_eps: 1e-6,
+        attention_bias: Boolean(shape.attentionBias), query_pre_attn_scalar: hd, attn_logit_softcapping: null, final_logit_softcapping: null,
+        sliding_window: 4096, sliding_window_pattern: 6, rope_theta: 1000000.0, rope_local_base_freq: 10000.0,
       };
     }
     case 'gpt2':

@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """An independent PyTorch reference for DomLoRA's tests: Hugging Face decoders, LoRA, PAGE, gradients and AdamW.
 
-Architectures (config.json's model_type): llama, mistral, qwen2, qwen3, gemma2, phi3, gpt2, gpt_neox, each written
-from its transformers modeling file (see ARCHS and forward below).
+Architectures (config.json's model_type): llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, gpt2, gpt_neox,
+each written from its transformers modeling file (see ARCHS and forward below).
 
 Usage:  /usr/bin/python3 test/reference/llama_ref.py REQUEST.json      (or "-" to read the request from stdin)
 Prints one JSON object on stdout. On a bad request it prints {"error": "..."} on stdout, the message on stderr, and
@@ -39,12 +39,14 @@ torch.set_num_threads(1)
 # The candidate modules of PAGE, in the order the engine reports them: layer-major, then this kind order.
 KINDS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PEFT_PREFIX = "base_model.model."
+# The Gemma family: RMSNorm times (1 + w), embeddings times sqrt(hidden), sandwich norms around attention and MLP.
+GEMMA = ("gemma2", "gemma3_text")
 
 _LLAMA = {"prefix": "model.layers", "kinds": KINDS,
           "paths": {k: ("mlp." if k in ("gate_proj", "up_proj", "down_proj") else "self_attn.") + k for k in KINDS}}
 # Per model_type: where layer N lives, the candidate kinds (heatmap columns) and each kind's path under the layer.
 ARCHS = {
-    "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gemma2": _LLAMA,
+    "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gemma2": _LLAMA, "gemma3_text": _LLAMA,
     # Phi-3 fuses q/k/v and gate/up; PEFT adapts the fused modules.
     "phi3": {"prefix": "model.layers", "kinds": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
              "paths": {"qkv_proj": "self_attn.qkv_proj", "o_proj": "self_attn.o_proj",
@@ -84,7 +86,8 @@ class ArchConfig:
         arch = ARCHS[mt]
         self.layer_prefix, self.kinds, self.paths = arch["prefix"], tuple(arch["kinds"]), arch["paths"]
         self.conv1d = bool(arch.get("conv1d"))
-        gpt2, neox = mt == "gpt2", mt == "gpt_neox"
+        self.gemma = mt in GEMMA
+        gpt2, neox, gemma3 = mt == "gpt2", mt == "gpt_neox", mt == "gemma3_text"
         if gpt2:  # GPT2Config's own key names
             self.n_embd = int(need("n_embd"))
             self.n_layer = int(need("n_layer"))
@@ -109,18 +112,33 @@ class ArchConfig:
             self.n_layer = int(need("num_hidden_layers"))
             self.n_head = int(need("num_attention_heads"))
             self.n_kv_head = int(d.get("num_key_value_heads") or self.n_head)
-            default_hd = {"gemma2": 256, "qwen3": 128}.get(mt, self.n_embd // self.n_head)
+            default_hd = {"gemma2": 256, "gemma3_text": 256, "qwen3": 128}.get(mt, self.n_embd // self.n_head)
             self.head_dim = int(d.get("head_dim") or default_hd)
             self.eps = float(d.get("rms_norm_eps", 1e-5 if mt == "phi3" else 1e-6))
-            self.max_pos = int(d.get("max_position_embeddings") or 2048)
+            self.max_pos = int(d.get("max_position_embeddings") or (131072 if gemma3 else 2048))
         self.vocab_size = int(need("vocab_size"))
-        # transformers' defaults: Gemma 2 and GPT-2 tie the output projection to the embeddings, the others do not.
-        self.tied = bool(d.get("tie_word_embeddings", mt in ("gemma2", "gpt2")))
-        # transformers v5 moves rope_theta and the scaling parameters into rope_parameters.
+        # transformers' defaults: Gemma 2, Gemma 3 and GPT-2 tie the output projection to the embeddings, the others
+        # do not.
+        self.tied = bool(d.get("tie_word_embeddings", mt in ("gemma2", "gemma3_text", "gpt2")))
+        # transformers v5 moves rope_theta and the scaling parameters into rope_parameters (for Gemma 3: one dict per
+        # layer type, {"full_attention": {...}, "sliding_attention": {...}}).
         rope_params = d.get("rope_parameters") or {}
-        self.rope_theta = float(d.get("rope_theta") or rope_params.get("rope_theta") or 10000.0)
+        per_type = gemma3 and isinstance(rope_params.get("full_attention"), dict)
+        local_params = (rope_params.get("sliding_attention") or {}) if per_type else {}
+        if per_type:
+            rope_params = rope_params["full_attention"]
+        self.rope_theta = float(d.get("rope_theta") or rope_params.get("rope_theta")
+                                or (1_000_000.0 if gemma3 else 10000.0))
         scaling = d.get("rope_scaling") or (rope_params if rope_params.get("rope_type", "default") != "default" else None)
         self.rope_scaling = scaling
+        # Gemma 3: the sliding layers rotate with a second RoPE, base rope_local_base_freq (default 10000) and no
+        # scaling (Gemma3TextModel deep-copies the config, sets rope_theta = rope_local_base_freq and rope_scaling =
+        # {"rope_type": "default"}); the full-attention layers use rope_theta with rope_scaling.
+        self.local_rope_theta, self.local_rope_scaling = None, None
+        if gemma3:
+            self.local_rope_theta = float(d.get("rope_local_base_freq") or local_params.get("rope_theta") or 10000.0)
+            if local_params.get("rope_type", "default") != "default":
+                self.local_rope_scaling = local_params  # only a v5 config can ask for it
         # Phi-4-mini (Phi3Attention): RoPE over the first int(head_dim * partial_rotary_factor) dims of each head.
         partial = d.get("partial_rotary_factor") or rope_params.get("partial_rotary_factor") or 1.0
         if neox:
@@ -139,7 +157,7 @@ class ArchConfig:
         self.original_max_pos = d.get("original_max_position_embeddings")  # Phi-3's LongRoPE reads it at top level
         if gpt2:
             act = d.get("activation_function", "gelu_new")
-        elif mt == "gemma2":
+        elif self.gemma:
             act = d.get("hidden_activation") or d.get("hidden_act") or "gelu_pytorch_tanh"
         else:
             act = d.get("hidden_act", "gelu" if neox else "silu")
@@ -149,15 +167,41 @@ class ArchConfig:
         if self.n_head % self.n_kv_head:
             raise RefError("num_attention_heads must be a multiple of num_key_value_heads")
         # Gemma 2: scores scale by query_pre_attn_scalar^-1/2 and are soft-capped, as are the final logits.
-        self.attn_scale = (float(d.get("query_pre_attn_scalar", 256)) ** -0.5 if mt == "gemma2"
+        # Gemma 3: the same scale; final logits soft-capped only when final_logit_softcapping is a number (default
+        # null). Its attention is never soft-capped: Gemma3Attention keeps config.attn_logit_softcapping but does not
+        # pass it to the attention function (eager, sdpa, flash alike), so transformers ignores that key.
+        self.attn_scale = (float(d.get("query_pre_attn_scalar") or 256) ** -0.5 if self.gemma
                            else 1.0 / math.sqrt(self.head_dim))
         self.attn_softcap = d.get("attn_logit_softcapping", 50.0) if mt == "gemma2" else None
-        self.final_softcap = d.get("final_logit_softcapping", 30.0) if mt == "gemma2" else None
+        self.final_softcap = {"gemma2": d.get("final_logit_softcapping", 30.0),
+                              "gemma3_text": d.get("final_logit_softcapping")}.get(mt)
+        # q_norm / k_norm on each query and key head before RoPE (Qwen3: RMSNorm; Gemma 3: RMSNorm times 1 + w).
+        self.qk_norm = mt in ("qwen3", "gemma3_text")
         self.windows = self._windows(d)
+        # Per layer: rotate with the local RoPE (Gemma 3's sliding layers, even when sliding_window is null).
+        self.local_rope = self._sliding_layers(d) if gemma3 else [False] * self.n_layer
+
+    def _sliding_layers(self, d):
+        """Gemma3TextConfig: layer_types when given, else sliding_window_pattern (default 6): layer i slides iff
+        (i + 1) % pattern != 0, so every pattern-th layer is full attention."""
+        types = d.get("layer_types")
+        if types:
+            if len(types) != self.n_layer:
+                raise RefError(f"layer_types has {len(types)} entries for {self.n_layer} layers")
+            return [t == "sliding_attention" for t in types]
+        pattern = int(d.get("sliding_window_pattern") or 6)
+        return [(i + 1) % pattern != 0 for i in range(self.n_layer)]
 
     def _windows(self, d):
         """Per layer, the sliding window (a query sees keys i - W < j <= i) or None, as transformers decides it."""
         sw, mt = d.get("sliding_window"), self.model_type
+        if mt == "gemma3_text":
+            # Gemma3TextConfig's sliding_window defaults to 4096; an explicit null leaves the sliding layers unmasked
+            # (transformers would refuse to build their mask) but still on the local RoPE.
+            sw = d.get("sliding_window", 4096)
+            if sw is None:
+                return [None] * self.n_layer
+            return [int(sw) if s else None for s in self._sliding_layers(d)]
         if sw is None or mt in ("llama", "gpt2", "gpt_neox"):
             return [None] * self.n_layer
         if mt in ("qwen2", "qwen3") and not d.get("use_sliding_window", False):
@@ -233,9 +277,9 @@ def norm_names(cfg):
         return {"embed": "gpt_neox.embed_in", "final": "gpt_neox.final_layer_norm",
                 "layer": ["input_layernorm", "post_attention_layernorm"]}
     layer = ["input_layernorm", "post_attention_layernorm"]
-    if cfg.model_type == "gemma2":
+    if cfg.gemma:
         layer += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
-    if cfg.model_type == "qwen3":
+    if cfg.qk_norm:
         layer += ["self_attn.q_norm", "self_attn.k_norm"]
     return {"embed": "model.embed_tokens", "final": "model.norm", "layer": layer}
 
@@ -272,19 +316,20 @@ def norm(cfg, x, params, name):
     """The architecture's norm at `name`: RMSNorm (Gemma: times 1 + w), or GPT-2's / GPT-NeoX's LayerNorm with a bias."""
     if cfg.model_type in ("gpt2", "gpt_neox"):
         return F.layer_norm(x, (x.shape[-1],), params[name + ".weight"], params[name + ".bias"], cfg.eps)
-    if cfg.model_type == "gemma2":
-        # Gemma2RMSNorm: x * rsqrt(mean(x^2) + eps) * (1 + weight)
+    if cfg.gemma:
+        # Gemma2RMSNorm / Gemma3RMSNorm: x * rsqrt(mean(x^2) + eps) * (1 + weight)
         return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + cfg.eps)) * (1.0 + params[name + ".weight"])
     return rms_norm(x, params[name + ".weight"], cfg.eps)
 
 
-def rope_inv_freq(cfg, dtype, T=None):
-    """Inverse frequencies and the cos/sin factor, transcribing transformers' _compute_*_parameters."""
+def rope_inv_freq(cfg, dtype, T=None, local=False):
+    """Inverse frequencies and the cos/sin factor, transcribing transformers' _compute_*_parameters.
+    local: Gemma 3's second RoPE for its sliding layers (rope_local_base_freq, no scaling)."""
     d = cfg.rotary_dim
-    base = cfg.rope_theta
+    base = cfg.local_rope_theta if local else cfg.rope_theta
     exponents = torch.arange(0, d, 2, dtype=torch.int64).to(dtype) / d  # (d/2,)
     inv_freq = 1.0 / (base ** exponents)  # (d/2,)
-    sc = cfg.rope_scaling
+    sc = cfg.local_rope_scaling if local else cfg.rope_scaling
     if not sc:
         return inv_freq, 1.0
     kind = sc.get("rope_type") or sc.get("type") or "default"
@@ -356,8 +401,8 @@ def rope_inv_freq(cfg, dtype, T=None):
     raise RefError(f"rope_scaling type {kind!r} is not supported (default, linear, dynamic, llama3, yarn, longrope)")
 
 
-def rope_cos_sin(cfg, T, dtype):
-    inv_freq, factor = rope_inv_freq(cfg, dtype, T)  # (d/2,)
+def rope_cos_sin(cfg, T, dtype, local=False):
+    inv_freq, factor = rope_inv_freq(cfg, dtype, T, local)  # (d/2,)
     pos = torch.arange(T, dtype=dtype)  # (T,)
     freqs = torch.outer(pos, inv_freq)  # (T, d/2)
     emb = torch.cat([freqs, freqs], dim=-1)  # (T, d): HF duplicates, it does not interleave
@@ -418,11 +463,12 @@ def attention(cfg, x, params, layer, loras, cos, sin):
         q, k, v = lin(x, "q_proj"), lin(x, "k_proj"), lin(x, "v_proj")
     q = q.reshape(T, nh, hd)
     k = k.reshape(T, nkv, hd)
-    if cfg.model_type == "qwen3":
-        # Qwen3Attention: q_norm / k_norm (RMSNorm over head_dim) on each head, before RoPE.
+    if cfg.qk_norm:
+        # Qwen3Attention / Gemma3Attention: q_norm / k_norm (the architecture's RMSNorm over head_dim, Gemma's times
+        # 1 + w) on each head, before RoPE.
         p = f"{cfg.layer_prefix}.{layer}.self_attn."
-        q = rms_norm(q, params[p + "q_norm.weight"], cfg.eps)
-        k = rms_norm(k, params[p + "k_norm.weight"], cfg.eps)
+        q = norm(cfg, q, params, p + "q_norm")  # (T, nh, hd)
+        k = norm(cfg, k, params, p + "k_norm")  # (T, nkv, hd)
     q, k = q.transpose(0, 1), k.transpose(0, 1)  # (nh, T, hd), (nkv, T, hd)
     v = v.reshape(T, nkv, hd).transpose(0, 1)  # (nkv, T, hd)
     if cfg.model_type != "gpt2":
@@ -468,19 +514,23 @@ def forward(cfg, params, ids, loras=None):
     idx = torch.tensor(ids, dtype=torch.long)  # (T,)
     T = idx.shape[0]
     cos, sin = rope_cos_sin(cfg, T, dtype)  # (T, rotary_dim)
+    # Gemma 3's sliding layers: the local RoPE.
+    cos_l, sin_l = rope_cos_sin(cfg, T, dtype, local=True) if any(cfg.local_rope) else (None, None)
     x = params[names["embed"] + ".weight"][idx]  # (T, C)
-    if cfg.model_type == "gemma2":
-        x = x * torch.tensor(cfg.n_embd ** 0.5, dtype=x.dtype)  # Gemma2Model's normalizer
+    if cfg.gemma:
+        # Gemma2Model's normalizer, Gemma3TextScaledWordEmbedding's embed_scale: sqrt(hidden) in the model's dtype.
+        x = x * torch.tensor(cfg.n_embd ** 0.5, dtype=x.dtype)
     if cfg.model_type == "gpt2":
         if T > cfg.max_pos:
             raise RefError(f"a record of {T} tokens exceeds n_positions {cfg.max_pos}")
         x = x + params["transformer.wpe.weight"][:T]  # learned absolute positions
-    gemma = cfg.model_type == "gemma2"
+    gemma = cfg.gemma
     for i in range(cfg.n_layer):
         p = f"{cfg.layer_prefix}.{i}."
         pre_attn, pre_mlp = ("ln_1", "ln_2") if cfg.model_type == "gpt2" else (
             "input_layernorm", "pre_feedforward_layernorm" if gemma else "post_attention_layernorm")
-        a = attention(cfg, norm(cfg, x, params, p + pre_attn), params, i, loras, cos, sin)
+        rope = (cos_l, sin_l) if cfg.local_rope[i] else (cos, sin)
+        a = attention(cfg, norm(cfg, x, params, p + pre_attn), params, i, loras, *rope)
         if cfg.parallel_residual:
             # GPTNeoXLayer, use_parallel_residual: both blocks read the layer input, x + attn(ln1(x)) + mlp(ln2(x)).
             x = mlp(cfg, norm(cfg, x, params, p + pre_mlp), params, i, loras) + a + x  # (T, C), HF's order

@@ -147,6 +147,13 @@ test('Gemma 2: (1 + w) norms, sqrt(H) embeddings, sandwich norms, GeGLU, soft-ca
   }, [{ sliding_window: null }, { attn_logit_softcapping: null }, { final_logit_softcapping: null }]);
 });
 
+test('Gemma 3: (1 + w) q/k norms, local layers on rope_local_base_freq, every Nth layer global, no soft-caps by default', async () => {
+  const shape: SynthShape = { ...BASE, seed: 42, arch: 'gemma3_text', tied: true, headDim: 12, config: { sliding_window: 8, sliding_window_pattern: 2 } };
+  await checkAgainstReference('gemma3', shape, [{ rope_local_base_freq: 1000000 }, { sliding_window_pattern: 1000 }]);
+  // Global layers scaled (linear), local ones not.
+  await checkAgainstReference('gemma3-linear-rope', { ...shape, seed: 43, config: { sliding_window: 8, sliding_window_pattern: 3, rope_scaling: { rope_type: 'linear', factor: 8 } } }, [{ rope_scaling: null }]);
+});
+
 test('Phi-3: fused qkv_proj and gate_up_proj are the candidates (4 heatmap columns), sliding window', async () => {
   const err = await checkAgainstReference('phi3', { ...BASE, seed: 25, arch: 'phi3', config: { sliding_window: 16 } }, [{ sliding_window: null }]);
   assert.ok(err.loss < 1e-5);
@@ -251,6 +258,7 @@ test('PEFT export: names, target_modules and fan_in_fan_out, applied by PEFT\'s 
     ['phi3', { ...BASE, layers: 2, seed: 34, arch: 'phi3' }],
     ['gpt2', { ...BASE, layers: 2, seed: 35, arch: 'gpt2', kvHeads: 4, tied: true, intermediateSize: 64, unprefixed: true }],
     ['gpt_neox', { ...BASE, layers: 2, seed: 36, arch: 'gpt_neox', kvHeads: 4, intermediateSize: 64 }],
+    ['gemma3_text', { ...BASE, layers: 2, seed: 44, arch: 'gemma3_text', tied: true, headDim: 12, config: { sliding_window: 8, sliding_window_pattern: 2 } }],
   ];
   for (const [label, shape] of shapes) {
     const dir = path.join(tmpDir(), label);
@@ -306,9 +314,9 @@ test('an unsupported model_type fails with the list of supported ones; info read
     // GPT-NeoX's untied head is embed_out, not lm_head.
     if (arch === 'gpt_neox') assert.equal(info.model.tiedEmbeddings, false);
   }
-  const dir = path.join(tmpDir(), 'gemma3');
-  await writeSynthModel(dir, { ...BASE, layers: 1, seed: 41, config: { model_type: 'gemma3_text' } });
-  assert.throws(() => modelInfo(dir), /model_type "gemma3_text" is not supported; supported: llama, mistral, qwen2, qwen3, gemma2, phi3, gpt2, gpt_neox$/);
+  const dir = path.join(tmpDir(), 'mixtral');
+  await writeSynthModel(dir, { ...BASE, layers: 1, seed: 41, config: { model_type: 'mixtral' } });
+  assert.throws(() => modelInfo(dir), /model_type "mixtral" is not supported; supported: llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, gpt2, gpt_neox$/);
 });
 
 test('normaliseConfig: HF defaults per architecture, sliding windows per layer, GPT-2 key names', () => {

@@ -48,7 +48,7 @@ test('normaliseConfig reads stories260K', () => {
     tieWordEmbeddings: true, attentionBias: false, mlpBias: false, hiddenAct: 'silu', dtype: 'float32',
     bosTokenId: 1, eosTokenId: 2, normType: 'rms', normOffset: 0, qkNorm: false, sandwichNorms: false, embedScale: 1,
     positions: 'rope', attnScale: 1 / Math.sqrt(8), attnScaleByLayer: false, attnSoftcap: null, finalSoftcap: null,
-    slidingWindows: [null, null, null, null, null], parallelResidual: false, qkvPerHead: false,
+    slidingWindows: [null, null, null, null, null], ropeLocalTheta: null, parallelResidual: false, qkvPerHead: false,
   });
   assert.equal(cfg.raw, RAW);
 });
@@ -112,7 +112,7 @@ test('num_attention_heads must be a multiple of num_key_value_heads', () => {
 test('an unsupported model_type lists the supported ones', () => {
   assert.ok(SUPPORTED_MODEL_TYPES.length >= 1);
   assert.deepEqual(SUPPORTED_MODEL_TYPES, Object.keys(ARCHITECTURES));
-  for (const modelType of ['gemma3_text', 'toString', 'constructor', undefined, 7]) {
+  for (const modelType of ['mixtral', 'toString', 'constructor', undefined, 7]) {
     assert.throws(() => normaliseConfig(variant({ model_type: modelType }), FILE), (err: unknown) => {
       assert.ok(err instanceof DomLoraError);
       assert.equal(err.code, 'bad-input');
@@ -164,6 +164,23 @@ test('scaled RoPE: linear, dynamic, llama3, yarn and longrope are read; other ty
   assertBadInput(() => phi({ partial_rotary_factor: 1.5 }), /partial_rotary_factor must be a number in \(0, 1\], got 1\.5/);
   // LongRoPE's factors cover the rotary dimensions only.
   assert.equal(phi({ partial_rotary_factor: 0.5, rope_scaling: { type: 'longrope', short_factor: [1, 2], long_factor: [1, 3] } }).ropeScaling?.type, 'longrope');
+});
+
+test('Gemma 3 text: q/k norms, no soft-caps unless set, every sliding_window_pattern-th layer global, a local RoPE base', () => {
+  const g3 = (extra: Record<string, unknown>) => normaliseConfig(variant({ model_type: 'gemma3_text', num_hidden_layers: 7, hidden_activation: 'gelu_pytorch_tanh', ...extra }), FILE);
+  const c = g3({ sliding_window: 512 });
+  assert.deepEqual(c.slidingWindows, [512, 512, 512, 512, 512, null, 512]);
+  assert.equal(c.qkNorm, true);
+  assert.equal(c.normOffset, 1);
+  assert.equal(c.sandwichNorms, true);
+  assert.equal(c.attnSoftcap, null);
+  assert.equal(c.finalSoftcap, null);
+  assert.equal(c.ropeLocalTheta, 10000);
+  assert.deepEqual(g3({ sliding_window: 8, sliding_window_pattern: 2 }).slidingWindows, [8, null, 8, null, 8, null, 8]);
+  assert.deepEqual(g3({}).slidingWindows.slice(0, 2), [4096, 4096], 'transformers\' default window');
+  const capped = g3({ attn_logit_softcapping: 50, final_logit_softcapping: 30, rope_local_base_freq: 5000 });
+  assert.deepEqual([capped.attnSoftcap, capped.finalSoftcap, capped.ropeLocalTheta], [null, 30, 5000], 'as transformers: the attention cap is never applied');
+  assertBadInput(() => g3({ sliding_window_pattern: 0 }), /"sliding_window_pattern" must be a positive integer, got 0/);
 });
 
 test('a hidden_act the engine does not compute is refused', () => {
