@@ -304,7 +304,9 @@ function readRopeScaling(src: Record<string, unknown> | null, headDim: number, f
 
 /** Which layers attend through a sliding window, following each architecture's transformers config. */
 function slidingWindows(raw: Record<string, unknown>, type: ModelType, numLayers: number, file: string): (number | null)[] {
-  const sw = raw.sliding_window === undefined && type === 'gemma3_text' ? 4096 : raw.sliding_window;
+  // Gemma 2 and 3 configs default to a 4096-token window (transformers' Gemma2Config / Gemma3TextConfig).
+  const sw = raw.sliding_window === undefined && (type === 'gemma2' || type === 'gemma3_text') ? 4096 : raw.sliding_window;
+  if (sw === null && type === 'gemma3_text') throw badInput('"sliding_window" null: Gemma 3\'s sliding layers need a window (transformers cannot build their mask either)', file);
   if (sw == null || type === 'llama' || type === 'gpt2' || type === 'gpt_neox') return new Array(numLayers).fill(null);
   if (typeof sw !== 'number' || !Number.isInteger(sw) || sw <= 0) throw badInput(`"sliding_window" must be a positive integer or null, got ${JSON.stringify(sw)}`, file);
   // Qwen's config drops sliding_window unless use_sliding_window, whatever layer_types says.

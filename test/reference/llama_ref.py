@@ -202,6 +202,8 @@ class ArchConfig:
             if sw is None:
                 return [None] * self.n_layer
             return [int(sw) if s else None for s in self._sliding_layers(d)]
+        if mt == "gemma2":
+            sw = d.get("sliding_window", 4096)  # Gemma2Config's default
         if sw is None or mt in ("llama", "gpt2", "gpt_neox"):
             return [None] * self.n_layer
         if mt in ("qwen2", "qwen3") and not d.get("use_sliding_window", False):

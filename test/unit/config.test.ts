@@ -181,6 +181,9 @@ test('Gemma 3 text: q/k norms, no soft-caps unless set, every sliding_window_pat
   const capped = g3({ attn_logit_softcapping: 50, final_logit_softcapping: 30, rope_local_base_freq: 5000 });
   assert.deepEqual([capped.attnSoftcap, capped.finalSoftcap, capped.ropeLocalTheta], [null, 30, 5000], 'as transformers: the attention cap is never applied');
   assertBadInput(() => g3({ sliding_window_pattern: 0 }), /"sliding_window_pattern" must be a positive integer, got 0/);
+  assertBadInput(() => g3({ sliding_window: null }), /Gemma 3's sliding layers need a window/);
+  // Gemma 2 also defaults to a 4096-token window on its even layers.
+  assert.deepEqual(normaliseConfig(variant({ model_type: 'gemma2', hidden_activation: 'gelu_pytorch_tanh' }), FILE).slidingWindows, [4096, null, 4096, null, 4096]);
 });
 
 test('a hidden_act the engine does not compute is refused', () => {
