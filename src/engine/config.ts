@@ -208,7 +208,12 @@ export function normaliseConfig(raw: Record<string, unknown>, file = 'config.jso
   const maxPositionEmbeddings = gpt2 ? int('n_positions', def.maxPos) : ((raw.max_position_embeddings as number) ?? def.maxPos);
 
   // Newer transformers releases move RoPE settings into `rope_parameters`; older ones use rope_theta + rope_scaling.
-  const ropeParams = (raw.rope_parameters ?? null) as Record<string, unknown> | null;
+  // Per layer type ({ full_attention: {...}, sliding_attention: {...} }, Gemma 3 in transformers v5): the full layers'
+  // parameters are the model's, the sliding layers' base is the local one.
+  const ropeAll = (raw.rope_parameters ?? null) as Record<string, unknown> | null;
+  const perType = ropeAll && typeof ropeAll.full_attention === 'object' && ropeAll.full_attention !== null;
+  const ropeParams = (perType ? ropeAll!.full_attention : ropeAll) as Record<string, unknown> | null;
+  const ropeLocal = (perType ? ropeAll!.sliding_attention ?? null : null) as Record<string, unknown> | null;
   // GPT-NeoX's own keys (rotary_emb_base, rotary_pct) come first, as transformers reads them.
   const ropeTheta = num((neox ? raw.rotary_emb_base : undefined) ?? ropeParams?.rope_theta ?? raw.rope_theta, neox && raw.rotary_emb_base != null ? 'rotary_emb_base' : 'rope_theta', 10000);
   // partial_rotary_factor < 1 (Phi-4-mini; GPT-NeoX's rotary_pct, 0.25 by default): RoPE rotates only the first
@@ -268,7 +273,7 @@ export function normaliseConfig(raw: Record<string, unknown>, file = 'config.jso
     finalSoftcap: gemma ? optNum('final_logit_softcapping', gemma3 ? null : 30) : null,
     slidingWindows: slidingWindows(raw, type, numLayers, file),
     // Gemma 3: sliding (local) layers rotate with rope_local_base_freq and no scaling.
-    ropeLocalTheta: gemma3 ? num(raw.rope_local_base_freq, 'rope_local_base_freq', 10000) : null,
+    ropeLocalTheta: gemma3 ? num(ropeLocal?.rope_theta ?? raw.rope_local_base_freq, 'rope_local_base_freq', 10000) : null,
     parallelResidual: neox && raw.use_parallel_residual !== false,
     qkvPerHead: neox,
     raw,

@@ -152,6 +152,10 @@ test('Gemma 3: (1 + w) q/k norms, local layers on rope_local_base_freq, every Nt
   await checkAgainstReference('gemma3', shape, [{ rope_local_base_freq: 1000000 }, { sliding_window_pattern: 1000 }]);
   // Global layers scaled (linear), local ones not.
   await checkAgainstReference('gemma3-linear-rope', { ...shape, seed: 43, config: { sliding_window: 8, sliding_window_pattern: 3, rope_scaling: { rope_type: 'linear', factor: 8 } } }, [{ rope_scaling: null }]);
+  // transformers v5's per-layer-type rope_parameters (no top-level rope_theta / rope_local_base_freq then), with
+  // bases unlike the defaults.
+  await checkAgainstReference('gemma3-rope-v5', { ...shape, seed: 45, config: { sliding_window: 8, sliding_window_pattern: 2, rope_theta: undefined, rope_local_base_freq: undefined, rope_parameters: {
+    full_attention: { rope_type: 'linear', factor: 4, rope_theta: 500000 }, sliding_attention: { rope_type: 'default', rope_theta: 20000 } } } }, [], [40, 17]);
 });
 
 test('Phi-3: fused qkv_proj and gate_up_proj are the candidates (4 heatmap columns), sliding window', async () => {

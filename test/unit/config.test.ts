@@ -182,6 +182,9 @@ test('Gemma 3 text: q/k norms, no soft-caps unless set, every sliding_window_pat
   assert.deepEqual([capped.attnSoftcap, capped.finalSoftcap, capped.ropeLocalTheta], [null, 30, 5000], 'as transformers: the attention cap is never applied');
   assertBadInput(() => g3({ sliding_window_pattern: 0 }), /"sliding_window_pattern" must be a positive integer, got 0/);
   assertBadInput(() => g3({ sliding_window: null }), /Gemma 3's sliding layers need a window/);
+  // transformers v5 keeps the two RoPE settings per layer type in rope_parameters.
+  const v5 = g3({ rope_parameters: { full_attention: { rope_type: 'linear', factor: 8, rope_theta: 1000000 }, sliding_attention: { rope_type: 'default', rope_theta: 10000 } } });
+  assert.deepEqual([v5.ropeTheta, v5.ropeScaling?.type, v5.ropeScaling?.factor, v5.ropeLocalTheta], [1000000, 'linear', 8, 10000]);
   // Gemma 2 also defaults to a 4096-token window on its even layers.
   assert.deepEqual(normaliseConfig(variant({ model_type: 'gemma2', hidden_activation: 'gelu_pytorch_tanh' }), FILE).slidingWindows, [4096, null, 4096, null, 4096]);
 });
