@@ -4,6 +4,7 @@ import * as os from 'node:os';
 import type { Backend } from '../protocol/messages';
 import { ArchRoles, ModelConfig, archOf, candidateModules, parameterCount } from './config';
 import { badInput } from './errors';
+import { headChunkRows } from './model';
 
 /** The wasm32 heap stops at 4 GiB; leave room for the allocator's fragmentation and XNNPACK's scratch. */
 export const WASM_HEAP_BYTES = 4 * 1024 ** 3;
@@ -128,7 +129,7 @@ export function recordActivationBytes(cfg: ModelConfig, T: number, layersKept: n
   const tapWork = taps === 'none' ? 0 : f.tapWork;
   const H = cfg.hiddenSize, V = cfg.vocabSize;
   // headLoss: chunks of n rows, each with its logits and, for the gradient, softmax - onehot (7 [n, V]; 13 capped).
-  const n = Math.max(1, Math.min(T, Math.floor((32 * 1024 * 1024) / (4 * V)) || 1, 256));
+  const n = headChunkRows(T, V);
   const head = n * V * (cfg.finalSoftcap ? 13 : 7) + n * H + 4 * T * H;
   const windows = new Set(cfg.slidingWindows.map((w) => (w !== null && w < T ? w : T))).size;
   const tables = windows * (cfg.numHeads / cfg.numKvHeads) * T * T + (cfg.positions === 'rope' ? (cfg.ropeLocalTheta != null ? 4 : 2) * T * cfg.headDim : 0);

@@ -800,7 +800,7 @@ export class LlamaModel {
     const S = pos.length;
     if (S === 0) throw new Error('record has no supervised tokens');
     const V = this.cfg.vocabSize;
-    const chunk = Math.max(1, Math.min(S, Math.floor((32 * 1024 * 1024) / (4 * V)) || 1, 256));
+    const chunk = headChunkRows(S, V);
     let lossSum = 0;
     const dParts: tf.Tensor2D[] = [];
     const held: tf.Tensor[] = []; // disposed at the end, on a throw, or when the steps are stopped
@@ -982,6 +982,11 @@ export class LlamaModel {
       tf.dispose(inputs);
     }
   }
+}
+
+/** Rows of logits the head computes at once: about 32 MiB of [rows, vocab] float32, at most 256 rows. */
+export function headChunkRows(rows: number, vocab: number): number {
+  return Math.max(1, Math.min(rows, Math.floor((32 * 1024 * 1024) / (4 * vocab)) || 1, 256));
 }
 
 export interface HeadPass { loss: number; tokens: number; dHidden?: tf.Tensor2D }

@@ -128,6 +128,7 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
   if (!(p.alpha > 0)) throw badInput(`--alpha must be positive, got ${p.alpha}`);
   if (!Number.isInteger(p.bootstrap) || p.bootstrap < 1) throw badInput(`--bootstrap must be a positive integer, got ${p.bootstrap}`);
   // Headers, config, tokenizer and data first: the input is checked and the job sized before any weight is read.
+  const tLoad = Date.now(); // the report's load time: opening, tokenizing and loading the weights
   const job = await openJob(params.modelDir, p.backend, hooks);
   const { folder, tokenizer, backend } = job;
   const ds = readDataset(p.data);
@@ -142,7 +143,7 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
   }
   if (tok.skipped) hooks.log?.('warn', `${tok.skipped} record(s) skipped: no supervised tokens after truncation to ${p.seqLen}`);
   const { model } = loadForJob(job, { ...recordLengths(tok.records), backwardPasses: tok.records.length }, hooks);
-  const loadSeconds = (Date.now() - job.openedAt) / 1000;
+  const loadSeconds = (Date.now() - tLoad) / 1000;
   try {
     const scale = loraScale(p.alpha, p.rank);
     const aT = new Map<string, tf.Tensor2D>();

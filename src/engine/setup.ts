@@ -12,15 +12,14 @@ import { ModelFolder, openModelFolder } from './loader';
 import { LlamaModel } from './model';
 import { ModelTokenizer } from './tokenizer';
 
-export interface OpenedJob { folder: ModelFolder; tokenizer: ModelTokenizer; backend: BackendReport; openedAt: number }
+export interface OpenedJob { folder: ModelFolder; tokenizer: ModelTokenizer; backend: BackendReport }
 
 export async function openJob(modelDir: string, choice: BackendChoice | undefined, hooks: JobHooks = {}): Promise<OpenedJob> {
-  const openedAt = Date.now();
   const folder = openModelFolder(modelDir);
   const backend = await initBackend(choice ?? 'auto', threadsForModel(folder.cfg.hiddenSize));
   hooks.log?.('info', `backend: ${describeBackend(backend)}`);
   const tokenizer = ModelTokenizer.load(folder.dir);
-  return { folder, tokenizer, backend, openedAt };
+  return { folder, tokenizer, backend };
 }
 
 export type JobShape = Omit<EstimateInput, 'cfg' | 'backend' | 'threads'>;
