@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// fp32 matmul GFLOP/s on tfjs-wasm, stock (1 thread) against enableWasmThreads (src/engine/wasmThreads.ts).
+// fp32 matmul GFLOP/s on tfjs-wasm, stock (1 thread) against enableWasmThreads (src/engine/runtime/wasmThreads.ts).
 //
 //   node scripts/bench-matmul.mjs [--threads 1,2] [--shapes 512x576x1536,512x1536x576] [--reps 30] [--rounds 3]
 //                                 [--wait-idle 60]
@@ -24,11 +24,11 @@ function arg(name, def) {
   return i > 0 && process.argv[i + 1] ? process.argv[i + 1] : def;
 }
 
-/** Bundles src/engine/wasmThreads.ts (TypeScript) to CommonJS next to node_modules, so a plain node script can load it. */
+/** Bundles src/engine/runtime/wasmThreads.ts (TypeScript) to CommonJS next to node_modules, so a plain node script can load it. */
 async function buildShim() {
   const esbuild = await import('esbuild');
   const outfile = path.join(root, 'out', 'bench', 'wasmThreads.cjs');
-  await esbuild.build({ entryPoints: [path.join(root, 'src/engine/wasmThreads.ts')], bundle: true, platform: 'node',
+  await esbuild.build({ entryPoints: [path.join(root, 'src/engine/runtime/wasmThreads.ts')], bundle: true, platform: 'node',
     target: 'node20', format: 'cjs', packages: 'external', outfile, logLevel: 'warning' });
   return outfile;
 }

@@ -4,8 +4,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs, ParseArgsConfig } from 'node:util';
 import type { BackendChoice, Progress } from '../protocol/messages';
-import { DomLoraError, badInput, toErrorInfo } from '../engine/errors';
-import type { JobHooks } from '../engine/jobs';
+import { DomLoraError, badInput, toErrorInfo } from '../engine/runtime/errors';
+import type { JobHooks } from '../engine/runtime/jobs';
 import { formatProbe, fmtPct, useColour } from './format';
 
 const VERSION = typeof DOMLORA_VERSION === 'string' ? DOMLORA_VERSION : 'dev';
@@ -116,7 +116,7 @@ async function main(argv: string[]): Promise<number> {
   switch (cmd) {
     case 'info': {
       const a = parse(rest, { rank: { type: 'string' } });
-      const { modelInfo } = await import('../engine/loader');
+      const { modelInfo } = await import('../engine/hf/folder');
       const info = modelInfo(oneModel(a.positionals), num(a.values.rank, 'rank', true) ?? 8);
       emit(Boolean(a.values.json), info, () => {
         const m = info.model;
@@ -137,7 +137,7 @@ async function main(argv: string[]): Promise<number> {
     case 'eval': {
       const a = parse(rest, { data: { type: 'string' }, adapter: { type: 'string' }, 'seq-len': { type: 'string' }, 'max-samples': { type: 'string' }, 'per-record': { type: 'boolean' } });
       threads(a.values.threads);
-      const { runEval } = await import('../engine/evaluate');
+      const { runEval } = await import('../engine/eval/evaluate');
       const r = await runEval({
         modelDir: oneModel(a.positionals), data: required(a.values.data, 'data'), adapter: a.values.adapter,
         seqLen: num(a.values['seq-len'], 'seq-len', true), maxSamples: num(a.values['max-samples'], 'max-samples', true), backend: backendOf(a.values.backend),
@@ -151,7 +151,7 @@ async function main(argv: string[]): Promise<number> {
     case 'generate': {
       const a = parse(rest, { prompt: { type: 'string' }, 'max-new-tokens': { type: 'string' }, adapter: { type: 'string' } });
       threads(a.values.threads);
-      const { runGenerate } = await import('../engine/evaluate');
+      const { runGenerate } = await import('../engine/eval/evaluate');
       const r = await runGenerate({ modelDir: oneModel(a.positionals), prompt: a.values.prompt ?? '', maxNewTokens: num(a.values['max-new-tokens'], 'max-new-tokens', true), backend: backendOf(a.values.backend), adapter: a.values.adapter });
       emit(Boolean(a.values.json), r, () => `${a.values.prompt ?? ''}${r.text}`);
       return 0;
@@ -170,14 +170,14 @@ async function main(argv: string[]): Promise<number> {
         try { compareTo = JSON.parse(fs.readFileSync(a.values.compare, 'utf8')); } catch (e) { throw badInput(`cannot read the report to compare with (${(e as Error).message})`, a.values.compare); }
         if (!compareTo?.modules || !compareTo.dominant) throw badInput('is not a DomLoRA probe report', a.values.compare);
       }
-      const { runProbe } = await import('../engine/page');
+      const { runProbe } = await import('../engine/probe/page');
       const { report, written } = await runProbe({
         modelDir: oneModel(a.positionals), data: required(a.values.data, 'data'), samples: num(a.values.samples, 'samples', true),
         seqLen: num(a.values['seq-len'], 'seq-len', true), rank: num(a.values.rank, 'rank', true), alpha: num(a.values.alpha, 'alpha'),
         seed: num(a.values.seed, 'seed', true), out: a.values.out, untilStable: Boolean(a.values['until-stable']), sampling,
         bootstrap: num(a.values.bootstrap, 'bootstrap', true), backend: backendOf(a.values.backend),
       }, progressHooks(Boolean(a.values.quiet), controller));
-      const { compareReports } = await import('../engine/compare');
+      const { compareReports } = await import('../engine/probe/compare');
       const cmp = compareTo ? compareReports(report, compareTo) : undefined;
       emit(Boolean(a.values.json), cmp ? { ...report, comparison: cmp } : report, () => {
         let s = formatProbe(report, useColour(process.stdout));
@@ -203,7 +203,7 @@ async function main(argv: string[]): Promise<number> {
       const preset = a.values.preset ?? 'domlora';
       if (preset !== 'domlora' && preset !== 'vanilla') throw badInput(`--preset must be "domlora" or "vanilla", got "${preset}"`);
       const modelDir = oneModel(a.positionals);
-      const { runTrain } = await import('../engine/train');
+      const { runTrain } = await import('../engine/train/loop');
       const r = await runTrain({
         modelDir, data: required(a.values.data, 'data'), targets: a.values.target, fromReport: a.values['from-report'], preset,
         rank: num(a.values.rank, 'rank', true), alpha: num(a.values.alpha, 'alpha'), lr: num(a.values.lr, 'lr'), steps: num(a.values.steps, 'steps', true),
@@ -228,7 +228,7 @@ async function main(argv: string[]): Promise<number> {
     case 'export': {
       const a = parse(rest, { format: { type: 'string' }, out: { type: 'string' }, model: { type: 'string' }, force: { type: 'boolean' }, gpus: { type: 'string' } });
       threads(a.values.threads);
-      const { runExport } = await import('../engine/exporters');
+      const { runExport } = await import('../engine/export/exporters');
       const r = await runExport({
         adapterDir: oneModel(a.positionals, 'ADAPTER_DIR'), format: required(a.values.format, 'format') as 'merged', out: required(a.values.out, 'out'),
         modelDir: a.values.model, force: Boolean(a.values.force), gpus: num(a.values.gpus, 'gpus', true),
@@ -239,7 +239,7 @@ async function main(argv: string[]): Promise<number> {
     case 'make-demo-model': {
       const a = parse(rest, { data: { type: 'string' } });
       const dir = oneModel(a.positionals, 'DIR');
-      const { writeSynthModel, synthDataset } = await import('../engine/synth');
+      const { writeSynthModel, synthDataset } = await import('../engine/hf/synth');
       await writeSynthModel(dir);
       if (a.values.data) synthDataset(a.values.data);
       emit(Boolean(a.values.json), { model: path.resolve(dir), data: a.values.data ? path.resolve(a.values.data) : undefined },

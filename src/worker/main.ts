@@ -1,9 +1,9 @@
 // The worker: a child process of the extension host (child_process.fork) that runs engine jobs. It speaks the typed
 // protocol of src/protocol/messages.ts over the IPC channel: one job at a time, progress notifications, cancel.
 import type { WorkerMessage, WorkerRequest, BackendChoice } from '../protocol/messages';
-import { toErrorInfo } from '../engine/errors';
-import type { JobHooks } from '../engine/jobs';
-import { initBackend } from '../engine/backend';
+import { toErrorInfo } from '../engine/runtime/errors';
+import type { JobHooks } from '../engine/runtime/jobs';
+import { initBackend } from '../engine/runtime/backend';
 
 function send(msg: WorkerMessage): void { process.send?.(msg); }
 
@@ -19,11 +19,11 @@ async function handle(req: Extract<WorkerRequest, { kind: 'request' }>): Promise
   };
   const p = req.params as never;
   switch (req.method) {
-    case 'info': return (await import('../engine/loader')).modelInfo((p as { modelDir: string }).modelDir, (p as { rank?: number }).rank);
-    case 'eval': return (await import('../engine/evaluate')).runEval(p, hooks);
-    case 'probe': return (await (await import('../engine/page')).runProbe(p, hooks)).report;
-    case 'train': return (await import('../engine/train')).runTrain(p, hooks);
-    case 'export': return (await import('../engine/exporters')).runExport(p, hooks);
+    case 'info': return (await import('../engine/hf/folder')).modelInfo((p as { modelDir: string }).modelDir, (p as { rank?: number }).rank);
+    case 'eval': return (await import('../engine/eval/evaluate')).runEval(p, hooks);
+    case 'probe': return (await (await import('../engine/probe/page')).runProbe(p, hooks)).report;
+    case 'train': return (await import('../engine/train/loop')).runTrain(p, hooks);
+    case 'export': return (await import('../engine/export/exporters')).runExport(p, hooks);
     default: throw new Error(`unknown method ${String(req.method)}`);
   }
 }

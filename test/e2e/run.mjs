@@ -84,7 +84,7 @@ function makeBaseFixture(tmp) {
 /** An 80-layer Llama with tiny matrices (the engine's synthetic model writer), to see the heatmap at depth. */
 async function makeDeepModel(tmp, dir) {
   const out = path.join(tmp, 'synth.mjs');
-  await esbuild.build({ entryPoints: [path.join(root, 'src/engine/synth.ts')], bundle: true, platform: 'node', format: 'esm', outfile: out, logLevel: 'warning' });
+  await esbuild.build({ entryPoints: [path.join(root, 'src/engine/hf/synth.ts')], bundle: true, platform: 'node', format: 'esm', outfile: out, logLevel: 'warning' });
   const synth = await import(out);
   await synth.writeSynthModel(dir, { ...synth.DEMO_SHAPE, hiddenSize: 32, intermediateSize: 64, layers: 80, heads: 4, kvHeads: 2, seed: 99 });
 }

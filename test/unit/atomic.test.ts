@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { sweepStaleTemps, writeDirAtomic, writeFileAtomic } from '../../src/engine/atomic';
+import { sweepStaleTemps, writeDirAtomic, writeFileAtomic } from '../../src/engine/runtime/atomic';
 
 /** The pid of a process that has exited (and been reaped): nothing runs under it, barring reuse. */
 function deadPid(): number {

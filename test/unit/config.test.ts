@@ -6,9 +6,9 @@ import * as path from 'node:path';
 import {
   normaliseConfig, readConfig, candidateModules, moduleName, moduleShape, parameterCount, SUPPORTED_MODEL_TYPES, ARCHITECTURES,
   ModelConfig,
-} from '../../src/engine/config';
-import { DomLoraError } from '../../src/engine/errors';
-import { WeightStore } from '../../src/engine/safetensors';
+} from '../../src/engine/hf/config';
+import { DomLoraError } from '../../src/engine/runtime/errors';
+import { WeightStore } from '../../src/engine/hf/safetensors';
 
 const MODEL = path.resolve('../shared/models/stories260K');
 const RAW: Record<string, unknown> = JSON.parse(fs.readFileSync(path.join(MODEL, 'config.json'), 'utf8'));

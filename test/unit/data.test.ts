@@ -4,10 +4,10 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { readDataset, tokenizeDataset, tokenizeRecord } from '../../src/engine/data';
-import type { RecordFormat, TokenizedRecord } from '../../src/engine/data';
-import { ModelTokenizer } from '../../src/engine/tokenizer';
-import { DomLoraError } from '../../src/engine/errors';
+import { readDataset, tokenizeDataset, tokenizeRecord } from '../../src/engine/data/data';
+import type { RecordFormat, TokenizedRecord } from '../../src/engine/data/data';
+import { ModelTokenizer } from '../../src/engine/hf/tokenizer';
+import { DomLoraError } from '../../src/engine/runtime/errors';
 
 // Tests run from the project root; the shared models and data sit beside it.
 const SHARED = path.resolve(process.cwd(), '../shared');

@@ -4,17 +4,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { candidateModules, ModelConfig, normaliseConfig, SUPPORTED_MODEL_TYPES } from '../../src/engine/config';
-import { estimateJob, assertFits, layerActivationFloats, recordActivationBytes } from '../../src/engine/estimate';
-import { DomLoraError } from '../../src/engine/errors';
-import { initBackend } from '../../src/engine/backend';
-import { openModelFolder } from '../../src/engine/loader';
-import { LlamaModel, LoraGrads } from '../../src/engine/model';
-import { writeSynthModel } from '../../src/engine/synth';
-import type { WeightStore } from '../../src/engine/safetensors';
-import { pageForRecord } from '../../src/engine/page';
-import { initLoraA, loraScale, makeAdapter, disposeAdapter } from '../../src/engine/lora';
-import type { TokenizedRecord } from '../../src/engine/data';
+import { candidateModules, ModelConfig, normaliseConfig, SUPPORTED_MODEL_TYPES } from '../../src/engine/hf/config';
+import { estimateJob, assertFits, layerActivationFloats, recordActivationBytes } from '../../src/engine/runtime/estimate';
+import { DomLoraError } from '../../src/engine/runtime/errors';
+import { initBackend } from '../../src/engine/runtime/backend';
+import { openModelFolder } from '../../src/engine/hf/folder';
+import { LlamaModel, LoraGrads } from '../../src/engine/model/decoder';
+import { writeSynthModel } from '../../src/engine/hf/synth';
+import type { WeightStore } from '../../src/engine/hf/safetensors';
+import { pageForRecord } from '../../src/engine/probe/page';
+import { initLoraA, loraScale, makeAdapter, disposeAdapter } from '../../src/engine/model/lora';
+import type { TokenizedRecord } from '../../src/engine/data/data';
 import { tmpDir } from '../helpers/reference';
 
 const llama = (h: number, i: number, l: number, heads: number, kv: number, v: number) => normaliseConfig({

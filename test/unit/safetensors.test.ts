@@ -5,8 +5,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import {
   encodeSafetensors, writeSafetensors, readHeader, readTensorF32, WeightStore, floatToHalf, TensorToWrite,
-} from '../../src/engine/safetensors';
-import { DomLoraError } from '../../src/engine/errors';
+} from '../../src/engine/hf/safetensors';
+import { DomLoraError } from '../../src/engine/runtime/errors';
 
 const tempRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'domlora-safetensors-'));
 after(() => fs.rmSync(tempRoot, { recursive: true, force: true }));
@@ -367,7 +367,7 @@ test('the stories260K weights read through WeightStore', () => {
 });
 
 test('streaming writer: the same bytes as encodeSafetensors, one tensor in memory at a time', async () => {
-  const { writeSafetensorsStreaming } = await import('../../src/engine/safetensors');
+  const { writeSafetensorsStreaming } = await import('../../src/engine/hf/safetensors');
   const tensors = [
     { name: 'a', shape: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6]) },
     { name: 'b.weight', shape: [5], data: Float32Array.from([0.5, -1, 2e-8, 3e8, -0]) },

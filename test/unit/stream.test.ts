@@ -4,16 +4,16 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend } from '../../src/engine/backend';
-import { openModelFolder } from '../../src/engine/loader';
-import { LlamaModel, LoraGrads } from '../../src/engine/model';
-import { ModelTokenizer } from '../../src/engine/tokenizer';
-import { candidateModules, normaliseConfig } from '../../src/engine/config';
-import { readDataset, tokenizeDataset } from '../../src/engine/data';
-import { initLoraA, loraScale, makeAdapter, disposeAdapter } from '../../src/engine/lora';
-import { pageForRecord } from '../../src/engine/page';
-import { estimateJob } from '../../src/engine/estimate';
-import { Rng } from '../../src/engine/rng';
+import { initBackend } from '../../src/engine/runtime/backend';
+import { openModelFolder } from '../../src/engine/hf/folder';
+import { LlamaModel, LoraGrads } from '../../src/engine/model/decoder';
+import { ModelTokenizer } from '../../src/engine/hf/tokenizer';
+import { candidateModules, normaliseConfig } from '../../src/engine/hf/config';
+import { readDataset, tokenizeDataset } from '../../src/engine/data/data';
+import { initLoraA, loraScale, makeAdapter, disposeAdapter } from '../../src/engine/model/lora';
+import { pageForRecord } from '../../src/engine/probe/page';
+import { estimateJob } from '../../src/engine/runtime/estimate';
+import { Rng } from '../../src/engine/runtime/rng';
 import { SHARED, STORIES } from '../helpers/reference';
 
 before(async () => { await initBackend('wasm'); });
@@ -62,7 +62,7 @@ test('a Qwen2.5-0.5B-shaped model does not fit the wasm heap resident, and is pl
 });
 
 test('a load that fails halfway leaves nothing on the backend; per-length caches stay bounded', async () => {
-  const { writeSynthModel } = await import('../../src/engine/synth');
+  const { writeSynthModel } = await import('../../src/engine/hf/synth');
   const { tmpDir } = await import('../helpers/reference');
   const fs = await import('node:fs');
   const dir = path.join(tmpDir(), 'm');

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ModelTokenizer } from '../../src/engine/tokenizer';
-import { DomLoraError } from '../../src/engine/errors';
+import { ModelTokenizer } from '../../src/engine/hf/tokenizer';
+import { DomLoraError } from '../../src/engine/runtime/errors';
 
 // Tests run from the project root; the shared models sit beside it.
 const MODEL = path.resolve(process.cwd(), '../shared/models/stories260K');

@@ -4,13 +4,13 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend } from '../../src/engine/backend';
-import { runTrain, learningRate } from '../../src/engine/train';
-import { runEval } from '../../src/engine/evaluate';
-import { runExport } from '../../src/engine/exporters';
-import { readHeader, readTensorF32 } from '../../src/engine/safetensors';
-import { writeSynthModel } from '../../src/engine/synth';
-import { DomLoraError } from '../../src/engine/errors';
+import { initBackend } from '../../src/engine/runtime/backend';
+import { runTrain, learningRate } from '../../src/engine/train/loop';
+import { runEval } from '../../src/engine/eval/evaluate';
+import { runExport } from '../../src/engine/export/exporters';
+import { readHeader, readTensorF32 } from '../../src/engine/hf/safetensors';
+import { writeSynthModel } from '../../src/engine/hf/synth';
+import { DomLoraError } from '../../src/engine/runtime/errors';
 import { SHARED, STORIES, tmpDir, reference } from '../helpers/reference';
 
 before(async () => { await initBackend('wasm'); });
@@ -56,8 +56,8 @@ test('DomLoRA training on stories260K lowers train and held-out loss, and writes
   const ev = await runEval({ modelDir: STORIES, data: DATA, adapter: out, seqLen: 128, maxSamples: 6, backend: 'wasm' });
   const base = await runEval({ modelDir: STORIES, data: DATA, seqLen: 128, maxSamples: 6, backend: 'wasm' });
   assert.ok(ev.meanLoss < base.meanLoss, 'the adapter changes (improves) the loss');
-  const { tokenizeDataset, readDataset } = await import('../../src/engine/data');
-  const { ModelTokenizer } = await import('../../src/engine/tokenizer');
+  const { tokenizeDataset, readDataset } = await import('../../src/engine/data/data');
+  const { ModelTokenizer } = await import('../../src/engine/hf/tokenizer');
   const recs = tokenizeDataset(readDataset(DATA), ModelTokenizer.load(STORIES), { seqLen: 128, limit: 6 }).records;
   const ref = reference<{ losses: number[]; meanLoss: number; adaptedModules: string[] }>({
     model_dir: STORIES, mode: 'eval-adapter', adapter_dir: out, records: recs.map((x) => ({ input_ids: x.inputIds, loss_mask: x.lossMask })) });
@@ -88,11 +88,11 @@ test('one AdamW step matches torch.optim.AdamW on the same gradients', async () 
     warmupSteps: 0, batchSize: 2, seqLen: 96, maxSamples: 8, evalSplit: 0, backend: 'wasm', seed: 4 });
   assert.equal(r.steps, 2);
   // Rebuild the run in the reference: same initial A (B = 0), same batches and learning rates.
-  const { batchIndices } = await import('../../src/engine/train');
-  const { initLoraA } = await import('../../src/engine/lora');
-  const { writeSafetensors } = await import('../../src/engine/safetensors');
-  const { tokenizeDataset, readDataset } = await import('../../src/engine/data');
-  const { ModelTokenizer } = await import('../../src/engine/tokenizer');
+  const { batchIndices } = await import('../../src/engine/train/loop');
+  const { initLoraA } = await import('../../src/engine/model/lora');
+  const { writeSafetensors } = await import('../../src/engine/hf/safetensors');
+  const { tokenizeDataset, readDataset } = await import('../../src/engine/data/data');
+  const { ModelTokenizer } = await import('../../src/engine/hf/tokenizer');
   const recs = tokenizeDataset(readDataset(DATA), ModelTokenizer.load(STORIES), { seqLen: 96, limit: 8 }).records;
   const specs = [{ name: TARGET, dIn: 172, dOut: 64 }, { name: 'model.layers.3.self_attn.v_proj', dIn: 64, dOut: 32 }];
   const init = path.join(dir, 'init.safetensors');
@@ -154,8 +154,8 @@ test('training refuses bad input clearly and writes nothing', async () => {
 });
 
 test('export checks what downstream runtimes refuse and prints load commands', async () => {
-  const { runtimeChecks } = await import('../../src/engine/exporters');
-  const { buildPeftConfig } = await import('../../src/engine/peft');
+  const { runtimeChecks } = await import('../../src/engine/export/exporters');
+  const { buildPeftConfig } = await import('../../src/engine/export/peft');
   const spec = { name: TARGET, layer: 1, kind: 'down_proj', dIn: 172, dOut: 64 };
   const ok = runtimeChecks(buildPeftConfig([spec], 5, 8, 16, '/m'), 'llama', [`base_model.model.${TARGET}.lora_A.weight`, `base_model.model.${TARGET}.lora_B.weight`]);
   assert.deepEqual(ok.warnings, []);

@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfWasm from '@tensorflow/tfjs-backend-wasm';
-import { enableWasmThreads, PINNED_TFJS_WASM_VERSION, type WasmThreadsResult } from '../../src/engine/wasmThreads';
+import { enableWasmThreads, PINNED_TFJS_WASM_VERSION, type WasmThreadsResult } from '../../src/engine/runtime/wasmThreads';
 
 const CHILD_ENV = 'DOMLORA_WASM_THREADS_CHILD';
 const EXIT_LIMIT_MS = 60_000; // a hang guard, not a timing assertion

@@ -2,15 +2,15 @@
 // machines (PEFT LoraConfig, Axolotl, LLaMA-Factory, MLX-LM), with the checks downstream runtimes apply.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { ExportParams } from '../protocol/messages';
-import { badInput } from './errors';
-import { JobHooks, throwIfCancelled, yieldToEvents } from './jobs';
-import { openModelFolder, ModelFolder } from './loader';
+import type { ExportParams } from '../../protocol/messages';
+import { badInput } from '../runtime/errors';
+import { JobHooks, throwIfCancelled, yieldToEvents } from '../runtime/jobs';
+import { openModelFolder, ModelFolder } from '../hf/folder';
 import { readAdapterFiles, PeftConfig } from './peft';
-import { readHeader, writeSafetensorsStreaming } from './safetensors';
-import { writeDirAtomic, writeFileAtomic } from './atomic';
-import { loraScale } from './lora';
-import { archOf, storedName, parseModuleName, ModelType } from './config';
+import { readHeader, writeSafetensorsStreaming } from '../hf/safetensors';
+import { writeDirAtomic, writeFileAtomic } from '../runtime/atomic';
+import { loraScale } from '../model/lora';
+import { archOf, storedName, parseModuleName, ModelType } from '../hf/config';
 
 export interface ExportResult { format: string; out: string; text: string; warnings: string[]; loadCommands: string[] }
 

@@ -1,12 +1,12 @@
 // Evaluation: the mean over records of each record's mean token cross-entropy (the same l_n that PAGE uses).
 import * as tf from '@tensorflow/tfjs-core';
-import type { EvalParams, EvalResult } from '../protocol/messages';
-import { readDataset, requireUsable, tokenizeDataset, TokenizedRecord } from './data';
-import { JobHooks, eta, runStepsAsync, throwIfCancelled, yieldToEvents } from './jobs';
-import { openJob, loadForJob, recordLengths } from './setup';
-import type { LlamaModel, LoraAdapter } from './model';
-import { readAdapterFiles, uploadAdapter } from './peft';
-import { disposeAdapter } from './lora';
+import type { EvalParams, EvalResult } from '../../protocol/messages';
+import { readDataset, requireUsable, tokenizeDataset, TokenizedRecord } from '../data/data';
+import { JobHooks, eta, runStepsAsync, throwIfCancelled, yieldToEvents } from '../runtime/jobs';
+import { openJob, loadForJob, recordLengths } from '../runtime/setup';
+import type { LlamaModel, LoraAdapter } from '../model/decoder';
+import { readAdapterFiles, uploadAdapter } from '../export/peft';
+import { disposeAdapter } from '../model/lora';
 
 export interface EvalOutcome extends EvalResult { losses: number[] }
 

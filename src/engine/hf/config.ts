@@ -1,7 +1,7 @@
 // Hugging Face config.json, normalised once at the edge into the one shape the engine reads.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { badInput } from './errors';
+import { badInput } from '../runtime/errors';
 
 /**
  * Which kind of module plays which part of a decoder layer. An architecture has either separate q/k/v or one fused

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { createRequire } from 'node:module';
-import type { Backend, BackendChoice } from '../protocol/messages';
+import type { Backend, BackendChoice } from '../../protocol/messages';
 import { badInput } from './errors';
 
 export interface BackendReport { backend: Backend; detail: string; tried: string[]; threads: number }

@@ -3,11 +3,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readConfig, ModelConfig, candidateModules, parameterCount, ARCHITECTURES, headTensorName, storedName, storedWeightShape } from './config';
 import { WeightStore } from './safetensors';
-import { LlamaModel, ModelOptions } from './model';
+import { LlamaModel, ModelOptions } from '../model/decoder';
 import { ModelTokenizer } from './tokenizer';
-import { badInput } from './errors';
-import { adapterParams } from './lora';
-import type { InfoResult, ModelSummary } from '../protocol/messages';
+import { badInput } from '../runtime/errors';
+import { adapterParams } from '../model/lora';
+import type { InfoResult, ModelSummary } from '../../protocol/messages';
 
 export interface ModelFolder { dir: string; cfg: ModelConfig; store: WeightStore }
 

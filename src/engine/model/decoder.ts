@@ -15,10 +15,10 @@
 // Shapes: T = tokens of one record, H = hidden, I = intermediate, nH/nKV = attention/key-value heads, hd = head dim,
 // rep = nH / nKV, V = vocab. Module names are Hugging Face's (`model.layers.N.mlp.down_proj`).
 import * as tf from '@tensorflow/tfjs-core';
-import { ARCHITECTURES, ArchRoles, ArchSpec, ModelConfig, headTensorName, moduleName, moduleShape, parseModuleName, storedName } from './config';
-import { WeightStore } from './safetensors';
-import { badInput } from './errors';
-import { runSteps, Steps } from './jobs';
+import { ARCHITECTURES, ArchRoles, ArchSpec, ModelConfig, headTensorName, moduleName, moduleShape, parseModuleName, storedName } from '../hf/config';
+import { WeightStore } from '../hf/safetensors';
+import { badInput } from '../runtime/errors';
+import { runSteps, Steps } from '../runtime/jobs';
 
 /** One frozen linear module, stored transposed ([in, out]) so `x @ wt` is the fast path. */
 export interface Linear {

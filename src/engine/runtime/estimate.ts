@@ -1,10 +1,10 @@
 // Before a job starts: how much memory and time it will take on the chosen backend, from the model's shapes alone.
 // A job that cannot fit is refused with the reason and the backend that would fit, instead of dying halfway.
 import * as os from 'node:os';
-import type { Backend } from '../protocol/messages';
-import { ArchRoles, ModelConfig, archOf, candidateModules, parameterCount } from './config';
+import type { Backend } from '../../protocol/messages';
+import { ArchRoles, ModelConfig, archOf, candidateModules, parameterCount } from '../hf/config';
 import { badInput } from './errors';
-import { headChunkRows } from './model';
+import { headChunkRows } from '../model/decoder';
 
 /** The wasm32 heap stops at 4 GiB; leave room for the allocator's fragmentation and XNNPACK's scratch. */
 export const WASM_HEAP_BYTES = 4 * 1024 ** 3;

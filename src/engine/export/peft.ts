@@ -2,12 +2,12 @@
 // adapter_config.json + adapter_model.safetensors with keys base_model.model.<module>.lora_{A,B}.weight.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { candidateModules, ModuleSpec } from './config';
-import { badInput } from './errors';
-import type { ModelFolder } from './loader';
-import type { LoraAdapter } from './model';
-import { makeAdapter, loraScale } from './lora';
-import { readHeader, readTensorF32, encodeSafetensors } from './safetensors';
+import { candidateModules, ModuleSpec } from '../hf/config';
+import { badInput } from '../runtime/errors';
+import type { ModelFolder } from '../hf/folder';
+import type { LoraAdapter } from '../model/decoder';
+import { makeAdapter, loraScale } from '../model/lora';
+import { readHeader, readTensorF32, encodeSafetensors } from '../hf/safetensors';
 
 export interface AdapterTensors { spec: ModuleSpec; a: Float32Array; b: Float32Array }
 

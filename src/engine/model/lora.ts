@@ -2,10 +2,10 @@
 // a = sqrt(5)), B = 0, scale alpha / r. The random stream is ours (seeded), not torch's: the same seed gives the
 // same A on every backend and machine.
 import * as tf from '@tensorflow/tfjs-core';
-import { Rng } from './rng';
-import { badInput } from './errors';
-import type { LoraAdapter } from './model';
-import type { ModuleSpec } from './config';
+import { Rng } from '../runtime/rng';
+import { badInput } from '../runtime/errors';
+import type { LoraAdapter } from './decoder';
+import type { ModuleSpec } from '../hf/config';
 
 /** Per-module seed: the A of a module does not depend on which other modules are adapted. */
 export function moduleSeed(seed: number, name: string): number {

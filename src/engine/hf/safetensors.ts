@@ -3,8 +3,8 @@
 // Tensors are read one at a time at their offsets, so a multi-GB file never has to sit in one buffer.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { badInput } from './errors';
-import { writeFileAtomic } from './atomic';
+import { badInput } from '../runtime/errors';
+import { writeFileAtomic } from '../runtime/atomic';
 
 export type Dtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
 const DTYPE_BYTES: Record<Dtype, number> = { F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1 };

@@ -4,13 +4,13 @@
 //   2. (the job reads and tokenizes its data, so the records' real lengths are known)
 //   3. size the job once from those lengths, show the estimate, refuse it when it cannot fit, and load the weights
 //      resident or streamed as that one estimate says.
-import type { BackendChoice } from '../protocol/messages';
+import type { BackendChoice } from '../../protocol/messages';
 import { BackendReport, initBackend, threadsForModel, describeBackend } from './backend';
 import { EstimateInput, JobEstimate, assertFits, describeEstimate, estimateJob } from './estimate';
 import { JobHooks } from './jobs';
-import { ModelFolder, openModelFolder } from './loader';
-import { LlamaModel } from './model';
-import { ModelTokenizer } from './tokenizer';
+import { ModelFolder, openModelFolder } from '../hf/folder';
+import { LlamaModel } from '../model/decoder';
+import { ModelTokenizer } from '../hf/tokenizer';
 
 export interface OpenedJob { folder: ModelFolder; tokenizer: ModelTokenizer; backend: BackendReport }
 

@@ -3,9 +3,9 @@
 // right thing: for instruction and chat data only the response tokens are prediction targets, never the prompt.
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
-import { badInput, type DomLoraError } from './errors';
-import { permutation } from './rng';
-import type { ChatMessage, ModelTokenizer } from './tokenizer';
+import { badInput, type DomLoraError } from '../runtime/errors';
+import { permutation } from '../runtime/rng';
+import type { ChatMessage, ModelTokenizer } from '../hf/tokenizer';
 
 export type RecordFormat = 'alpaca' | 'qa' | 'prompt-completion' | 'messages' | 'sharegpt' | 'text' | 'tokenized';
 

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
 import { Template } from '@huggingface/jinja';
-import { badInput } from './errors';
+import { badInput } from '../runtime/errors';
 
 export interface ChatMessage { role: string; content: string }
 

@@ -1,4 +1,4 @@
-import type { Progress } from '../protocol/messages';
+import type { Progress } from '../../protocol/messages';
 import { CancelledError } from './errors';
 
 /** What every long engine call receives from its front end (the worker or the CLI). */

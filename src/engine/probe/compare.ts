@@ -1,7 +1,7 @@
 // Comparing two probe reports of the same model (e.g. two tasks): is the dominant module the same, and how similar
 // are the two module orderings (Spearman rank correlation)?
-import type { ProbeReport } from '../protocol/messages';
-import { badInput } from './errors';
+import type { ProbeReport } from '../../protocol/messages';
+import { badInput } from '../runtime/errors';
 
 export interface Comparison { sameDominant: boolean; otherDominant: string; spearman: number; top10Overlap: number; modules: number }
 

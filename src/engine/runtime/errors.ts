@@ -1,4 +1,4 @@
-import type { ErrorCode, ErrorInfo } from '../protocol/messages';
+import type { ErrorCode, ErrorInfo } from '../../protocol/messages';
 
 /**
  * An error the user can act on. `code` decides the exit status of the CLI (bad-input -> 2) and how the extension

@@ -5,19 +5,19 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import type { ProbeReport, TrainParams, TrainResult, TrainCurvePoint } from '../protocol/messages';
-import { candidateModules, ModelConfig, ModuleSpec } from './config';
-import { readDataset, requireUsable, tokenizeDataset, TokenizedRecord } from './data';
-import { badInput } from './errors';
-import { JobHooks, eta, runStepsAsync, throwIfCancelled, yieldToEvents } from './jobs';
-import { adapterParams, checkRank, disposeAdapter, initLoraA, loraScale, makeAdapter } from './lora';
-import type { LlamaModel, LoraAdapter, LoraGrads } from './model';
-import { buildPeftConfig, peftKey, writeAdapterFiles } from './peft';
-import { permutation } from './rng';
-import { sweepStaleTemps, writeDirAtomic } from './atomic';
-import { openJob, loadForJob, recordLengths } from './setup';
-import { encodeSafetensors, readHeader, readTensorF32 } from './safetensors';
-import { evalRecords } from './evaluate';
+import type { ProbeReport, TrainParams, TrainResult, TrainCurvePoint } from '../../protocol/messages';
+import { candidateModules, ModelConfig, ModuleSpec } from '../hf/config';
+import { readDataset, requireUsable, tokenizeDataset, TokenizedRecord } from '../data/data';
+import { badInput } from '../runtime/errors';
+import { JobHooks, eta, runStepsAsync, throwIfCancelled, yieldToEvents } from '../runtime/jobs';
+import { adapterParams, checkRank, disposeAdapter, initLoraA, loraScale, makeAdapter } from '../model/lora';
+import type { LlamaModel, LoraAdapter, LoraGrads } from '../model/decoder';
+import { buildPeftConfig, peftKey, writeAdapterFiles } from '../export/peft';
+import { permutation } from '../runtime/rng';
+import { sweepStaleTemps, writeDirAtomic } from '../runtime/atomic';
+import { openJob, loadForJob, recordLengths } from '../runtime/setup';
+import { encodeSafetensors, readHeader, readTensorF32 } from '../hf/safetensors';
+import { evalRecords } from '../eval/evaluate';
 
 export const TRAIN_DEFAULTS = {
   preset: 'domlora' as const, rank: 8, alpha: 16, lr: 2e-3, batchSize: 4, gradAccum: 1, seqLen: 512, evalSplit: 0.05,

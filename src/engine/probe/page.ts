@@ -6,17 +6,17 @@
 // The Gram X X^T is shared by modules reading the same input (q, k, v; gate, up).
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import type { ProbeParams, ProbeReport, ProbeModule } from '../protocol/messages';
-import { candidateModules, ModuleSpec } from './config';
-import { readDataset, requireUsable, tokenizeDataset, TokenizedRecord } from './data';
-import { badInput } from './errors';
-import { JobHooks, Steps, eta, runSteps, runStepsAsync, throwIfCancelled, yieldToEvents } from './jobs';
-import { summarise } from './loader';
-import { LlamaModel, Linear } from './model';
-import { openJob, loadForJob, recordLengths } from './setup';
-import { initLoraA, adapterParams, checkRank, loraScale } from './lora';
-import { Rng } from './rng';
-import { writeFileAtomic } from './atomic';
+import type { ProbeParams, ProbeReport, ProbeModule } from '../../protocol/messages';
+import { candidateModules, ModuleSpec } from '../hf/config';
+import { readDataset, requireUsable, tokenizeDataset, TokenizedRecord } from '../data/data';
+import { badInput } from '../runtime/errors';
+import { JobHooks, Steps, eta, runSteps, runStepsAsync, throwIfCancelled, yieldToEvents } from '../runtime/jobs';
+import { summarise } from '../hf/folder';
+import { LlamaModel, Linear } from '../model/decoder';
+import { openJob, loadForJob, recordLengths } from '../runtime/setup';
+import { initLoraA, adapterParams, checkRank, loraScale } from '../model/lora';
+import { Rng } from '../runtime/rng';
+import { writeFileAtomic } from '../runtime/atomic';
 
 export const PROBE_DEFAULTS = { samples: 32, seqLen: 512, rank: 8, alpha: 16, seed: 0, bootstrap: 200, stabilityThreshold: 0.95 };
 

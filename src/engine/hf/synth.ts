@@ -4,9 +4,9 @@
 // a few hundred training steps can visibly learn.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Rng } from './rng';
+import { Rng } from '../runtime/rng';
 import { encodeSafetensors, TensorToWrite } from './safetensors';
-import { writeDirAtomic, writeFileAtomic } from './atomic';
+import { writeDirAtomic, writeFileAtomic } from '../runtime/atomic';
 import type { ModelType } from './config';
 
 export interface SynthShape {
