@@ -14,14 +14,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { writeSynthModel, synthTokenizer, SynthShape } from '../src/engine/hf/synth';
-import { Rng } from '../src/engine/runtime/rng';
-import { runProbe } from '../src/engine/probe/page';
-import { initBackend } from '../src/engine/runtime/backend';
-import { loadModel } from '../src/engine/hf/folder';
-import { candidateModules } from '../src/engine/hf/config';
-import { initLoraA, loraScale, makeAdapter, disposeAdapter } from '../src/engine/model/lora';
-import type { LoraAdapter, LoraGrads } from '../src/engine/model/decoder';
+import { writeSynthModel, synthTokenizer, SynthShape, Rng, runProbe, initBackend, loadModel, candidateModules, initLoraA, loraScale, makeAdapter, disposeAdapter, type LoraAdapter, type LoraGrads } from '../src/engine';
 
 const SHAPE: SynthShape = { hiddenSize: 576, intermediateSize: 1536, layers: 30, heads: 9, kvHeads: 3, vocabSize: 49152, tied: true, seed: 135 };
 const N_RECORDS = 8, TOKENS = 500, SEQ_LEN = 512, BATCH = 4, RANK = 8, ALPHA = 16;

@@ -3,13 +3,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { BackendChoice } from '../protocol/messages';
-import type { JobHooks } from '../engine/runtime/jobs';
-import { writeSynthModel, synthDataset } from '../engine/hf/synth';
-import { modelInfo } from '../engine/hf/folder';
-import { runEval } from '../engine/eval/evaluate';
-import { runProbe } from '../engine/probe/page';
-import { runTrain } from '../engine/train/loop';
-import { runExport } from '../engine/export/exporters';
+import type { JobHooks } from '../engine';
+import { writeSynthModel, synthDataset, modelInfo, runEval, runProbe, runTrain, runExport } from '../engine';
 import { formatProbe, fmtPct, useColour } from './format';
 
 export async function runDemo(dir: string, backend: BackendChoice, steps: number | undefined, hooks: JobHooks): Promise<void> {

@@ -21,7 +21,7 @@ async function handle(req: Extract<WorkerRequest, { kind: 'request' }>): Promise
   switch (req.method) {
     case 'info': return (await import('../engine/hf/folder')).modelInfo((p as { modelDir: string }).modelDir, (p as { rank?: number }).rank);
     case 'eval': return (await import('../engine/eval/evaluate')).runEval(p, hooks);
-    case 'probe': return (await (await import('../engine/probe/page')).runProbe(p, hooks)).report;
+    case 'probe': return (await (await import('../engine/probe/probe')).runProbe(p, hooks)).report;
     case 'train': return (await import('../engine/train/loop')).runTrain(p, hooks);
     case 'export': return (await import('../engine/export/exporters')).runExport(p, hooks);
     default: throw new Error(`unknown method ${String(req.method)}`);

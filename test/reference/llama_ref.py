@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """An independent PyTorch reference for DomLoRA's tests: Hugging Face decoders, LoRA, PAGE, gradients and AdamW.
 
-Architectures (config.json's model_type): llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, gpt2, gpt_neox,
+Architectures (config.json's model_type): llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, gpt2, gpt_neox,
 each written from its transformers modeling file (see ARCHS and forward below).
 
 Usage:  /usr/bin/python3 test/reference/llama_ref.py REQUEST.json      (or "-" to read the request from stdin)
@@ -39,14 +39,16 @@ torch.set_num_threads(1)
 # The candidate modules of PAGE, in the order the engine reports them: layer-major, then this kind order.
 KINDS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PEFT_PREFIX = "base_model.model."
-# The Gemma family: RMSNorm times (1 + w), embeddings times sqrt(hidden), sandwich norms around attention and MLP.
-GEMMA = ("gemma2", "gemma3_text")
+# The Gemma family: RMSNorm times (1 + w), embeddings times sqrt(hidden); from Gemma 2 on, sandwich norms around
+# attention and MLP and query_pre_attn_scalar in the attention scale.
+GEMMA = ("gemma", "gemma2", "gemma3_text")
+SANDWICH = ("gemma2", "gemma3_text")
 
 _LLAMA = {"prefix": "model.layers", "kinds": KINDS,
           "paths": {k: ("mlp." if k in ("gate_proj", "up_proj", "down_proj") else "self_attn.") + k for k in KINDS}}
 # Per model_type: where layer N lives, the candidate kinds (heatmap columns) and each kind's path under the layer.
 ARCHS = {
-    "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gemma2": _LLAMA, "gemma3_text": _LLAMA,
+    "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gemma": _LLAMA, "gemma2": _LLAMA, "gemma3_text": _LLAMA,
     # Phi-3 fuses q/k/v and gate/up; PEFT adapts the fused modules.
     "phi3": {"prefix": "model.layers", "kinds": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
              "paths": {"qkv_proj": "self_attn.qkv_proj", "o_proj": "self_attn.o_proj",
@@ -87,6 +89,7 @@ class ArchConfig:
         self.layer_prefix, self.kinds, self.paths = arch["prefix"], tuple(arch["kinds"]), arch["paths"]
         self.conv1d = bool(arch.get("conv1d"))
         self.gemma = mt in GEMMA
+        self.sandwich = mt in SANDWICH
         gpt2, neox, gemma3 = mt == "gpt2", mt == "gpt_neox", mt == "gemma3_text"
         if gpt2:  # GPT2Config's own key names
             self.n_embd = int(need("n_embd"))
@@ -112,14 +115,14 @@ class ArchConfig:
             self.n_layer = int(need("num_hidden_layers"))
             self.n_head = int(need("num_attention_heads"))
             self.n_kv_head = int(d.get("num_key_value_heads") or self.n_head)
-            default_hd = {"gemma2": 256, "gemma3_text": 256, "qwen3": 128}.get(mt, self.n_embd // self.n_head)
+            default_hd = {"gemma": 256, "gemma2": 256, "gemma3_text": 256, "qwen3": 128}.get(mt, self.n_embd // self.n_head)
             self.head_dim = int(d.get("head_dim") or default_hd)
             self.eps = float(d.get("rms_norm_eps", 1e-5 if mt == "phi3" else 1e-6))
             self.max_pos = int(d.get("max_position_embeddings") or (131072 if gemma3 else 2048))
         self.vocab_size = int(need("vocab_size"))
         # transformers' defaults: Gemma 2, Gemma 3 and GPT-2 tie the output projection to the embeddings, the others
         # do not.
-        self.tied = bool(d.get("tie_word_embeddings", mt in ("gemma2", "gemma3_text", "gpt2")))
+        self.tied = bool(d.get("tie_word_embeddings", mt in ("gemma", "gemma2", "gemma3_text", "gpt2")))
         # transformers v5 moves rope_theta and the scaling parameters into rope_parameters (for Gemma 3: one dict per
         # layer type, {"full_attention": {...}, "sliding_attention": {...}}).
         rope_params = d.get("rope_parameters") or {}
@@ -157,6 +160,9 @@ class ArchConfig:
         self.original_max_pos = d.get("original_max_position_embeddings")  # Phi-3's LongRoPE reads it at top level
         if gpt2:
             act = d.get("activation_function", "gelu_new")
+        elif mt == "gemma":
+            # GemmaMLP (transformers 4.4x): hidden_activation, else gelu_pytorch_tanh whatever hidden_act says.
+            act = d.get("hidden_activation") or "gelu_pytorch_tanh"
         elif self.gemma:
             act = d.get("hidden_activation") or d.get("hidden_act") or "gelu_pytorch_tanh"
         else:
@@ -170,7 +176,7 @@ class ArchConfig:
         # Gemma 3: the same scale; final logits soft-capped only when final_logit_softcapping is a number (default
         # null). Its attention is never soft-capped: Gemma3Attention keeps config.attn_logit_softcapping but does not
         # pass it to the attention function (eager, sdpa, flash alike), so transformers ignores that key.
-        self.attn_scale = (float(d.get("query_pre_attn_scalar") or 256) ** -0.5 if self.gemma
+        self.attn_scale = (float(d.get("query_pre_attn_scalar") or 256) ** -0.5 if self.sandwich
                            else 1.0 / math.sqrt(self.head_dim))
         self.attn_softcap = d.get("attn_logit_softcapping", 50.0) if mt == "gemma2" else None
         self.final_softcap = {"gemma2": d.get("final_logit_softcapping", 30.0),
@@ -204,7 +210,7 @@ class ArchConfig:
             return [int(sw) if s else None for s in self._sliding_layers(d)]
         if mt == "gemma2":
             sw = d.get("sliding_window", 4096)  # Gemma2Config's default
-        if sw is None or mt in ("llama", "gpt2", "gpt_neox"):
+        if sw is None or mt in ("llama", "gemma", "gpt2", "gpt_neox"):
             return [None] * self.n_layer
         if mt in ("qwen2", "qwen3") and not d.get("use_sliding_window", False):
             return [None] * self.n_layer  # Qwen2Config sets sliding_window = None unless use_sliding_window
@@ -279,7 +285,7 @@ def norm_names(cfg):
         return {"embed": "gpt_neox.embed_in", "final": "gpt_neox.final_layer_norm",
                 "layer": ["input_layernorm", "post_attention_layernorm"]}
     layer = ["input_layernorm", "post_attention_layernorm"]
-    if cfg.gemma:
+    if cfg.sandwich:
         layer += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
     if cfg.qk_norm:
         layer += ["self_attn.q_norm", "self_attn.k_norm"]
@@ -319,7 +325,7 @@ def norm(cfg, x, params, name):
     if cfg.model_type in ("gpt2", "gpt_neox"):
         return F.layer_norm(x, (x.shape[-1],), params[name + ".weight"], params[name + ".bias"], cfg.eps)
     if cfg.gemma:
-        # Gemma2RMSNorm / Gemma3RMSNorm: x * rsqrt(mean(x^2) + eps) * (1 + weight)
+        # GemmaRMSNorm (1, 2 and 3): x * rsqrt(mean(x^2) + eps) * (1 + weight)
         return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + cfg.eps)) * (1.0 + params[name + ".weight"])
     return rms_norm(x, params[name + ".weight"], cfg.eps)
 
@@ -520,13 +526,14 @@ def forward(cfg, params, ids, loras=None):
     cos_l, sin_l = rope_cos_sin(cfg, T, dtype, local=True) if any(cfg.local_rope) else (None, None)
     x = params[names["embed"] + ".weight"][idx]  # (T, C)
     if cfg.gemma:
-        # Gemma2Model's normalizer, Gemma3TextScaledWordEmbedding's embed_scale: sqrt(hidden) in the model's dtype.
+        # GemmaModel's and Gemma2Model's normalizer, Gemma3TextScaledWordEmbedding's embed_scale: sqrt(hidden) in the
+        # model's dtype.
         x = x * torch.tensor(cfg.n_embd ** 0.5, dtype=x.dtype)
     if cfg.model_type == "gpt2":
         if T > cfg.max_pos:
             raise RefError(f"a record of {T} tokens exceeds n_positions {cfg.max_pos}")
         x = x + params["transformer.wpe.weight"][:T]  # learned absolute positions
-    gemma = cfg.gemma
+    gemma = cfg.sandwich
     for i in range(cfg.n_layer):
         p = f"{cfg.layer_prefix}.{i}."
         pre_attn, pre_mlp = ("ln_1", "ln_2") if cfg.model_type == "gpt2" else (

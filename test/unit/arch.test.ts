@@ -11,16 +11,23 @@ import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/engine/runtime/backend';
 import { openModelFolder, modelInfo } from '../../src/engine/hf/folder';
 import { runExport } from '../../src/engine/export/exporters';
-import { ARCHITECTURES, candidateModules, ModuleSpec, normaliseConfig } from '../../src/engine/hf/config';
+import { ARCHITECTURES } from '../../src/engine/arch/registry';
+import { candidateModules, ModuleSpec } from '../../src/engine/hf/modules';
+import { normaliseConfig } from '../../src/engine/hf/config';
 import { initLoraA, makeAdapter, disposeAdapter, loraScale } from '../../src/engine/model/lora';
-import { pageForRecord, runProbe } from '../../src/engine/probe/page';
+import { pageForRecord } from '../../src/engine/probe/page';
+import { runProbe } from '../../src/engine/probe/probe';
 import { runTrain } from '../../src/engine/train/loop';
 import { writeSafetensors } from '../../src/engine/hf/safetensors';
-import { writeSynthModel, synthDataset, SynthShape } from '../../src/engine/hf/synth';
-import { LlamaModel, LoraAdapter, LoraGrads } from '../../src/engine/model/decoder';
+import { writeSynthModel, synthDataset } from '../../src/engine/hf/synth';
+import { SynthShape } from '../../src/engine/arch/types';
+import { RopeTables } from '../../src/engine/model/rope';
+import { activation, activationWithGrad } from '../../src/engine/model/mlp';
+import { Decoder } from '../../src/engine/model/decoder';
+import { LoraAdapter, LoraGrads } from '../../src/engine/model/types';
 import { peftKey, buildPeftConfig, writeAdapterFiles, loadAdapter } from '../../src/engine/export/peft';
 import { Rng } from '../../src/engine/runtime/rng';
-import type { TokenizedRecord } from '../../src/engine/data/data';
+import type { TokenizedRecord } from '../../src/engine/data/tokenize';
 import { tmpDir, reference, maxRelErr } from '../helpers/reference';
 
 before(async () => { await initBackend('wasm'); });
@@ -47,9 +54,9 @@ async function checkAgainstReference(label: string, shape: SynthShape, controls:
   const asRef = recs.map((r) => ({ input_ids: r.inputIds, loss_mask: r.lossMask }));
   const before = tf.memory().numTensors;
   const folder = openModelFolder(dir);
-  const model = LlamaModel.load(folder.cfg, folder.store);
+  const model = Decoder.load(folder.cfg, folder.store);
   const modules = candidateModules(folder.cfg);
-  assert.deepEqual([...model.kinds], [...ARCHITECTURES[folder.cfg.modelType].kinds]);
+  assert.deepEqual([...model.kinds], [...ARCHITECTURES[folder.cfg.modelType].modules.kinds]);
   const err: Errors = { loss: 0, share: 0, sampled: 0, expected: 0, grad: 0 };
 
   // Loss (forward only).
@@ -102,7 +109,7 @@ async function checkAgainstReference(label: string, shape: SynthShape, controls:
   return err;
 }
 
-function checkGrads(model: LlamaModel, dir: string, recs: TokenizedRecord[], specs: ModuleSpec[], asRef: unknown[]): number {
+function checkGrads(model: Decoder, dir: string, recs: TokenizedRecord[], specs: ModuleSpec[], asRef: unknown[]): number {
   const rank = 3, alpha = 6, rng = new Rng(11);
   const tensors = specs.map((m) => ({ spec: m, a: initLoraA(7, m.name, rank, m.dIn), b: Float32Array.from({ length: m.dOut * rank }, () => rng.uniform(-0.1, 0.1)) }));
   const adapterFile = path.join(dir, 'adapter.safetensors');
@@ -140,6 +147,15 @@ test('Qwen3: per-head q_norm / k_norm before RoPE, explicit head_dim (heads x he
   await checkAgainstReference('qwen3', { ...BASE, seed: 23, arch: 'qwen3', headDim: 16 }, [{ model_type: 'llama' }]);
 });
 
+test('Gemma (1): (1 + w) norms, sqrt(H) embeddings, GeGLU (tanh) matches PyTorch; the defaults are Gemma\'s', async () => {
+  await checkAgainstReference('gemma', { ...BASE, seed: 46, arch: 'gemma', tied: true, headDim: 12 }, [{ model_type: 'llama' }]);
+  // transformers' GemmaConfig defaults, and hidden_activation winning over the "hidden_act": "gelu" that Gemma's
+  // config.json files carry.
+  const g = normaliseConfig({ model_type: 'gemma', hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 2, vocab_size: 100, hidden_act: 'gelu' });
+  assert.deepEqual([g.headDim, g.tieWordEmbeddings, g.hiddenAct, g.normOffset, g.embedScale, g.sandwichNorms, g.attnScale, g.maxPositionEmbeddings],
+    [256, true, 'gelu_tanh', 1, Math.fround(8), false, 1 / 16, 8192]);
+});
+
 test('Gemma 2: (1 + w) norms, sqrt(H) embeddings, sandwich norms, GeGLU, soft-capping, alternating sliding window', async () => {
   await checkAgainstReference('gemma2', {
     ...BASE, seed: 24, arch: 'gemma2', tied: true, headDim: 12,
@@ -161,7 +177,7 @@ test('Gemma 3: (1 + w) q/k norms, local layers on rope_local_base_freq, every Nt
 test('Phi-3: fused qkv_proj and gate_up_proj are the candidates (4 heatmap columns), sliding window', async () => {
   const err = await checkAgainstReference('phi3', { ...BASE, seed: 25, arch: 'phi3', config: { sliding_window: 16 } }, [{ sliding_window: null }]);
   assert.ok(err.loss < 1e-5);
-  assert.deepEqual([...ARCHITECTURES.phi3.kinds], ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj']);
+  assert.deepEqual([...ARCHITECTURES.phi3.modules.kinds], ['qkv_proj', 'o_proj', 'gate_up_proj', 'down_proj']);
 });
 
 test('Phi-4-mini: partial rotary (RoPE over the first 0.75 of each head), alone and with LongRoPE, matches PyTorch', async () => {
@@ -176,11 +192,11 @@ test('partial rotary, engine only: the dims past rotary_dim pass through, the ro
   const dir = path.join(tmpDir(), 'phi4-rope-only');
   await writeSynthModel(dir, { ...BASE, seed: 31, arch: 'phi3', config: { partial_rotary_factor: 0.75 } });
   const folder = openModelFolder(dir);
-  const model = LlamaModel.load(folder.cfg, folder.store);
+  const tables = new RopeTables(folder.cfg);
   const { headDim: hd, rotaryDim: rd, numHeads: nH } = folder.cfg;
   assert.deepEqual([hd, rd], [8, 6]);
   const T = 12;
-  const rope = (model as unknown as { applyRope(x: tf.Tensor3D, T: number, inverse: boolean): tf.Tensor3D }).applyRope.bind(model);
+  const rope = (x: tf.Tensor3D, T: number, inverse: boolean) => tables.apply(x, T, inverse);
   const x = tf.randomNormal([T, nH, hd], 0, 1, 'float32', 5) as tf.Tensor3D;
   const y = rope(x, T, false);
   const back = rope(y, T, true);
@@ -195,7 +211,7 @@ test('partial rotary, engine only: the dims past rotary_dim pass through, the ro
   assert.ok(turned > 0.1, `the rotary dims turn (${turned})`);
   assert.ok(inverseDiff < 1e-5, `the backward's rotation inverts the forward's (${inverseDiff})`);
   tf.dispose([x, y, back]);
-  model.dispose();
+  tables.dispose();
 });
 
 test('GPT-2: Conv1D [in, out] weights, LayerNorm with bias, learned positions, gelu_new, unprefixed checkpoints', async () => {
@@ -209,7 +225,7 @@ test('GPT-NeoX (Pythia): parallel residual, per-head [q, k, v] query_key_value, 
   // Each feature, taken away in the reference, moves the loss by far more than the tolerance.
   await checkAgainstReference('gpt_neox', shape, [{ use_parallel_residual: false }, { rotary_pct: 1 }]);
   await checkAgainstReference('gpt_neox-sequential', { ...shape, seed: 38, config: { use_parallel_residual: false, rotary_pct: 0.5 } }, [], [23, 11]);
-  assert.deepEqual([...ARCHITECTURES.gpt_neox.kinds], ['query_key_value', 'dense', 'dense_h_to_4h', 'dense_4h_to_h']);
+  assert.deepEqual([...ARCHITECTURES.gpt_neox.modules.kinds], ['query_key_value', 'dense', 'dense_h_to_4h', 'dense_4h_to_h']);
 });
 
 test('exact GELU (erf) and its derivative, as GPT-NeoX uses it', async () => {
@@ -217,8 +233,7 @@ test('exact GELU (erf) and its derivative, as GPT-NeoX uses it', async () => {
   await writeSynthModel(dir, { ...BASE, layers: 1, seed: 39, arch: 'gpt_neox', kvHeads: 4 });
   const folder = openModelFolder(dir);
   assert.equal(folder.cfg.hiddenAct, 'gelu');
-  const model = LlamaModel.load(folder.cfg, folder.store);
-  const m = model as unknown as { activation(g: tf.Tensor2D): tf.Tensor2D; activationWithGrad(g: tf.Tensor2D): { a: tf.Tensor2D; da: tf.Tensor2D } };
+  const m = { activation: (g: tf.Tensor2D) => activation(folder.cfg, g), activationWithGrad: (g: tf.Tensor2D) => activationWithGrad(folder.cfg, g) };
   const xs = [-3, -1, -0.5, 0, 0.5, 1, 2];
   // x Phi(x), from the normal CDF's tabled values (the tanh approximation is off by up to 1.5e-4 here).
   const want = [-0.0040496, -0.15865525, -0.15426877, 0, 0.34573123, 0.84134475, 1.95449974];
@@ -230,7 +245,6 @@ test('exact GELU (erf) and its derivative, as GPT-NeoX uses it', async () => {
   const h = 1e-2;
   const fd = xs.map((x) => { const lo = m.activation(tf.tensor2d([x - h], [1, 1])).dataSync()[0], hi = m.activation(tf.tensor2d([x + h], [1, 1])).dataSync()[0]; return (hi - lo) / (2 * h); });
   Array.from(da.dataSync()).forEach((v, i) => assert.ok(Math.abs(v - fd[i]) < 1e-3, `gelu'(${xs[i]}) = ${v}, finite difference ${fd[i]}`));
-  model.dispose();
 });
 
 test('RoPE scaling: linear, dynamic (beyond max_position_embeddings only), llama3 and yarn match PyTorch', async () => {
@@ -268,9 +282,9 @@ test('PEFT export: names, target_modules and fan_in_fan_out, applied by PEFT\'s 
     const dir = path.join(tmpDir(), label);
     await writeSynthModel(dir, shape);
     const folder = openModelFolder(dir);
-    const model = LlamaModel.load(folder.cfg, folder.store);
+    const model = Decoder.load(folder.cfg, folder.store);
     const modules = candidateModules(folder.cfg);
-    const down = ARCHITECTURES[folder.cfg.modelType].roles.down;
+    const down = ARCHITECTURES[folder.cfg.modelType].modules.roles.down;
     const recs = randomRecords(shape.seed, [30, 19], shape.vocabSize);
     const asRef = recs.map((r) => ({ input_ids: r.inputIds, loss_mask: r.lossMask }));
     // One module (DomLoRA's placement) and every module (vanilla LoRA).
@@ -284,7 +298,7 @@ test('PEFT export: names, target_modules and fan_in_fan_out, applied by PEFT\'s 
         assert.deepEqual(peftCfg.layers_to_transform, [1]);
         if (label === 'gpt2') assert.equal(down, 'mlp.c_proj', 'never a bare c_proj: attention has one too');
       } else {
-        assert.deepEqual(peftCfg.target_modules, [...ARCHITECTURES[folder.cfg.modelType].kinds]);
+        assert.deepEqual(peftCfg.target_modules, [...ARCHITECTURES[folder.cfg.modelType].modules.kinds]);
       }
       const adir = path.join(dir, `adapter-${specs.length}`);
       fs.mkdirSync(adir);
@@ -313,14 +327,14 @@ test('an unsupported model_type fails with the list of supported ones; info read
     const dir = path.join(tmpDir(), arch);
     await writeSynthModel(dir, { ...BASE, layers: 2, seed: 40, arch, ...extra });
     const info = modelInfo(dir);
-    assert.deepEqual(info.kinds, [...ARCHITECTURES[arch].kinds]);
+    assert.deepEqual(info.kinds, [...ARCHITECTURES[arch].modules.kinds]);
     assert.equal(info.modules.length, 2 * info.kinds.length);
     // GPT-NeoX's untied head is embed_out, not lm_head.
     if (arch === 'gpt_neox') assert.equal(info.model.tiedEmbeddings, false);
   }
   const dir = path.join(tmpDir(), 'mixtral');
   await writeSynthModel(dir, { ...BASE, layers: 1, seed: 41, config: { model_type: 'mixtral' } });
-  assert.throws(() => modelInfo(dir), /model_type "mixtral" is not supported; supported: llama, mistral, qwen2, qwen3, gemma2, gemma3_text, phi3, gpt2, gpt_neox$/);
+  assert.throws(() => modelInfo(dir), /model_type "mixtral" is not supported; supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, gpt2, gpt_neox$/);
 });
 
 test('normaliseConfig: HF defaults per architecture, sliding windows per layer, GPT-2 key names', () => {
@@ -348,7 +362,7 @@ test('normaliseConfig: HF defaults per architecture, sliding windows per layer, 
   assert.equal(cfg({ ...base, model_type: 'qwen2' }).attentionBias, true);
   assert.equal(cfg({ ...base, model_type: 'qwen3' }).headDim, 128);
   assert.equal(cfg({ ...base, model_type: 'qwen3' }).qkNorm, true);
-  assert.equal(cfg({ ...base, model_type: 'phi3' }).rmsNormEps, 1e-5);
+  assert.equal(cfg({ ...base, model_type: 'phi3' }).normEps, 1e-5);
   // GPT-2 keeps its own keys; n_inner defaults to 4 * n_embd; LayerNorm; learned positions; tied head.
   const gpt2 = cfg({ model_type: 'gpt2', n_embd: 48, n_layer: 2, n_head: 4, n_positions: 128, vocab_size: 100 });
   assert.deepEqual([gpt2.hiddenSize, gpt2.intermediateSize, gpt2.numLayers, gpt2.numHeads, gpt2.numKvHeads, gpt2.headDim], [48, 192, 2, 4, 4, 12]);
@@ -369,7 +383,7 @@ test('probe and train end to end on Phi-3 and GPT-2: the report has the architec
     const data = path.join(dir, 'qa.jsonl');
     synthDataset(data, 8);
     const { report } = await runProbe({ modelDir, data, samples: 3, seqLen: 48, backend: 'wasm', bootstrap: 20 });
-    assert.deepEqual(report.kinds, [...ARCHITECTURES[arch].kinds]);
+    assert.deepEqual(report.kinds, [...ARCHITECTURES[arch].modules.kinds]);
     assert.equal(report.modules.length, 2 * 4);
     assert.ok(report.modules.every((m) => report.kinds.includes(m.kind)));
     const reportFile = path.join(dir, 'report.json');

@@ -7,14 +7,14 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/engine/runtime/backend';
 import { openModelFolder } from '../../src/engine/hf/folder';
-import { candidateModules } from '../../src/engine/hf/config';
+import { candidateModules } from '../../src/engine/hf/modules';
 import { initLoraA, loraScale } from '../../src/engine/model/lora';
 import { pageForRecord, pageForRecordSteps } from '../../src/engine/probe/page';
 import { writeSynthModel } from '../../src/engine/hf/synth';
-import { LlamaModel } from '../../src/engine/model/decoder';
+import { Decoder } from '../../src/engine/model/decoder';
 import { CancelledError } from '../../src/engine/runtime/errors';
 import { runStepsAsync, Steps } from '../../src/engine/runtime/jobs';
-import type { TokenizedRecord } from '../../src/engine/data/data';
+import type { TokenizedRecord } from '../../src/engine/data/tokenize';
 import { tmpDir } from '../helpers/reference';
 
 before(async () => { await initBackend('wasm'); });
@@ -43,7 +43,7 @@ for (const [stream, V, T] of [[false, 300, 40], [true, 300, 40], [false, 40000, 
     await writeSynthModel(dir, { hiddenSize: 32, intermediateSize: 48, layers: LAYERS, heads: 4, kvHeads: 2, vocabSize: V, tied: false, seed: 9 });
     const folder = openModelFolder(dir);
     const before = tf.memory().numTensors;
-    const model = LlamaModel.load(folder.cfg, folder.store, { stream });
+    const model = Decoder.load(folder.cfg, folder.store, { stream });
     const modules = candidateModules(folder.cfg);
     const aT = new Map(modules.map((m) => [m.name, tf.tidy(() => tf.transpose(tf.tensor2d(initLoraA(1, m.name, 4, m.dIn), [4, m.dIn])) as tf.Tensor2D)]));
     const inputIds = Array.from({ length: T }, (_, t) => 3 + ((t * 37) % 290));

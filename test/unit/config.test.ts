@@ -3,10 +3,9 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import {
-  normaliseConfig, readConfig, candidateModules, moduleName, moduleShape, parameterCount, SUPPORTED_MODEL_TYPES, ARCHITECTURES,
-  ModelConfig,
-} from '../../src/engine/hf/config';
+import { normaliseConfig, readConfig, ModelConfig } from '../../src/engine/hf/config';
+import { candidateModules, moduleName, moduleShape, parameterCount } from '../../src/engine/hf/modules';
+import { SUPPORTED_MODEL_TYPES, ARCHITECTURES } from '../../src/engine/arch/registry';
 import { DomLoraError } from '../../src/engine/runtime/errors';
 import { WeightStore } from '../../src/engine/hf/safetensors';
 
@@ -44,7 +43,7 @@ test('normaliseConfig reads stories260K', () => {
   const cfg = normaliseConfig(RAW, FILE);
   assert.deepEqual(withoutRaw(cfg), {
     modelType: 'llama', hiddenSize: 64, intermediateSize: 172, numLayers: 5, numHeads: 8, numKvHeads: 4, headDim: 8,
-    vocabSize: 512, rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null, rotaryDim: 8, maxPositionEmbeddings: 512,
+    vocabSize: 512, normEps: 1e-5, ropeTheta: 10000, ropeScaling: null, rotaryDim: 8, maxPositionEmbeddings: 512,
     tieWordEmbeddings: true, attentionBias: false, mlpBias: false, hiddenAct: 'silu', dtype: 'float32',
     bosTokenId: 1, eosTokenId: 2, normType: 'rms', normOffset: 0, qkNorm: false, sandwichNorms: false, embedScale: 1,
     positions: 'rope', attnScale: 1 / Math.sqrt(8), attnScaleByLayer: false, attnSoftcap: null, finalSoftcap: null,
@@ -208,7 +207,7 @@ test('candidateModules: 35 modules of stories260K, layer-major, kinds in column 
   const mods = candidateModules(cfg);
   assert.equal(mods.length, 35);
   const kinds = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
-  assert.deepEqual([...ARCHITECTURES.llama.kinds], kinds);
+  assert.deepEqual([...ARCHITECTURES.llama.modules.kinds], kinds);
   const shapes: Record<string, [number, number]> = {
     q_proj: [64, 64], k_proj: [64, 32], v_proj: [64, 32], o_proj: [64, 64], gate_proj: [64, 172], up_proj: [64, 172], down_proj: [172, 64],
   };

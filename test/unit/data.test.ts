@@ -4,8 +4,10 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { readDataset, tokenizeDataset, tokenizeRecord } from '../../src/engine/data/data';
-import type { RecordFormat, TokenizedRecord } from '../../src/engine/data/data';
+import { readDataset } from '../../src/engine/data/read';
+import { tokenizeDataset, tokenizeRecord } from '../../src/engine/data/tokenize';
+import type { RecordFormat } from '../../src/engine/data/shapes';
+import type { TokenizedRecord } from '../../src/engine/data/tokenize';
 import { ModelTokenizer } from '../../src/engine/hf/tokenizer';
 import { DomLoraError } from '../../src/engine/runtime/errors';
 

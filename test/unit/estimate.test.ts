@@ -4,17 +4,21 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { candidateModules, ModelConfig, normaliseConfig, SUPPORTED_MODEL_TYPES } from '../../src/engine/hf/config';
-import { estimateJob, assertFits, layerActivationFloats, recordActivationBytes } from '../../src/engine/runtime/estimate';
+import { candidateModules } from '../../src/engine/hf/modules';
+import { ModelConfig, normaliseConfig } from '../../src/engine/hf/config';
+import { SUPPORTED_MODEL_TYPES } from '../../src/engine/arch/registry';
+import { estimateJob, assertFits } from '../../src/engine/runtime/estimate';
+import { layerActivationFloats, recordActivationBytes } from '../../src/engine/model/estimate';
 import { DomLoraError } from '../../src/engine/runtime/errors';
 import { initBackend } from '../../src/engine/runtime/backend';
 import { openModelFolder } from '../../src/engine/hf/folder';
-import { LlamaModel, LoraGrads } from '../../src/engine/model/decoder';
+import { Decoder } from '../../src/engine/model/decoder';
+import { LoraGrads } from '../../src/engine/model/types';
 import { writeSynthModel } from '../../src/engine/hf/synth';
 import type { WeightStore } from '../../src/engine/hf/safetensors';
 import { pageForRecord } from '../../src/engine/probe/page';
 import { initLoraA, loraScale, makeAdapter, disposeAdapter } from '../../src/engine/model/lora';
-import type { TokenizedRecord } from '../../src/engine/data/data';
+import type { TokenizedRecord } from '../../src/engine/data/tokenize';
 import { tmpDir } from '../helpers/reference';
 
 const llama = (h: number, i: number, l: number, heads: number, kv: number, v: number) => normaliseConfig({
@@ -126,7 +130,7 @@ function checkActivations(cfg: ModelConfig, store: WeightStore, T: number): stri
   assert.equal(full.stream, false);
   const modules = candidateModules(cfg);
   const rows: string[] = [];
-  const model = LlamaModel.load(cfg, store);
+  const model = Decoder.load(cfg, store);
   try {
     model.recordLoss(ids, mask); // the RoPE and mask tables exist from here on
     // One layer's cache (what layerForward keeps for the backward) against the estimate's bytes per layer.
@@ -135,7 +139,7 @@ function checkActivations(cfg: ModelConfig, store: WeightStore, T: number): stri
     const kept = bufferBytes(cache);
     const work = peakNewBytes(() => { model.layerBackward(1, out, cache!, {})!.dispose(); });
     tf.dispose([x, out]);
-    LlamaModel.disposeCache(cache!);
+    Decoder.disposeCache(cache!);
     const perLayer = full.activationBytes - est(1).activationBytes;
     assert.equal(perLayer, 4 * (fl.kept + fl.tapKept));
     assert.equal(4 * fl.kept, kept, `${arch}: the cache counted tensor by tensor`);
@@ -167,7 +171,7 @@ function checkActivations(cfg: ModelConfig, store: WeightStore, T: number): stri
   } finally {
     model.dispose();
   }
-  const ck = LlamaModel.load(cfg, store, { checkpoint: true });
+  const ck = Decoder.load(cfg, store, { checkpoint: true });
   try {
     const peak = peakNewBytes(() => { ck.recordBackward(ids, mask, {}); });
     const estCk = recordActivationBytes(cfg, T, cfg.numLayers, true);

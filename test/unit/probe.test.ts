@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { initBackend } from '../../src/engine/runtime/backend';
-import { runProbe, bootstrapWins } from '../../src/engine/probe/page';
+import { runProbe } from '../../src/engine/probe/probe';
+import { bootstrapWins } from '../../src/engine/probe/report';
 import { compareReports } from '../../src/engine/probe/compare';
 import { DomLoraError } from '../../src/engine/runtime/errors';
 import { SHARED, STORIES, tmpDir } from '../helpers/reference';
@@ -80,7 +81,7 @@ test('bootstrap: a module that wins in every record is stable; a tie is not', ()
 });
 
 test('every dataset format gives the same PAGE as its pre-tokenized equivalent', async () => {
-  const { readDataset, tokenizeDataset } = await import('../../src/engine/data/data');
+  const { readDataset } = await import('../../src/engine/data/read'); const { tokenizeDataset } = await import('../../src/engine/data/tokenize');
   const { ModelTokenizer } = await import('../../src/engine/hf/tokenizer');
   const tok = ModelTokenizer.load(STORIES);
   const files = ['math/gsm8k_train.jsonl', 'conversation/ultrachat_16.jsonl', 'conversation/capybara_16.jsonl', 'conversation/glaive_toolcall_300.json', 'instruction/alpaca_en_demo.json'];

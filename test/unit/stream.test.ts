@@ -6,10 +6,13 @@ import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/engine/runtime/backend';
 import { openModelFolder } from '../../src/engine/hf/folder';
-import { LlamaModel, LoraGrads } from '../../src/engine/model/decoder';
+import { Decoder } from '../../src/engine/model/decoder';
+import { LoraGrads } from '../../src/engine/model/types';
 import { ModelTokenizer } from '../../src/engine/hf/tokenizer';
-import { candidateModules, normaliseConfig } from '../../src/engine/hf/config';
-import { readDataset, tokenizeDataset } from '../../src/engine/data/data';
+import { candidateModules } from '../../src/engine/hf/modules';
+import { normaliseConfig } from '../../src/engine/hf/config';
+import { readDataset } from '../../src/engine/data/read';
+import { tokenizeDataset } from '../../src/engine/data/tokenize';
 import { initLoraA, loraScale, makeAdapter, disposeAdapter } from '../../src/engine/model/lora';
 import { pageForRecord } from '../../src/engine/probe/page';
 import { estimateJob } from '../../src/engine/runtime/estimate';
@@ -26,7 +29,7 @@ test('streamed and checkpointed models give exactly the resident PAGE, loss and 
   const results = [];
   for (const opt of [{}, { checkpoint: true }, { stream: true }]) {
     const n0 = tf.memory().numTensors;
-    const m = LlamaModel.load(f.cfg, f.store, opt);
+    const m = Decoder.load(f.cfg, f.store, opt);
     const aT = new Map(modules.map((mm) => [mm.name, tf.tidy(() => tf.transpose(tf.tensor2d(initLoraA(0, mm.name, 8, mm.dIn), [8, mm.dIn])) as tf.Tensor2D)]));
     const page = pageForRecord(m, recs[0], modules, aT, 8, loraScale(16, 8));
     tf.dispose([...aT.values()]);
@@ -71,11 +74,11 @@ test('a load that fails halfway leaves nothing on the backend; per-length caches
   const good = fs.readFileSync(cfgFile, 'utf8');
   fs.writeFileSync(cfgFile, good.replace('"intermediate_size": 48', '"intermediate_size": 50'));
   const n0 = tf.memory().numTensors;
-  assert.throws(() => { const f = openModelFolder(dir); LlamaModel.load(f.cfg, f.store); }, /gate_proj.*shape/);
+  assert.throws(() => { const f = openModelFolder(dir); Decoder.load(f.cfg, f.store); }, /gate_proj.*shape/);
   assert.equal(tf.memory().numTensors, n0, 'the embedding and attention weights read before the failure were released');
   fs.writeFileSync(cfgFile, good);
   const f = openModelFolder(dir);
-  const m = LlamaModel.load(f.cfg, f.store);
+  const m = Decoder.load(f.cfg, f.store);
   const counts: number[] = [];
   for (let T = 4; T < 24; T++) {
     m.recordLoss(Array.from({ length: T }, (_, i) => 3 + i), Array.from({ length: T }, (_, i) => (i > 0 ? 1 : 0)));

@@ -56,7 +56,7 @@ test('DomLoRA training on stories260K lowers train and held-out loss, and writes
   const ev = await runEval({ modelDir: STORIES, data: DATA, adapter: out, seqLen: 128, maxSamples: 6, backend: 'wasm' });
   const base = await runEval({ modelDir: STORIES, data: DATA, seqLen: 128, maxSamples: 6, backend: 'wasm' });
   assert.ok(ev.meanLoss < base.meanLoss, 'the adapter changes (improves) the loss');
-  const { tokenizeDataset, readDataset } = await import('../../src/engine/data/data');
+  const { readDataset } = await import('../../src/engine/data/read'); const { tokenizeDataset } = await import('../../src/engine/data/tokenize');
   const { ModelTokenizer } = await import('../../src/engine/hf/tokenizer');
   const recs = tokenizeDataset(readDataset(DATA), ModelTokenizer.load(STORIES), { seqLen: 128, limit: 6 }).records;
   const ref = reference<{ losses: number[]; meanLoss: number; adaptedModules: string[] }>({
@@ -91,7 +91,7 @@ test('one AdamW step matches torch.optim.AdamW on the same gradients', async () 
   const { batchIndices } = await import('../../src/engine/train/loop');
   const { initLoraA } = await import('../../src/engine/model/lora');
   const { writeSafetensors } = await import('../../src/engine/hf/safetensors');
-  const { tokenizeDataset, readDataset } = await import('../../src/engine/data/data');
+  const { readDataset } = await import('../../src/engine/data/read'); const { tokenizeDataset } = await import('../../src/engine/data/tokenize');
   const { ModelTokenizer } = await import('../../src/engine/hf/tokenizer');
   const recs = tokenizeDataset(readDataset(DATA), ModelTokenizer.load(STORIES), { seqLen: 96, limit: 8 }).records;
   const specs = [{ name: TARGET, dIn: 172, dOut: 64 }, { name: 'model.layers.3.self_attn.v_proj', dIn: 64, dOut: 32 }];

@@ -1,16 +1,18 @@
 // Evaluation: the mean over records of each record's mean token cross-entropy (the same l_n that PAGE uses).
 import * as tf from '@tensorflow/tfjs-core';
 import type { EvalParams, EvalResult } from '../../protocol/messages';
-import { readDataset, requireUsable, tokenizeDataset, TokenizedRecord } from '../data/data';
+import { readDataset } from '../data/read';
+import { requireUsable, tokenizeDataset, TokenizedRecord } from '../data/tokenize';
 import { JobHooks, eta, runStepsAsync, throwIfCancelled, yieldToEvents } from '../runtime/jobs';
 import { openJob, loadForJob, recordLengths } from '../runtime/setup';
-import type { LlamaModel, LoraAdapter } from '../model/decoder';
+import type { Decoder } from '../model/decoder';
+import type { LoraAdapter } from '../model/types';
 import { readAdapterFiles, uploadAdapter } from '../export/peft';
 import { disposeAdapter } from '../model/lora';
 
 export interface EvalOutcome extends EvalResult { losses: number[] }
 
-export async function evalRecords(model: LlamaModel, records: TokenizedRecord[], adapters?: Map<string, LoraAdapter>, hooks: JobHooks = {}): Promise<{ losses: number[]; tokens: number }> {
+export async function evalRecords(model: Decoder, records: TokenizedRecord[], adapters?: Map<string, LoraAdapter>, hooks: JobHooks = {}): Promise<{ losses: number[]; tokens: number }> {
   const losses: number[] = [];
   let tokens = 0;
   const t0 = Date.now();

@@ -10,7 +10,8 @@ import { readAdapterFiles, PeftConfig } from './peft';
 import { readHeader, writeSafetensorsStreaming } from '../hf/safetensors';
 import { writeDirAtomic, writeFileAtomic } from '../runtime/atomic';
 import { loraScale } from '../model/lora';
-import { archOf, storedName, parseModuleName, ModelType } from '../hf/config';
+import { archOf, SUPPORTED_MODEL_TYPES } from '../arch/registry';
+import { storedName, parseModuleName } from '../hf/modules';
 
 export interface ExportResult { format: string; out: string; text: string; warnings: string[]; loadCommands: string[] }
 
@@ -26,8 +27,8 @@ export function runtimeChecks(cfg: PeftConfig, modelType: string, tensorNames: s
   if (cfg.r > 64) warnings.push(`vLLM's default --max-lora-rank is 16; start it with --max-lora-rank ${cfg.r}.`);
   else if (cfg.r > 16) warnings.push(`vLLM's default --max-lora-rank is 16; start it with --max-lora-rank ${vllmRanks.find((x) => x >= cfg.r)}.`);
   if (!Number.isInteger(cfg.lora_alpha)) warnings.push('Ollama needs an integer lora_alpha.');
-  const ollamaArchs = ['llama', 'mistral', 'gemma', 'gemma2', 'phi3'];
-  if (!ollamaArchs.includes(modelType)) warnings.push(`Ollama imports safetensors adapters only for ${ollamaArchs.join(', ')}; convert with llama.cpp instead.`);
+  const ollamaArchs = SUPPORTED_MODEL_TYPES.filter((t) => archOf(t).ollama);
+  if (!archOf(modelType).ollama) warnings.push(`Ollama imports safetensors adapters only for ${ollamaArchs.join(', ')}; convert with llama.cpp instead.`);
   const loadCommands = [
     `python -c "from peft import PeftModel; from transformers import AutoModelForCausalLM; m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained('${cfg.base_model_name_or_path}'), 'ADAPTER_DIR')"`,
     `vllm serve ${cfg.base_model_name_or_path} --enable-lora --lora-modules domlora=ADAPTER_DIR${cfg.r > 16 ? ` --max-lora-rank ${vllmRanks.find((x) => x >= cfg.r) ?? cfg.r}` : ''}`,
@@ -37,7 +38,7 @@ export function runtimeChecks(cfg: PeftConfig, modelType: string, tensorNames: s
 }
 
 /** The layers and module kinds of a placement, as trainers name them. */
-function placement(cfg: PeftConfig, numLayers: number, modelType: ModelType): { kinds: string[]; layers: number[] | null; singleLayer: boolean; fullNames: boolean } {
+function placement(cfg: PeftConfig, numLayers: number, modelType: string): { kinds: string[]; layers: number[] | null; singleLayer: boolean; fullNames: boolean } {
   // target_modules holds either module kinds (GPT-2's contain a dot: `attn.c_proj`) or full module names.
   const full = cfg.target_modules.map((t) => parseModuleName(t, modelType)).filter((x): x is { layer: number; kind: string } => Boolean(x));
   if (full.length) {
@@ -115,7 +116,7 @@ export async function runExport(params: ExportParams, hooks: JobHooks = {}): Pro
       }
       const yaml = [`# LoRA placement found by DomLoRA (PAGE).`, `model: ${peftCfg.base_model_name_or_path}`, 'fine_tune_type: lora',
         // MLX-LM's keys are the module paths under a layer (`self_attn.q_proj`, Phi-3's `mlp.gate_up_proj`).
-        `num_layers: ${layers ? L - lowest : -1}`, 'lora_parameters:', `  keys: [${kinds.map((k) => `"${archOf(folder.cfg.modelType).paths[k] ?? k}"`).join(', ')}]`,
+        `num_layers: ${layers ? L - lowest : -1}`, 'lora_parameters:', `  keys: [${kinds.map((k) => `"${archOf(folder.cfg.modelType).modules.paths[k] ?? k}"`).join(', ')}]`,
         `  rank: ${peftCfg.r}`, `  scale: ${loraScale(peftCfg.lora_alpha, peftCfg.r)}`, `  dropout: ${peftCfg.lora_dropout}`, ''].join('\n');
       writeFileAtomic(out, yaml);
       lines.push(`MLX-LM config written to ${out}`, `run: mlx_lm.lora --config ${out} --train (MLX runs on one Apple-silicon machine)`);
@@ -141,7 +142,7 @@ async function exportMerged(adapterDir: string, folder: ModelFolder, out: string
   const { config, tensors } = readAdapterFiles(adapterDir, folder);
   const scale = loraScale(config.lora_alpha, config.r, Boolean(config.use_rslora));
   // Keyed by the name in the weight files (GPT-2 checkpoints may store `h.0...` for `transformer.h.0...`).
-  const delta = new Map(tensors.map((t) => [storedName((n) => folder.store.has(n), `${t.spec.name}.weight`), t]));
+  const delta = new Map(tensors.map((t) => [storedName((n) => folder.store.has(n), `${t.spec.name}.weight`, folder.cfg.modelType), t]));
   const names = folder.store.names;
   // Tensor by tensor, read, merged and written: memory holds one tensor, not the model.
   const merge = async (name: string, i: number): Promise<Float32Array> => {

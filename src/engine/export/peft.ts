@@ -2,10 +2,10 @@
 // adapter_config.json + adapter_model.safetensors with keys base_model.model.<module>.lora_{A,B}.weight.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { candidateModules, ModuleSpec } from '../hf/config';
+import { candidateModules, ModuleSpec } from '../hf/modules';
 import { badInput } from '../runtime/errors';
 import type { ModelFolder } from '../hf/folder';
-import type { LoraAdapter } from '../model/decoder';
+import type { LoraAdapter } from '../model/types';
 import { makeAdapter, loraScale } from '../model/lora';
 import { readHeader, readTensorF32, encodeSafetensors } from '../hf/safetensors';
 

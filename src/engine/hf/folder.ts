@@ -1,9 +1,12 @@
 // Opening a Hugging Face model folder: config, weights (headers first, tensors on demand), tokenizer.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { readConfig, ModelConfig, candidateModules, parameterCount, ARCHITECTURES, headTensorName, storedName, storedWeightShape } from './config';
+import { readConfig, ModelConfig } from './config';
+import { candidateModules, parameterCount, headTensorName, storedName, storedWeightShape } from './modules';
+import { ARCHITECTURES } from '../arch/registry';
 import { WeightStore } from './safetensors';
-import { LlamaModel, ModelOptions } from '../model/decoder';
+import { Decoder } from '../model/decoder';
+import { ModelOptions } from '../model/weights';
 import { ModelTokenizer } from './tokenizer';
 import { badInput } from '../runtime/errors';
 import { adapterParams } from '../model/lora';
@@ -35,7 +38,7 @@ export function modelInfo(dir: string, rank = 8): InfoResult {
   const modules = candidateModules(folder.cfg);
   // Check the weights the config implies are present with the right shapes, still from headers only.
   for (const m of modules) {
-    const name = storedName((n) => folder.store.has(n), `${m.name}.weight`);
+    const name = storedName((n) => folder.store.has(n), `${m.name}.weight`, folder.cfg.modelType);
     const e = folder.store.entry(name);
     const want = storedWeightShape(folder.cfg, m); // [d_out, d_in]; GPT-2's Conv1D [d_in, d_out]
     if (e.shape[0] !== want[0] || e.shape[1] !== want[1]) {
@@ -43,17 +46,17 @@ export function modelInfo(dir: string, rank = 8): InfoResult {
     }
   }
   return {
-    model: summarise(folder), kinds: [...ARCHITECTURES[folder.cfg.modelType].kinds], rank, dtype: folder.store.dtype,
+    model: summarise(folder), kinds: [...ARCHITECTURES[folder.cfg.modelType].modules.kinds], rank, dtype: folder.store.dtype,
     modules: modules.map((m) => ({ ...m, adapterParams: adapterParams(m, rank) })),
   };
 }
 
-export interface LoadedModel { folder: ModelFolder; model: LlamaModel; tokenizer: ModelTokenizer; loadSeconds: number }
+export interface LoadedModel { folder: ModelFolder; model: Decoder; tokenizer: ModelTokenizer; loadSeconds: number }
 
 export function loadModel(dir: string, opts: ModelOptions = {}): LoadedModel {
   const t0 = Date.now();
   const folder = openModelFolder(dir);
   const tokenizer = ModelTokenizer.load(folder.dir);
-  const model = LlamaModel.load(folder.cfg, folder.store, opts);
+  const model = Decoder.load(folder.cfg, folder.store, opts);
   return { folder, model, tokenizer, loadSeconds: (Date.now() - t0) / 1000 };
 }

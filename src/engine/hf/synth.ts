@@ -7,21 +7,11 @@ import * as path from 'node:path';
 import { Rng } from '../runtime/rng';
 import { encodeSafetensors, TensorToWrite } from './safetensors';
 import { writeDirAtomic, writeFileAtomic } from '../runtime/atomic';
-import type { ModelType } from './config';
+import type { ArchDef, SynthShape } from '../arch/types';
+import { archOf, BASE_MODEL_TYPE } from '../arch/registry';
+import { moduleName, moduleShape, roleOf } from './modules';
 
-export interface SynthShape {
-  hiddenSize: number; intermediateSize: number; layers: number; heads: number; kvHeads: number; vocabSize: number;
-  tied: boolean; seed: number; headDim?: number; dtype?: 'F32' | 'F16' | 'BF16'; attentionBias?: boolean;
-  /** The architecture (default llama): its weight names, its extra tensors and its config keys. */
-  arch?: ModelType;
-  /** Standard deviation of the token embeddings (default 0.5). Real checkpoints are near 0.02, which starts the loss
-   *  near ln(vocab) instead of far above it. */
-  embedStd?: number;
-  /** Merged into config.json last (sliding_window, rope_scaling, soft-capping values, ...). */
-  config?: Record<string, unknown>;
-  /** GPT-2 only: store the base model's tensors without the `transformer.` prefix, as the original checkpoints do. */
-  unprefixed?: boolean;
-}
+export type { SynthShape };
 
 export const DEMO_SHAPE: SynthShape = { hiddenSize: 96, intermediateSize: 256, layers: 6, heads: 6, kvHeads: 2, vocabSize: 384, tied: true, seed: 1234, embedStd: 0.02 };
 
@@ -65,104 +55,89 @@ export function synthTokenizer(vocabSize: number): { tokenizer: object; config: 
   return { tokenizer, config };
 }
 
-/**
- * Writes a random model folder (config, weights, tokenizer) of the given shape and architecture. Atomic: the folder
- * appears whole. Weights are N(0, 1/d_in) so activations stay of order one.
- */
-export async function writeSynthModel(dir: string, shape: SynthShape = DEMO_SHAPE): Promise<void> {
+/** The tensors of a synthetic folder, in the order the data meets them, drawn from one seeded stream. */
+function synthTensors(arch: ArchDef, shape: SynthShape, config: Record<string, unknown>): TensorToWrite[] {
   const rng = new Rng(shape.seed);
-  const arch = shape.arch ?? 'llama';
-  const H = shape.hiddenSize, I = shape.intermediateSize, hd = shape.headDim ?? H / shape.heads;
-  const q = shape.heads * hd, kv = shape.kvHeads * hd;
+  const H = shape.hiddenSize;
+  // Not normalised: tests write folders with configs the engine must refuse. The flags come straight from the rules.
+  // The dimensions as the engine will read them from this config.json (GPT-NeoX's has no head_dim or kv heads).
+  const { keys, defaults } = arch.config;
+  const numHeads = Number(config[keys.heads]);
+  const hdCfg = Number(config.head_dim ?? defaults.headDim ?? H / numHeads);
+  const dims = {
+    modelType: arch.modelType, hiddenSize: H, numHeads, headDim: hdCfg,
+    intermediateSize: Number(config[keys.intermediate] ?? (defaults.intermediateTimesHidden ?? 1) * H),
+    numKvHeads: Number((keys.kvHeads ? config[keys.kvHeads] : undefined) ?? numHeads),
+  };
+  const flags = arch.config.flags({
+    raw: config, file: 'config.json', hiddenSize: H, headDim: hdCfg, numLayers: shape.layers, ropeLocal: null,
+    num: (key, fallback, value) => Number(value ?? config[key] ?? fallback),
+    optNum: (key, fallback) => (config[key] === null ? null : Number(config[key] ?? fallback)),
+  });
+  const maxPos = Number(config[arch.config.keys.maxPos] ?? arch.config.defaults.maxPos);
+  const bias = arch.synth.biases(config, shape);
   const tensors: TensorToWrite[] = [];
+  const strip = shape.unprefixed ? arch.tensors.optionalPrefix : undefined;
   const add = (name: string, dims: number[], std: number, base = 0) => {
     const n = dims.reduce((a, b) => a * b, 1);
     const data = normal(rng, n, std);
     if (base) for (let i = 0; i < n; i++) data[i] += base;
-    tensors.push({ name, shape: dims, data, dtype: shape.dtype });
+    tensors.push({ name: strip && name.startsWith(strip) ? name.slice(strip.length) : name, shape: dims, data, dtype: shape.dtype });
   };
-  // Gemma stores norm weights as offsets from 1 (it multiplies by 1 + w).
-  const gemma = arch === 'gemma2' || arch === 'gemma3_text';
-  const normW = (name: string, n: number) => add(name, [n], 0.1, gemma ? 0 : 1);
-  if (arch === 'gpt2') {
-    const pre = shape.unprefixed ? '' : 'transformer.';
-    const maxPos = Number(shape.config?.n_positions ?? 256);
-    add(`${pre}wte.weight`, [shape.vocabSize, H], shape.embedStd ?? 0.5);
-    add(`${pre}wpe.weight`, [maxPos, H], 0.1);
-    for (let l = 0; l < shape.layers; l++) {
-      const p = `${pre}h.${l}`;
-      // Conv1D weights are stored [in, out].
-      const conv = (name: string, dIn: number, dOut: number) => { add(`${name}.weight`, [dIn, dOut], 1 / Math.sqrt(dIn)); add(`${name}.bias`, [dOut], 0.02); };
-      normW(`${p}.ln_1.weight`, H); add(`${p}.ln_1.bias`, [H], 0.05);
-      conv(`${p}.attn.c_attn`, H, 3 * H);
-      conv(`${p}.attn.c_proj`, H, H);
-      normW(`${p}.ln_2.weight`, H); add(`${p}.ln_2.bias`, [H], 0.05);
-      conv(`${p}.mlp.c_fc`, H, I);
-      conv(`${p}.mlp.c_proj`, I, H);
+  const norm = (name: string, n: number) => {
+    add(`${name}.weight`, [n], 0.1, flags.normOffset ? 0 : 1);
+    if (flags.normType === 'layernorm') add(`${name}.bias`, [n], 0.05);
+  };
+  const { modules, tensors: names } = arch;
+  const biasStd = arch.synth.biasStd ?? 0.02;
+  const weight = (name: string, kind: string) => {
+    const [dIn, dOut] = moduleShape(dims, kind);
+    add(`${name}.weight`, modules.conv1d ? [dIn, dOut] : [dOut, dIn], 1 / Math.sqrt(dIn));
+  };
+  const biasOf = (name: string, kind: string) => add(`${name}.bias`, [moduleShape(dims, kind)[1]], biasStd);
+  const hasBias = (kind: string) => {
+    const role = roleOf(arch.modelType, kind);
+    return role === 'o' ? bias.o : ['q', 'k', 'v', 'qkv'].includes(role) ? bias.attn : bias.mlp;
+  };
+  const linears = (l: number, kinds: string[]) => {
+    for (const kind of kinds) {
+      const name = moduleName(l, kind, arch.modelType);
+      weight(name, kind);
+      if (hasBias(kind)) biasOf(name, kind);
     }
-    normW(`${pre}ln_f.weight`, H); add(`${pre}ln_f.bias`, [H], 0.05);
-  } else if (arch === 'gpt_neox') {
-    // GPTNeoXForCausalLM: nn.Linear [out, in] with biases (attention's unless attention_bias is false), LayerNorms
-    // with biases, query_key_value holding [q, k, v] per head (the layout is the engine's business, not ours).
-    const bias = neoxAttentionBias(shape);
-    const linear = (name: string, dIn: number, dOut: number, withBias: boolean) => {
-      add(`${name}.weight`, [dOut, dIn], 1 / Math.sqrt(dIn));
-      if (withBias) add(`${name}.bias`, [dOut], 0.02);
-    };
-    add('gpt_neox.embed_in.weight', [shape.vocabSize, H], shape.embedStd ?? 0.5);
-    for (let l = 0; l < shape.layers; l++) {
-      const p = `gpt_neox.layers.${l}`;
-      normW(`${p}.input_layernorm.weight`, H); add(`${p}.input_layernorm.bias`, [H], 0.05);
-      normW(`${p}.post_attention_layernorm.weight`, H); add(`${p}.post_attention_layernorm.bias`, [H], 0.05);
-      linear(`${p}.attention.query_key_value`, H, 3 * H, bias);
-      linear(`${p}.attention.dense`, H, H, bias);
-      linear(`${p}.mlp.dense_h_to_4h`, H, I, true);
-      linear(`${p}.mlp.dense_4h_to_h`, I, H, true);
-    }
-    normW('gpt_neox.final_layer_norm.weight', H); add('gpt_neox.final_layer_norm.bias', [H], 0.05);
-  } else {
-    add('model.embed_tokens.weight', [shape.vocabSize, H], shape.embedStd ?? 0.5);
-    for (let l = 0; l < shape.layers; l++) {
-      const p = `model.layers.${l}`;
-      normW(`${p}.input_layernorm.weight`, H);
-      if (arch === 'phi3') {
-        add(`${p}.self_attn.qkv_proj.weight`, [q + 2 * kv, H], 1 / Math.sqrt(H));
-      } else {
-        add(`${p}.self_attn.q_proj.weight`, [q, H], 1 / Math.sqrt(H));
-        add(`${p}.self_attn.k_proj.weight`, [kv, H], 1 / Math.sqrt(H));
-        add(`${p}.self_attn.v_proj.weight`, [kv, H], 1 / Math.sqrt(H));
-      }
-      if (shape.attentionBias || arch === 'qwen2') {
-        // Qwen's biases are large in trained checkpoints; here large enough that dropping them changes the loss.
-        const bstd = arch === 'qwen2' ? 0.3 : 0.02;
-        add(`${p}.self_attn.q_proj.bias`, [q], bstd);
-        add(`${p}.self_attn.k_proj.bias`, [kv], bstd);
-        add(`${p}.self_attn.v_proj.bias`, [kv], bstd);
-      }
-      if (arch === 'qwen3' || arch === 'gemma3_text') {
-        // Per-head RMSNorms over head_dim on q and k, before RoPE (Gemma 3's are offsets from 1 as well).
-        normW(`${p}.self_attn.q_norm.weight`, hd);
-        normW(`${p}.self_attn.k_norm.weight`, hd);
-      }
-      add(`${p}.self_attn.o_proj.weight`, [H, q], 1 / Math.sqrt(q));
-      normW(`${p}.post_attention_layernorm.weight`, H);
-      if (gemma) {
-        normW(`${p}.pre_feedforward_layernorm.weight`, H);
-        normW(`${p}.post_feedforward_layernorm.weight`, H);
-      }
-      if (arch === 'phi3') {
-        add(`${p}.mlp.gate_up_proj.weight`, [2 * I, H], 1 / Math.sqrt(H));
-      } else {
-        add(`${p}.mlp.gate_proj.weight`, [I, H], 1 / Math.sqrt(H));
-        add(`${p}.mlp.up_proj.weight`, [I, H], 1 / Math.sqrt(H));
-      }
-      add(`${p}.mlp.down_proj.weight`, [H, I], 1 / Math.sqrt(I));
-    }
-    normW('model.norm.weight', H);
+  };
+  const R = modules.roles;
+  const attnIn = [R.q, R.k, R.v, R.qkv].filter((k): k is string => Boolean(k));
+  const mlpIn = [R.gate, R.up, R.gateUp, R.fc].filter((k): k is string => Boolean(k));
+  add(names.embed, [shape.vocabSize, H], shape.embedStd ?? 0.5);
+  if (names.positions) add(names.positions, [maxPos, H], 0.1);
+  for (let l = 0; l < shape.layers; l++) {
+    const p = `${modules.layerPrefix}.${l}`;
+    const n = names.norms;
+    norm(`${p}.${n.input}`, H);
+    linears(l, attnIn);
+    if (n.q && n.k) { norm(`${p}.${n.q}`, hdCfg); norm(`${p}.${n.k}`, hdCfg); }
+    linears(l, [R.o]);
+    if (n.attnOut) norm(`${p}.${n.attnOut}`, H);
+    norm(`${p}.${n.preMlp}`, H);
+    if (n.mlpOut) norm(`${p}.${n.mlpOut}`, H);
+    linears(l, [...mlpIn, R.down]);
   }
-  // GPT-NeoX calls its (untied) output projection embed_out.
-  if (!shape.tied) add(arch === 'gpt_neox' ? 'embed_out.weight' : 'lm_head.weight', [shape.vocabSize, H], 1 / Math.sqrt(H));
-  const config = { ...synthConfig(arch, shape, hd), ...shape.config };
+  norm(names.finalNorm, H);
+  if (!shape.tied) add(names.head, [shape.vocabSize, H], 1 / Math.sqrt(H));
+  return tensors;
+}
+
+/**
+ * Writes a random model folder (config, weights, tokenizer) of the given shape and architecture, every name and key
+ * from the architecture's definition (../arch). Atomic: the folder appears whole. Weights are N(0, 1/d_in) so
+ * activations stay of order one; norm weights near 1 (near 0 for Gemma's 1 + w), biases small.
+ */
+export async function writeSynthModel(dir: string, shape: SynthShape = DEMO_SHAPE): Promise<void> {
+  const arch = archOf(shape.arch ?? BASE_MODEL_TYPE);
+  const hd = shape.headDim ?? shape.hiddenSize / shape.heads;
+  const config: Record<string, unknown> = { architectures: [arch.hfClass], model_type: arch.modelType, ...arch.synth.config(shape, hd), ...shape.config };
+  const tensors = synthTensors(arch, shape, config);
   const { tokenizer, config: tokConfig } = synthTokenizer(shape.vocabSize);
   await writeDirAtomic(dir, (tmp) => {
     fs.writeFileSync(path.join(tmp, 'config.json'), JSON.stringify(config, null, 2) + '\n');
@@ -172,67 +147,6 @@ export async function writeSynthModel(dir: string, shape: SynthShape = DEMO_SHAP
     fs.writeFileSync(path.join(tmp, 'README.md'), '# DomLoRA demo model\n\nRandom weights (seeded) written by `domlora make-demo-model`; ' +
       'a stand-in for a real checkpoint in the demo and tests.\n');
   });
-}
-
-/** GPT-NeoX's attention biases: on unless the shape (or its config override) says attention_bias false. */
-function neoxAttentionBias(shape: SynthShape): boolean {
-  return shape.attentionBias ?? (shape.config?.attention_bias === undefined ? true : Boolean(shape.config.attention_bias));
-}
-
-/** config.json as transformers writes it for each architecture (its own class name and keys). */
-function synthConfig(arch: ModelType, shape: SynthShape, hd: number): Record<string, unknown> {
-  const H = shape.hiddenSize;
-  const common = { vocab_size: shape.vocabSize, tie_word_embeddings: shape.tied, bos_token_id: 1, eos_token_id: 2, torch_dtype: 'float32' };
-  const decoder = {
-    hidden_size: H, intermediate_size: shape.intermediateSize, num_hidden_layers: shape.layers, num_attention_heads: shape.heads,
-    num_key_value_heads: shape.kvHeads, head_dim: hd, max_position_embeddings: 1024, rms_norm_eps: 1e-5, rope_theta: 10000.0,
-    rope_scaling: null, hidden_act: 'silu', ...common,
-  };
-  switch (arch) {
-    case 'llama':
-      return { architectures: ['LlamaForCausalLM'], model_type: 'llama', ...decoder, attention_bias: Boolean(shape.attentionBias), mlp_bias: false };
-    case 'mistral':
-      return { architectures: ['MistralForCausalLM'], model_type: 'mistral', ...decoder, sliding_window: null };
-    case 'qwen2':
-      return { architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', ...decoder, use_sliding_window: false, sliding_window: 4096, max_window_layers: shape.layers };
-    case 'qwen3':
-      return { architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', ...decoder, attention_bias: false, use_sliding_window: false, sliding_window: null, max_window_layers: shape.layers };
-    case 'phi3':
-      return { architectures: ['Phi3ForCausalLM'], model_type: 'phi3', ...decoder, sliding_window: null, original_max_position_embeddings: 1024 };
-    case 'gemma2': {
-      const { hidden_act: _act, ...rest } = decoder;
-      return {
-        architectures: ['Gemma2ForCausalLM'], model_type: 'gemma2', ...rest, hidden_activation: 'gelu_pytorch_tanh', rms_norm_eps: 1e-6,
-        query_pre_attn_scalar: hd, attn_logit_softcapping: 50.0, final_logit_softcapping: 30.0, sliding_window: 4096,
-      };
-    }
-    case 'gemma3_text': {
-      // Gemma3TextConfig as Gemma3ForCausalLM checkpoints write it: no soft-capping, q_norm / k_norm, every
-      // sliding_window_pattern-th layer full attention (rope_theta, rope_scaling), the others sliding
-      // (rope_local_base_freq, no scaling). No layer_types here, so that sliding_window_pattern decides unless a test
-      // passes layer_types in shape.config.
-      const { hidden_act: _act, ...rest } = decoder;
-      return {
-        architectures: ['Gemma3ForCausalLM'], model_type: 'gemma3_text', ...rest, hidden_activation: 'gelu_pytorch_tanh', rms_norm_eps: 1e-6,
-        attention_bias: Boolean(shape.attentionBias), query_pre_attn_scalar: hd, attn_logit_softcapping: null, final_logit_softcapping: null,
-        sliding_window: 4096, sliding_window_pattern: 6, rope_theta: 1000000.0, rope_local_base_freq: 10000.0,
-      };
-    }
-    case 'gpt2':
-      return {
-        architectures: ['GPT2LMHeadModel'], model_type: 'gpt2', n_embd: H, n_layer: shape.layers, n_head: shape.heads, n_inner: shape.intermediateSize,
-        n_positions: 256, n_ctx: 256, activation_function: 'gelu_new', layer_norm_epsilon: 1e-5, ...common,
-      };
-    case 'gpt_neox':
-      // As Pythia's config.json: no num_key_value_heads or head_dim (head_dim = hidden / heads), RoPE over the first
-      // rotary_pct of each head, attention and MLP in parallel, exact (erf) GELU.
-      return {
-        architectures: ['GPTNeoXForCausalLM'], model_type: 'gpt_neox', hidden_size: H, intermediate_size: shape.intermediateSize,
-        num_hidden_layers: shape.layers, num_attention_heads: shape.heads, max_position_embeddings: 1024, layer_norm_eps: 1e-5,
-        rotary_pct: 0.25, rotary_emb_base: 10000, use_parallel_residual: true, hidden_act: 'gelu', attention_bias: neoxAttentionBias(shape),
-        attention_dropout: 0.0, hidden_dropout: 0.0, rope_scaling: null, ...common,
-      };
-  }
 }
 
 /** Arithmetic question/answer records in the `qa` shape, deterministic by seed. */

@@ -4,8 +4,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { Rng } from '../runtime/rng';
 import { badInput } from '../runtime/errors';
-import type { LoraAdapter } from './decoder';
-import type { ModuleSpec } from '../hf/config';
+import type { LoraAdapter } from './types';
+import type { ModuleSpec } from '../hf/modules';
 
 /** Per-module seed: the A of a module does not depend on which other modules are adapted. */
 export function moduleSeed(seed: number, name: string): number {

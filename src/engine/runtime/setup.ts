@@ -9,7 +9,7 @@ import { BackendReport, initBackend, threadsForModel, describeBackend } from './
 import { EstimateInput, JobEstimate, assertFits, describeEstimate, estimateJob } from './estimate';
 import { JobHooks } from './jobs';
 import { ModelFolder, openModelFolder } from '../hf/folder';
-import { LlamaModel } from '../model/decoder';
+import { Decoder } from '../model/decoder';
 import { ModelTokenizer } from '../hf/tokenizer';
 
 export interface OpenedJob { folder: ModelFolder; tokenizer: ModelTokenizer; backend: BackendReport }
@@ -25,14 +25,14 @@ export async function openJob(modelDir: string, choice: BackendChoice | undefine
 export type JobShape = Omit<EstimateInput, 'cfg' | 'backend' | 'threads'>;
 
 /** Sizes the job (once), logs the estimate, throws a clear error when it cannot fit, then loads the weights. */
-export function loadForJob(job: OpenedJob, shape: JobShape, hooks: JobHooks = {}): { model: LlamaModel; estimate: JobEstimate; loadSeconds: number } {
+export function loadForJob(job: OpenedJob, shape: JobShape, hooks: JobHooks = {}): { model: Decoder; estimate: JobEstimate; loadSeconds: number } {
   const { folder, backend } = job;
   const estimate = estimateJob({ cfg: folder.cfg, backend: backend.backend, threads: backend.threads, ...shape });
   hooks.log?.('info', describeEstimate(estimate, backend.backend));
   assertFits(estimate, backend.backend, folder.dir);
   hooks.onProgress?.({ phase: 'load', done: 0, total: 1, message: estimate.stream ? 'loading model (layers streamed)' : 'loading model' });
   const t0 = Date.now();
-  const model = LlamaModel.load(folder.cfg, folder.store, { stream: estimate.stream });
+  const model = Decoder.load(folder.cfg, folder.store, { stream: estimate.stream });
   return { model, estimate, loadSeconds: (Date.now() - t0) / 1000 };
 }
 

@@ -1,0 +1,187 @@
+// Reading a dataset file: a JSON array or JSON Lines (detected by content, not by extension), every record checked
+// to have a known shape, with the line each record starts on so errors point into the file.
+import * as crypto from 'node:crypto';
+import * as fs from 'node:fs';
+import { badInput } from '../runtime/errors';
+import { detectFormat, tryParse, unknownShape, type RecordFormat } from './shapes';
+
+export interface Dataset {
+  file: string;
+  /** Hex SHA-256 of the file's bytes, so a report names exactly the data it was computed on. */
+  sha256: string;
+  /** The most common record format in the file (records may mix formats). */
+  format: RecordFormat;
+  count: number;
+  /** The parsed records, in file order. */
+  raw: unknown[];
+  /** lines[i] is the 1-based line where record i starts. */
+  lines: number[];
+}
+
+/** Reads a dataset file, parses it (by content, not by extension) and checks every record has a known shape. */
+export function readDataset(file: string): Dataset {
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFileSync(file);
+  } catch (err) {
+    throw badInput(`cannot read the dataset: ${err instanceof Error ? err.message : String(err)}`, file);
+  }
+  const sha256 = crypto.createHash('sha256').update(bytes).digest('hex');
+  // Editors on Windows like to start UTF-8 files with a byte-order mark, which JSON.parse rejects.
+  const text = bytes.toString('utf8').replace(/^\uFEFF/, '');
+  const empty = 'the dataset is empty: expected a JSON array of records or JSON Lines (one record per line)';
+  if (text.trim() === '') throw badInput(empty, file);
+
+  const { raw, lines } = text.trimStart().startsWith('[') ? parseJsonArray(text, file) : parseJsonLines(text, file);
+  if (raw.length === 0) throw badInput(empty, file);
+
+  const counts = new Map<RecordFormat, number>();
+  raw.forEach((record, i) => {
+    const format = detectFormat(record);
+    if (!format) throw unknownShape(record, { index: i, line: lines[i] ?? 0, file });
+    counts.set(format, (counts.get(format) ?? 0) + 1);
+  });
+  // Map iteration follows first appearance, so a tie goes to the format seen first.
+  let format: RecordFormat = 'text';
+  let best = 0;
+  for (const [f, n] of counts) if (n > best) { format = f; best = n; }
+  return { file, sha256, format, count: raw.length, raw, lines };
+}
+
+function parseJsonArray(text: string, file: string): { raw: unknown[]; lines: number[] } {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    const message = err instanceof Error ? err.message : String(err);
+    // V8 reports a character offset for some errors ("... in JSON at position 123") and none for others
+    // ("Unexpected token '}'"); either way the user needs a line to open.
+    const at = /position (\d+)/.exec(message);
+    const where = at ? `line ${lineAt(text, Number(at[1]))}` : arrayErrorLine(text);
+    // V8 quotes the text around the error, raw newlines included; keep the message on one line.
+    throw badInput(`${where}: invalid JSON: ${message.replace(/\s+/g, ' ')}`, file);
+  }
+  if (!Array.isArray(value)) throw badInput('expected a JSON array of records', file);
+  return { raw: value, lines: arrayElementLines(text) };
+}
+
+function parseJsonLines(text: string, file: string): { raw: unknown[]; lines: number[] } {
+  const raw: unknown[] = [];
+  const lines: number[] = [];
+  const rows = text.split('\n');
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i] as string;
+    if (row.trim() === '') continue;
+    try {
+      raw.push(JSON.parse(row));
+      lines.push(i + 1);
+    } catch (err) {
+      // A single pretty-printed object is not JSON Lines but is still an unambiguous one-record dataset.
+      if (raw.length === 0) {
+        const whole = tryParse(text);
+        if (whole !== undefined && !Array.isArray(whole)) return { raw: [whole], lines: [i + 1] };
+      }
+      throw badInput(`line ${i + 1}: invalid JSON: ${err instanceof Error ? err.message : String(err)}`, file);
+    }
+  }
+  return { raw, lines };
+}
+
+function lineAt(text: string, offset: number): number {
+  let line = 1;
+  for (let i = 0; i < offset && i < text.length; i++) if (text.charCodeAt(i) === 10) line++;
+  return line;
+}
+
+/**
+ * The line of a syntax error in text that starts as a JSON array, when the parser did not say where: the array is
+ * cut into its top-level elements (the scan below) and the first element that does not parse on its own is the one
+ * at fault. Its start line is reported, refined by the position within it when the parser gives one.
+ */
+function arrayErrorLine(text: string): string {
+  let line = 1;
+  let depth = 0;
+  let inString = false;
+  let escaped = false;
+  let start = -1;
+  let startLine = 1;
+  let afterComma = false;
+  const elementError = (end: number): string | undefined => {
+    const element = text.slice(start, end);
+    try {
+      JSON.parse(element);
+      return undefined;
+    } catch (err) {
+      const at = /position (\d+)/.exec(err instanceof Error ? err.message : '');
+      return at ? `line ${startLine + lineAt(element, Number(at[1])) - 1}` : `in the record starting at line ${startLine}`;
+    }
+  };
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '\n') line++;
+    if (inString) {
+      if (escaped) escaped = false;
+      else if (c === '\\') escaped = true;
+      else if (c === '"' || c === '\n') inString = false;
+      continue;
+    }
+    if (c === ' ' || c === '\t' || c === '\r' || c === '\n') continue;
+    if (depth === 0 && i > text.search(/\S/)) return `line ${line}`; // something after the closing bracket
+    if (depth === 1 && start < 0 && c !== ',' && c !== ']') { start = i; startLine = line; }
+    if (c === '"') inString = true;
+    else if (c === '[' || c === '{') depth++;
+    else if (c === ']' || c === '}') {
+      depth--;
+      if (depth === 0) {
+        if (start >= 0) {
+          const bad = elementError(i);
+          if (bad !== undefined) return bad;
+        } else if (afterComma) return `line ${line}`; // a trailing comma
+      }
+    } else if (c === ',' && depth === 1) {
+      if (start < 0) return `line ${line}`; // an empty element: a doubled or leading comma
+      const bad = elementError(i);
+      if (bad !== undefined) return bad;
+      start = -1;
+      afterComma = true;
+    }
+  }
+  return `line ${line}`; // the text ended inside the array
+}
+
+/**
+ * The line where each element of a top-level JSON array starts. One pass over text already known to be valid
+ * JSON, tracking only strings (whose brackets do not count) and nesting depth: far cheaper than a parser with
+ * positions, and it lets errors about record 812 say "line 4061".
+ */
+function arrayElementLines(text: string): number[] {
+  const lines: number[] = [];
+  let line = 1;
+  let depth = 0;
+  let inString = false;
+  let escaped = false;
+  let expectingElement = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '\n') { line++; continue; }
+    if (inString) {
+      if (escaped) escaped = false;
+      else if (c === '\\') escaped = true;
+      else if (c === '"') inString = false;
+      continue;
+    }
+    if (c === ' ' || c === '\t' || c === '\r') continue;
+    if (depth === 1 && expectingElement && c !== ']') {
+      lines.push(line);
+      expectingElement = false;
+    }
+    if (c === '"') inString = true;
+    else if (c === '[' || c === '{') {
+      depth++;
+      if (depth === 1) expectingElement = true;
+    } else if (c === ']' || c === '}') depth--;
+    else if (c === ',' && depth === 1) expectingElement = true;
+  }
+  return lines;
+}
+

@@ -1,0 +1,18 @@
+// The engine's one face: what the worker, the CLI, the demo and the bench call. Everything behind it is the library's
+// own business (see the folders: arch/ hf/ model/ probe/ train/ data/ eval/ export/ runtime/).
+export { modelInfo, openModelFolder, loadModel, summarise, type ModelFolder, type LoadedModel } from './hf/folder';
+export { candidateModules, type ModuleSpec } from './hf/modules';
+export { writeSynthModel, synthDataset, synthTokenizer, DEMO_SHAPE } from './hf/synth';
+export { SUPPORTED_MODEL_TYPES } from './arch/registry';
+export type { SynthShape } from './arch/types';
+export { runEval, runGenerate, evalRecords, type EvalOutcome, type GenerateResult } from './eval/evaluate';
+export { runProbe, PROBE_DEFAULTS, type ProbeOutcome } from './probe/probe';
+export { compareReports, type Comparison } from './probe/compare';
+export { runTrain, TRAIN_DEFAULTS } from './train/loop';
+export { runExport, type ExportResult } from './export/exporters';
+export { initLoraA, loraScale, makeAdapter, disposeAdapter } from './model/lora';
+export type { LoraAdapter, LoraGrads } from './model/types';
+export { initBackend, describeBackend, type BackendReport } from './runtime/backend';
+export { DomLoraError, CancelledError, badInput, toErrorInfo } from './runtime/errors';
+export type { JobHooks } from './runtime/jobs';
+export { Rng } from './runtime/rng';

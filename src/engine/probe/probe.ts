@@ -1,0 +1,100 @@
+// `domlora probe`: PAGE for every candidate module over N records of the user's data, as a report (DESIGN.md §1).
+import * as path from 'node:path';
+import * as tf from '@tensorflow/tfjs-core';
+import type { ProbeParams, ProbeReport } from '../../protocol/messages';
+import { candidateModules } from '../hf/modules';
+import { summarise } from '../hf/folder';
+import { readDataset } from '../data/read';
+import { requireUsable, tokenizeDataset } from '../data/tokenize';
+import { badInput } from '../runtime/errors';
+import { JobHooks, eta, runStepsAsync, throwIfCancelled, yieldToEvents } from '../runtime/jobs';
+import { openJob, loadForJob, recordLengths } from '../runtime/setup';
+import { initLoraA, checkRank, loraScale } from '../model/lora';
+import { writeFileAtomic } from '../runtime/atomic';
+import { pageForRecordSteps } from './page';
+import { bootstrapWins, buildReport } from './report';
+
+export const PROBE_DEFAULTS = { samples: 32, seqLen: 512, rank: 8, alpha: 16, seed: 0, bootstrap: 200, stabilityThreshold: 0.95 };
+
+export interface ProbeOutcome { report: ProbeReport; written?: string }
+
+export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promise<ProbeOutcome> {
+  const p = { ...PROBE_DEFAULTS, ...stripUndefined(params), modelDir: params.modelDir, data: params.data };
+  if (!Number.isInteger(p.samples) || p.samples < 1) throw badInput(`--samples must be a positive integer, got ${p.samples}`);
+  if (!Number.isInteger(p.seqLen) || p.seqLen < 2) throw badInput(`--seq-len must be an integer >= 2, got ${p.seqLen}`);
+  if (!Number.isInteger(p.rank) || p.rank < 1) throw badInput(`--rank must be a positive integer, got ${p.rank}`);
+  if (!(p.alpha > 0)) throw badInput(`--alpha must be positive, got ${p.alpha}`);
+  if (!Number.isInteger(p.bootstrap) || p.bootstrap < 1) throw badInput(`--bootstrap must be a positive integer, got ${p.bootstrap}`);
+  // Headers, config, tokenizer and data first: the input is checked and the job sized before any weight is read.
+  const tLoad = Date.now(); // the report's load time: opening, tokenizing and loading the weights
+  const job = await openJob(params.modelDir, p.backend, hooks);
+  const { folder, tokenizer, backend } = job;
+  const ds = readDataset(p.data);
+  const modules = candidateModules(folder.cfg);
+  checkRank(p.rank, modules);
+  hooks.onProgress?.({ phase: 'tokenize', done: 0, total: 1, message: 'tokenizing' });
+  const sampling = p.sampling ?? 'first';
+  const tok = tokenizeDataset(ds, tokenizer, { seqLen: p.seqLen, limit: p.samples, sample: sampling, seed: p.seed });
+  requireUsable(tok, p.seqLen, ds.file);
+  if (tok.records.length < p.samples) {
+    hooks.log?.('warn', `${ds.file}: only ${tok.records.length} usable records (asked for ${p.samples}); probing with ${tok.records.length}`);
+  }
+  if (tok.skipped) hooks.log?.('warn', `${tok.skipped} record(s) skipped: no supervised tokens after truncation to ${p.seqLen}`);
+  const { model } = loadForJob(job, { ...recordLengths(tok.records), backwardPasses: tok.records.length }, hooks);
+  const loadSeconds = (Date.now() - tLoad) / 1000;
+  try {
+    const scale = loraScale(p.alpha, p.rank);
+    const aT = new Map<string, tf.Tensor2D>();
+    for (const m of modules) {
+      aT.set(m.name, tf.tidy(() => tf.transpose(tf.tensor2d(initLoraA(p.seed, m.name, p.rank, m.dIn), [p.rank, m.dIn])) as tf.Tensor2D));
+    }
+    const t0 = Date.now();
+    const sampled: Float64Array[] = [], expected: Float64Array[] = [];
+    const recInfo: { index: number; line: number; tokens: number; loss: number }[] = [];
+    const N = tok.records.length;
+    let stableRun = 0;
+    const patience = 4, minRecords = 8;
+    let stoppedEarly = false;
+    try {
+      for (let n = 0; n < N; n++) {
+        await yieldToEvents();
+        throwIfCancelled(hooks);
+        const rec = tok.records[n];
+        const r = await runStepsAsync(pageForRecordSteps(model, rec, modules, aT, p.rank, scale), hooks);
+        sampled.push(r.sampled);
+        expected.push(r.expected);
+        recInfo.push({ index: rec.index, line: rec.line, tokens: r.tokens, loss: r.loss });
+        const meanLoss = recInfo.reduce((a, x) => a + x.loss, 0) / recInfo.length;
+        hooks.onProgress?.({ phase: 'probe', done: n + 1, total: N, loss: meanLoss, etaSeconds: eta(t0, n + 1, N) });
+        if (p.untilStable && n + 1 >= minRecords && n + 1 < N) {
+          const bs = bootstrapWins(expected, 100, p.seed + n);
+          stableRun = bs.stability >= p.stabilityThreshold ? stableRun + 1 : 0;
+          if (stableRun >= patience) { stoppedEarly = true; break; }
+        }
+      }
+    } finally {
+      tf.dispose([...aT.values()]);
+    }
+    throwIfCancelled(hooks);
+    const probeSeconds = (Date.now() - t0) / 1000;
+    const report = buildReport({
+      p: { ...p, sampling }, modules, sampled, expected, recInfo, ds, skipped: tok.skipped,
+      model: summarise(folder), kinds: [...model.kinds], backend: backend.backend,
+      timings: { loadSeconds, probeSeconds },
+    });
+    if (stoppedEarly) hooks.log?.('info', `stopped early: the dominant module was stable for ${patience} records after ${recInfo.length} records`);
+    let written: string | undefined;
+    if (params.out) {
+      written = path.resolve(params.out);
+      writeFileAtomic(written, JSON.stringify(report, null, 1) + '\n');
+    }
+    return { report, written };
+  } finally {
+    model.dispose();
+  }
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
