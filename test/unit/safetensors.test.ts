@@ -357,7 +357,7 @@ test('a corrupt shard makes WeightStore.open fail naming the shard', () => {
 });
 
 test('the stories260K weights read through WeightStore', () => {
-  const dir = path.resolve('../shared/models/stories260K');
+  const dir = path.resolve('test/fixtures/models/stories260K');
   const store = WeightStore.open(dir);
   assert.equal(store.dtype, 'F32');
   assert.deepEqual(store.entry('model.embed_tokens.weight').shape, [512, 64]);
