@@ -10,8 +10,14 @@ export const FIXTURES = path.resolve(process.cwd(), 'test/fixtures');
 export const SHARED = FIXTURES;
 export const STORIES = path.join(FIXTURES, 'models/stories260K');
 
+const tempDirs: string[] = [];
+
+/** A new temporary folder, removed with its contents when the process (one test file's) exits, passed or failed. */
 export function tmpDir(prefix = 'domlora-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  if (!tempDirs.length) process.once('exit', () => { for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true }); });
+  tempDirs.push(dir);
+  return dir;
 }
 
 /** Runs the PyTorch reference with one request; throws with its stderr when it fails. */

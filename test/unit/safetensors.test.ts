@@ -372,7 +372,7 @@ test('streaming writer: the same bytes as encodeSafetensors, one tensor in memor
     { name: 'a', shape: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6]) },
     { name: 'b.weight', shape: [5], data: Float32Array.from([0.5, -1, 2e-8, 3e8, -0]) },
   ];
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'st-stream-'));
+  const dir = fs.mkdtempSync(path.join(tempRoot, 'st-stream-'));
   const file = path.join(dir, 's.safetensors');
   const asked: string[] = [];
   await writeSafetensorsStreaming(file, tensors.map(({ name, shape }) => ({ name, shape })), async (name) => { asked.push(name); return tensors.find((t) => t.name === name)!.data; }, { format: 'pt' });
