@@ -66,7 +66,7 @@ function write(file, text) {
   fs.writeFileSync(file, text);
 }
 
-/** A small real model folder and a dataset: the CLI's deterministic demo model, else the shared stories260K. */
+/** A small real model folder and a dataset: the CLI's deterministic demo model, else stories260K from test/fixtures. */
 function makeBaseFixture(tmp) {
   const base = path.join(tmp, 'base');
   const model = path.join(base, 'model');
@@ -74,8 +74,8 @@ function makeBaseFixture(tmp) {
   try {
     execFileSync(process.execPath, [path.join(root, 'dist/cli.js'), 'make-demo-model', model, '--data', data], { stdio: 'ignore' });
   } catch {
-    fs.cpSync(path.resolve(root, '../shared/models/stories260K'), model, { recursive: true });
-    const alpaca = JSON.parse(fs.readFileSync(path.resolve(root, '../shared/data/instruction/alpaca_en_demo.json'), 'utf8'));
+    fs.cpSync(path.join(root, 'test/fixtures/models/stories260K'), model, { recursive: true });
+    const alpaca = JSON.parse(fs.readFileSync(path.join(root, 'test/fixtures/data/instruction/alpaca_en_demo.json'), 'utf8'));
     fs.writeFileSync(data, alpaca.slice(0, 40).map((r) => JSON.stringify(r)).join('\n') + '\n');
   }
   return { model, data };

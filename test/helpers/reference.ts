@@ -4,11 +4,20 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 
-export const SHARED = path.resolve(process.cwd(), '../shared');
-export const STORIES = path.join(SHARED, 'models/stories260K');
+/** The real model and datasets the tests read, carried in the project (test/fixtures/README.md: sources, licences). */
+export const FIXTURES = path.resolve(process.cwd(), 'test/fixtures');
+/** The former name of FIXTURES (when the fixtures sat beside the project in ../shared), kept for the tests that import it. */
+export const SHARED = FIXTURES;
+export const STORIES = path.join(FIXTURES, 'models/stories260K');
 
+const tempDirs: string[] = [];
+
+/** A new temporary folder, removed with its contents when the process (one test file's) exits, passed or failed. */
 export function tmpDir(prefix = 'domlora-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  if (!tempDirs.length) process.once('exit', () => { for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true }); });
+  tempDirs.push(dir);
+  return dir;
 }
 
 /** Runs the PyTorch reference with one request; throws with its stderr when it fails. */

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Validates the reference itself against stories260K's golden values (computed by two other implementations).
 
-Usage: /usr/bin/python3 test/reference/check_golden.py [MODEL_DIR]   (default ../shared/models/stories260K)
+Usage: /usr/bin/python3 test/reference/check_golden.py [MODEL_DIR]   (default test/fixtures/models/stories260K)
 Prints one line per check and PASS or FAIL last; exit status 0 on PASS, 1 on FAIL.
 """
 
@@ -14,13 +14,11 @@ sys.dont_write_bytecode = True
 import llama_ref  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_DIR = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "models", "stories260K"))
+DEFAULT_DIR = os.path.normpath(os.path.join(HERE, "..", "fixtures", "models", "stories260K"))
 
 
 def main(argv):
     model_dir = argv[1] if len(argv) > 1 else DEFAULT_DIR
-    if not os.path.isdir(model_dir) and os.path.isdir("/work/shared/models/stories260K"):
-        model_dir = "/work/shared/models/stories260K"  # a worktree elsewhere still finds the shared model
     with open(os.path.join(model_dir, "golden_reference.json")) as f:
         gold = json.load(f)
     texts = ["tinystories_greedy_text", "gsm8k_train_0_question"]

@@ -23,8 +23,13 @@ function age(p: string): void {
   fs.utimesSync(p, t, t);
 }
 
+const tempDirs: string[] = [];
+/** A new temporary folder, removed when this file's process exits (a test that fails before its own rmSync included). */
 function tmpDir(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'domlora-atomic-'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'domlora-atomic-'));
+  if (!tempDirs.length) process.once('exit', () => { for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true }); });
+  tempDirs.push(dir);
+  return dir;
 }
 
 test('writeFileAtomic sweeps the temporaries of dead writers of that name, and only those', () => {

@@ -8,9 +8,9 @@ import * as path from 'node:path';
 
 const ROOT = process.cwd();
 const CLI = path.join(ROOT, 'dist/cli.js');
-const MODEL = path.resolve(ROOT, '../shared/models/stories260K');
-const MODEL_ARG = '../shared/models/stories260K';
-const GSM8K = '../shared/data/math/gsm8k_train.jsonl';
+const MODEL = path.resolve(ROOT, 'test/fixtures/models/stories260K');
+const MODEL_ARG = 'test/fixtures/models/stories260K';
+const GSM8K = 'test/fixtures/data/math/gsm8k_train.jsonl';
 const GOLDEN = JSON.parse(fs.readFileSync(path.join(MODEL, 'golden_reference.json'), 'utf8'));
 
 const tempRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'domlora-cli-'));

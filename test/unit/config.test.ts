@@ -9,7 +9,7 @@ import { SUPPORTED_MODEL_TYPES, ARCHITECTURES } from '../../src/engine/arch/regi
 import { DomLoraError } from '../../src/engine/runtime/errors';
 import { WeightStore } from '../../src/engine/hf/safetensors';
 
-const MODEL = path.resolve('../shared/models/stories260K');
+const MODEL = path.resolve('test/fixtures/models/stories260K');
 const RAW: Record<string, unknown> = JSON.parse(fs.readFileSync(path.join(MODEL, 'config.json'), 'utf8'));
 const FILE = '/models/x/config.json';
 

@@ -11,9 +11,9 @@ import type { TokenizedRecord } from '../../src/engine/data/tokenize';
 import { ModelTokenizer } from '../../src/engine/hf/tokenizer';
 import { DomLoraError } from '../../src/engine/runtime/errors';
 
-// Tests run from the project root; the shared models and data sit beside it.
-const SHARED = path.resolve(process.cwd(), '../shared');
-const MODEL = path.join(SHARED, 'models/stories260K');
+// Tests run from the project root; the model and data are in test/fixtures.
+const FIXTURES = path.resolve(process.cwd(), 'test/fixtures');
+const MODEL = path.join(FIXTURES, 'models/stories260K');
 const tok = ModelTokenizer.load(MODEL);
 const NO_TRUNCATION = 1_000_000;
 
@@ -224,7 +224,7 @@ const REAL: { file: string; format: RecordFormat; count: number }[] = [
 
 for (const real of REAL) {
   test(`real data ${real.file}: shape, lines, and masks on exactly the responses`, () => {
-    const file = path.join(SHARED, 'data', real.file);
+    const file = path.join(FIXTURES, 'data', real.file);
     const ds = readDataset(file);
     assert.equal(ds.format, real.format);
     assert.equal(ds.count, real.count);
@@ -250,7 +250,7 @@ for (const real of REAL) {
 }
 
 test('real data: alpaca pre-tokenized as {input_ids, loss_mask} and as {input_ids, labels} reads back identically', () => {
-  const ds = readDataset(path.join(SHARED, 'data/instruction/alpaca_en_demo.json'));
+  const ds = readDataset(path.join(FIXTURES, 'data/instruction/alpaca_en_demo.json'));
   // 128 tokens truncates many responses, so the truncated form is round-tripped too.
   const { records } = tokenizeDataset(ds, tok, { seqLen: 128, limit: 12 });
   assert.equal(records.length, 12);
@@ -425,7 +425,7 @@ test('records without a supervised token after truncation are skipped and counte
 });
 
 test('random sampling is deterministic by seed and differs across seeds', () => {
-  const ds = readDataset(path.join(SHARED, 'data/math/gsm8k_train.jsonl'));
+  const ds = readDataset(path.join(FIXTURES, 'data/math/gsm8k_train.jsonl'));
   const pick = (seed: number) => tokenizeDataset(ds, tok, { seqLen: 512, limit: 8, sample: 'random', seed }).records.map((r) => r.index);
   const a = pick(1);
   assert.deepEqual(pick(1), a);

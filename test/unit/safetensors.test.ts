@@ -357,7 +357,7 @@ test('a corrupt shard makes WeightStore.open fail naming the shard', () => {
 });
 
 test('the stories260K weights read through WeightStore', () => {
-  const dir = path.resolve('../shared/models/stories260K');
+  const dir = path.resolve('test/fixtures/models/stories260K');
   const store = WeightStore.open(dir);
   assert.equal(store.dtype, 'F32');
   assert.deepEqual(store.entry('model.embed_tokens.weight').shape, [512, 64]);
@@ -372,7 +372,7 @@ test('streaming writer: the same bytes as encodeSafetensors, one tensor in memor
     { name: 'a', shape: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6]) },
     { name: 'b.weight', shape: [5], data: Float32Array.from([0.5, -1, 2e-8, 3e8, -0]) },
   ];
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'st-stream-'));
+  const dir = fs.mkdtempSync(path.join(tempRoot, 'st-stream-'));
   const file = path.join(dir, 's.safetensors');
   const asked: string[] = [];
   await writeSafetensorsStreaming(file, tensors.map(({ name, shape }) => ({ name, shape })), async (name) => { asked.push(name); return tensors.find((t) => t.name === name)!.data; }, { format: 'pt' });

@@ -6,8 +6,8 @@ import * as path from 'node:path';
 import { ModelTokenizer } from '../../src/engine/hf/tokenizer';
 import { DomLoraError } from '../../src/engine/runtime/errors';
 
-// Tests run from the project root; the shared models sit beside it.
-const MODEL = path.resolve(process.cwd(), '../shared/models/stories260K');
+// Tests run from the project root; the model is in test/fixtures.
+const MODEL = path.resolve(process.cwd(), 'test/fixtures/models/stories260K');
 
 interface Golden { [key: string]: { text?: string; ids_with_bos: number[] } }
 const golden = JSON.parse(fs.readFileSync(path.join(MODEL, 'golden_reference.json'), 'utf8')) as Golden;
