@@ -15,6 +15,8 @@
 //                                       Qwen2.5-1.5B-shaped model, PAGE over 2 x 256 tokens, both sides); default
 //                                       page,train-dom,train-vanilla,large
 //   BENCH_CHILD_TIMEOUT_S=300           kill a child after this long; its row records the failure and the run goes on
+//   BENCH_DEADLINE=<unix seconds>       no child runs past this (each one's timeout shrinks to fit, later ones are
+//                                       skipped), so the results file is always written by then
 //   BENCH_TINY=1                        tiny shapes (2 layers, hidden 64) for dry runs of the above on a slow GPU
 //   BENCH_ROOT=dir                      the repository (for test/reference and bench-results/) when the bundle is
 //                                       not at out/bench/bench.js
@@ -63,6 +65,9 @@ const ROWS = ['page', 'train-dom', 'train-vanilla', 'large', 'qwen15'];
 const ONLY = new Set((process.env.BENCH_ONLY || 'page,train-dom,train-vanilla,large').split(',').map((x) => x.trim()).filter(Boolean));
 for (const r of ONLY) if (!ROWS.includes(r)) throw new Error(`BENCH_ONLY: unknown row ${r} (rows: ${ROWS.join(', ')})`);
 const CHILD_TIMEOUT_S = Number(process.env.BENCH_CHILD_TIMEOUT_S) || 0;
+const DEADLINE_MS = Number(process.env.BENCH_DEADLINE) * 1000 || 0;
+/** Seconds left before BENCH_DEADLINE (less a margin for writing the results); Infinity without one. */
+const secondsLeft = () => (DEADLINE_MS ? (DEADLINE_MS - Date.now()) / 1000 - 5 : Infinity);
 
 interface Rec { input_ids: number[]; loss_mask: number[] }
 type Json = Record<string, unknown>;
@@ -145,6 +150,13 @@ function isNoise(line: string): boolean {
   return /XDG_RUNTIME_DIR|artificially reduced|^\s*at .*dawn|^Warning: /.test(line) || !line.trim();
 }
 
+/** A failed child's reason: its first error line and the two lines after it (the top of the stack), else its last lines. */
+function failureText(text: string): string {
+  const lines = text.trim().split('\n').filter((l) => !isNoise(l));
+  const i = lines.findIndex((l) => /\b\w*(Error|Exception)\b|^error\b/i.test(l) && !/^\s+at /.test(l));
+  return (i >= 0 ? lines.slice(i, i + 3) : lines.slice(-5)).map((l) => l.trim()).join(' | ');
+}
+
 /** A random model of `shape` in `dir` and `n` pre-tokenized records of `tokens` tokens (loss on the second half). */
 async function writeModelAndRecords(dir: string, data: string, shape: SynthShape, n: number, tokens: number, seed: number): Promise<void> {
   await writeSynthModel(dir, shape);
@@ -159,17 +171,23 @@ async function writeModelAndRecords(dir: string, data: string, shape: SynthShape
 
 function runChild(label: string, cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Json {
   process.stdout.write(`  ${label} ... `);
+  const left = secondsLeft();
+  if (left < 10) {
+    process.stdout.write('SKIPPED (BENCH_DEADLINE reached)\n');
+    return { error: 'skipped: BENCH_DEADLINE reached' };
+  }
+  const limitS = Math.min(CHILD_TIMEOUT_S > 0 ? CHILD_TIMEOUT_S : Infinity, left);
   const t = Date.now();
   const r = spawnSync(cmd, args, { env, encoding: 'utf8', maxBuffer: 64 << 20,
-    ...(CHILD_TIMEOUT_S > 0 ? { timeout: CHILD_TIMEOUT_S * 1000, killSignal: 'SIGKILL' as const } : {}) });
+    ...(Number.isFinite(limitS) ? { timeout: Math.round(limitS * 1000), killSignal: 'SIGKILL' as const } : {}) });
   // BENCH_CHILD_STDERR=1: children's stderr (Dawn's warnings, engine logs) goes on to ours, for a log of the whole run.
   if (r.stderr && process.env.BENCH_CHILD_STDERR === '1') process.stderr.write(r.stderr);
   const last = (r.stdout ?? '').trim().split('\n').pop() ?? '';
   let res: Json;
   try { res = JSON.parse(last); } catch {
     const timedOut = (r.error as NodeJS.ErrnoException | undefined)?.code === 'ETIMEDOUT';
-    const why = timedOut ? `timed out after ${CHILD_TIMEOUT_S} s` : r.error ? r.error.message : `exit ${r.status}${r.signal ? ` (${r.signal})` : ''}`;
-    res = { error: `${why}: ${(r.stderr || r.stdout || '').trim().split('\n').filter((l) => !isNoise(l)).slice(-5).join(' | ')}` };
+    const why = timedOut ? `timed out after ${limitS.toFixed(0)} s` : r.error ? r.error.message : `exit ${r.status}${r.signal ? ` (${r.signal})` : ''}`;
+    res = { error: `${why}: ${failureText(r.stderr || r.stdout || '')}` };
   }
   process.stdout.write(`${res.error ? 'FAILED ' + res.error : `${Number(res.seconds).toFixed(2)} s, peak ${Number(res.peakRssMB).toFixed(0)} MB`} (child ${((Date.now() - t) / 1000).toFixed(0)} s)\n`);
   return res;
@@ -231,7 +249,11 @@ async function parent(): Promise<void> {
   }
 
   // (e) Qwen2.5-1.5B's shapes, PAGE over 2 x 256 tokens on both sides (for a GPU: BENCH_ONLY=...,qwen15).
-  if (ONLY.has('qwen15')) {
+  if (ONLY.has('qwen15') && secondsLeft() < (TINY ? 20 : 120)) {
+    const skipped = { error: `skipped: ${secondsLeft().toFixed(0)} s left before BENCH_DEADLINE, too little to write and probe the model` };
+    console.log(`(e) Qwen2.5-1.5B shapes: ${skipped.error}`);
+    res.qwen15 = { ours: skipped, torch: skipped };
+  } else if (ONLY.has('qwen15')) {
     const qDir = path.join(tmp, 'qwen2.5-1.5b-random');
     const qData = path.join(tmp, 'records-qwen15.jsonl');
     const t1 = Date.now();
