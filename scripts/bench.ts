@@ -18,6 +18,9 @@
 //   BENCH_DEADLINE=<unix seconds>       no child runs past this (each one's timeout shrinks to fit, later ones are
 //                                       skipped), so the results file is always written by then
 //   BENCH_TINY=1                        tiny shapes (2 layers, hidden 64) for dry runs of the above on a slow GPU
+//   BENCH_MODELS=dir                    write the random models and records there and keep them; a later run (or a
+//                                       `bench.js prepare ROWS` run in parallel, as gpu-check.sh does while the GPU
+//                                       is busy with other work) reuses them
 //   BENCH_ROOT=dir                      the repository (for test/reference and bench-results/) when the bundle is
 //                                       not at out/bench/bench.js
 //
@@ -157,6 +160,59 @@ function failureText(text: string): string {
   return (i >= 0 ? lines.slice(i, i + 3) : lines.slice(-5)).map((l) => l.trim()).join(' | ');
 }
 
+/** The random models the rows run on, and their pre-tokenized records. */
+interface ModelSpec { dir: string; data: string; shape: SynthShape; n: number; tokens: number; seed: number }
+const MODELS: Record<'smollm' | 'large' | 'qwen15', ModelSpec> = {
+  smollm: { dir: 'smollm135-random', data: 'records.jsonl', shape: SHAPE, n: N_RECORDS, tokens: TOKENS, seed: 7 },
+  large: { dir: 'qwen2.5-0.5b-random', data: 'records-large.jsonl', shape: LARGE_SHAPE, n: LARGE_RECORDS, tokens: LARGE_TOKENS, seed: 11 },
+  qwen15: { dir: 'qwen2.5-1.5b-random', data: 'records-qwen15.jsonl', shape: QWEN15_SHAPE, n: LARGE_RECORDS, tokens: LARGE_TOKENS, seed: 13 },
+};
+const modelOfRow = (row: string): keyof typeof MODELS => (row === 'large' || row === 'qwen15' ? row : 'smollm');
+const MODELS_DIR = process.env.BENCH_MODELS ? path.resolve(process.env.BENCH_MODELS) : undefined;
+
+const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+
+/**
+ * The model and records of `key` in BENCH_MODELS (else in `tmp`): reused when a stamp says they were written with the
+ * same shape and records; while another process (`bench.js prepare`) is writing them, waits for it.
+ */
+async function ensureModel(key: keyof typeof MODELS, tmp: string, minSecondsToWrite = 0):
+  Promise<{ dir: string; data: string; seconds: number; reused: boolean; skipped?: string }> {
+  const spec = MODELS[key];
+  const base = MODELS_DIR ?? tmp;
+  fs.mkdirSync(base, { recursive: true });
+  const dir = path.join(base, spec.dir), data = path.join(base, spec.data);
+  const stampFile = path.join(base, `${spec.dir}.stamp`), pending = path.join(base, `${spec.dir}.pending`);
+  const stamp = JSON.stringify({ shape: spec.shape, n: spec.n, tokens: spec.tokens, seed: spec.seed });
+  const t0 = Date.now();
+  for (;;) {
+    let pid = NaN;
+    try { pid = Number(fs.readFileSync(pending, 'utf8')); } catch { /* none */ }
+    if (!(pid > 0 && pid !== process.pid && alive(pid)) || secondsLeft() < 10) break;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  const same = (() => { try { return fs.readFileSync(stampFile, 'utf8') === stamp && fs.existsSync(data) && fs.existsSync(dir); } catch { return false; } })();
+  if (same) return { dir, data, seconds: (Date.now() - t0) / 1000, reused: true };
+  if (secondsLeft() < minSecondsToWrite) {
+    return { dir, data, seconds: 0, reused: false, skipped: `skipped: ${secondsLeft().toFixed(0)} s left before BENCH_DEADLINE, too little to write ${spec.dir} and run it` };
+  }
+  if (MODELS_DIR) fs.writeFileSync(pending, String(process.pid));
+  try {
+    fs.rmSync(stampFile, { force: true });
+    fs.rmSync(dir, { recursive: true, force: true });
+    await writeModelAndRecords(dir, data, spec.shape, spec.n, spec.tokens, spec.seed);
+    fs.writeFileSync(stampFile, stamp);
+  } finally {
+    if (MODELS_DIR) fs.rmSync(pending, { force: true });
+  }
+  return { dir, data, seconds: (Date.now() - t0) / 1000, reused: false };
+}
+
+/** Models are removed after use only when they live in the run's temp folder. */
+function dropModel(dir: string): void {
+  if (!MODELS_DIR) fs.rmSync(dir, { recursive: true, force: true });
+}
+
 /** A random model of `shape` in `dir` and `n` pre-tokenized records of `tokens` tokens (loss on the second half). */
 async function writeModelAndRecords(dir: string, data: string, shape: SynthShape, n: number, tokens: number, seed: number): Promise<void> {
   await writeSynthModel(dir, shape);
@@ -196,8 +252,6 @@ function runChild(label: string, cmd: string, args: string[], env: NodeJS.Proces
 async function parent(): Promise<void> {
   const records = Math.max(1, Math.min(N_RECORDS, Number(process.env.BENCH_RECORDS) || N_RECORDS));
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'domlora-bench-'));
-  const modelDir = path.join(tmp, 'smollm135-random');
-  const data = path.join(tmp, 'records.jsonl');
   const t0 = Date.now();
   console.log(`DomLoRA bench: ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), node ${process.version}, temp ${tmp}`);
   console.log(`model: random, ${TINY ? 'TINY (BENCH_TINY=1)' : 'SmolLM-135M'} shapes (${JSON.stringify(SHAPE)})`);
@@ -206,10 +260,12 @@ async function parent(): Promise<void> {
   const py = path.join(root, 'test/reference/bench_torch.py');
   const torchArgs = (mode: string, dir: string, file: string, opts: Json) => [py, mode, dir, file, JSON.stringify(opts), ...TORCH_DEVICE_ARGS];
   const res: Record<string, { ours: Json; torch: Json }> = {};
+  let modelDir = '', data = '';
   if (['page', 'train-dom', 'train-vanilla'].some((r) => ONLY.has(r))) {
     // Pre-tokenized records: ids the (char-level) tokenizer knows, ~500 tokens, loss on the second half.
-    await writeModelAndRecords(modelDir, data, SHAPE, N_RECORDS, TOKENS, 7);
-    console.log(`wrote model and ${N_RECORDS} records of ${TOKENS} tokens in ${((Date.now() - t0) / 1000).toFixed(1)} s` +
+    const m = await ensureModel('smollm', tmp);
+    ({ dir: modelDir, data } = m);
+    console.log(`${m.reused ? 'reused' : 'wrote'} model and ${N_RECORDS} records of ${TOKENS} tokens in ${m.seconds.toFixed(1)} s` +
       (records < N_RECORDS ? `\nNOTE: PAGE probe over ${records} of ${N_RECORDS} records (BENCH_RECORDS=${records}); per-record times are what compares` : ''));
   }
   if (ONLY.has('page')) {
@@ -233,38 +289,31 @@ async function parent(): Promise<void> {
       torch: runChild('PyTorch', PY, torchArgs('train-vanilla', modelDir, data, { rank: RANK, alpha: ALPHA, records: BATCH })),
     };
   }
-  if (!process.env.BENCH_KEEP) fs.rmSync(modelDir, { recursive: true, force: true }); // before the large models: less disk at once
+  if (modelDir && !process.env.BENCH_KEEP) dropModel(modelDir); // before the large models: less disk at once
 
   // (d) Scale: a model whose weights do not fit the 4 GiB wasm heap, probed on wasm with its layers streamed.
   let large: Json | undefined;
   if (ONLY.has('large') && process.env.BENCH_LARGE !== '0') {
-    const bigDir = path.join(tmp, 'qwen2.5-0.5b-random');
-    const bigData = path.join(tmp, 'records-large.jsonl');
-    const t1 = Date.now();
-    await writeModelAndRecords(bigDir, bigData, LARGE_SHAPE, LARGE_RECORDS, LARGE_TOKENS, 11);
-    console.log(`(d) scale: Qwen2.5-0.5B shapes (494M parameters, BF16 on disk, written in ${((Date.now() - t1) / 1000).toFixed(0)} s), ` +
+    const { dir: bigDir, data: bigData, seconds: wrote, reused } = await ensureModel('large', tmp);
+    console.log(`(d) scale: Qwen2.5-0.5B shapes (494M parameters, BF16 on disk, ${reused ? 'reused' : 'written'} in ${wrote.toFixed(0)} s), ` +
       `PAGE probe of ${LARGE_RECORDS} records x ${LARGE_TOKENS} tokens on ${BACKEND}${BACKEND === 'wasm' ? ', layers streamed past the 4 GiB heap' : ''}`);
     large = runChild('ours   ', process.execPath, ['--max-old-space-size=16000', self, 'child', 'probe', bigDir, bigData, String(LARGE_RECORDS)]);
-    fs.rmSync(bigDir, { recursive: true, force: true });
+    dropModel(bigDir);
   }
 
   // (e) Qwen2.5-1.5B's shapes, PAGE over 2 x 256 tokens on both sides (for a GPU: BENCH_ONLY=...,qwen15).
-  if (ONLY.has('qwen15') && secondsLeft() < (TINY ? 20 : 120)) {
-    const skipped = { error: `skipped: ${secondsLeft().toFixed(0)} s left before BENCH_DEADLINE, too little to write and probe the model` };
-    console.log(`(e) Qwen2.5-1.5B shapes: ${skipped.error}`);
-    res.qwen15 = { ours: skipped, torch: skipped };
-  } else if (ONLY.has('qwen15')) {
-    const qDir = path.join(tmp, 'qwen2.5-1.5b-random');
-    const qData = path.join(tmp, 'records-qwen15.jsonl');
-    const t1 = Date.now();
-    await writeModelAndRecords(qDir, qData, QWEN15_SHAPE, LARGE_RECORDS, LARGE_TOKENS, 13);
-    console.log(`(e) Qwen2.5-1.5B shapes${TINY ? ' (TINY)' : ' (1.54B parameters, BF16 on disk'}, written in ${((Date.now() - t1) / 1000).toFixed(0)} s), ` +
+  // PyTorch first here: its figure is the quick, sure one, and ours may use up what the deadline leaves.
+  const q = ONLY.has('qwen15') ? await ensureModel('qwen15', tmp, TINY ? 20 : 150) : undefined;
+  if (q?.skipped) {
+    console.log(`(e) Qwen2.5-1.5B shapes: ${q.skipped}`);
+    res.qwen15 = { ours: { error: q.skipped }, torch: { error: q.skipped } };
+  } else if (q) {
+    console.log(`(e) Qwen2.5-1.5B shapes (${TINY ? 'TINY' : '1.54B parameters, BF16 on disk'}, ${q.reused ? 'reused' : 'written'} in ${q.seconds.toFixed(0)} s), ` +
       `PAGE probe of ${LARGE_RECORDS} records x ${LARGE_TOKENS} tokens, all ${QWEN15_SHAPE.layers * 7} modules`);
-    res.qwen15 = {
-      ours: runChild('ours   ', process.execPath, ['--max-old-space-size=32000', self, 'child', 'probe', qDir, qData, String(LARGE_RECORDS)]),
-      torch: runChild('PyTorch', PY, torchArgs('page', qDir, qData, { rank: RANK, alpha: ALPHA, records: LARGE_RECORDS })),
-    };
-    fs.rmSync(qDir, { recursive: true, force: true });
+    const torch = runChild('PyTorch', PY, torchArgs('page', q.dir, q.data, { rank: RANK, alpha: ALPHA, records: LARGE_RECORDS }));
+    const ours = runChild('ours   ', process.execPath, ['--max-old-space-size=32000', self, 'child', 'probe', q.dir, q.data, String(LARGE_RECORDS)]);
+    res.qwen15 = { ours, torch };
+    dropModel(q.dir);
   }
 
   const ratio = (a: unknown, b: unknown) => (typeof a === 'number' && typeof b === 'number' && b > 0 ? a / b : null);
@@ -309,6 +358,14 @@ async function parent(): Promise<void> {
 
 async function main(): Promise<void> {
   const [, , role, job, modelDir, data, extra] = process.argv;
+  if (role === 'prepare') { // bench.js prepare ROWS: write (or find) the models those rows need in BENCH_MODELS, and exit
+    if (!MODELS_DIR) throw new Error('bench.js prepare needs BENCH_MODELS');
+    for (const key of new Set((job ?? '').split(',').filter(Boolean).map(modelOfRow))) {
+      const m = await ensureModel(key, MODELS_DIR);
+      console.log(`prepare: ${key} ${m.reused ? 'already there' : 'written'} (${m.seconds.toFixed(1)} s): ${m.dir}`);
+    }
+    return;
+  }
   if (role !== 'child') return parent();
   let r: Json;
   if (job === 'probe') r = await childProbe(modelDir, data, Number(extra));

@@ -153,7 +153,10 @@ cp = tm.get("copy") or {}
 if cp.get("GBps"):
     print(f"torch copy {cp['bytes'] >> 20} MiB: {cp['GBps']:.0f} GB/s (read + write)")
 if rows:
-    print(f"bench: ours on {bench.get('backend')} vs PyTorch on {bench.get('torchDevice')}, seconds (model load excluded)")
+    ran = sorted({r["torchDevice"] for r in rows if r.get("torchDevice")})
+    note = next((r["torchDeviceNote"] for r in rows if r.get("torchDeviceNote")), None)
+    print(f"bench: ours on {bench.get('backend')} vs PyTorch on {'/'.join(ran) or bench.get('torchDevice')}"
+          f"{f' ({note})' if note else ''}, seconds (model load excluded)")
     for r in rows:
         ours = f(r["oursSeconds"], 2) if r["oursError"] is None else "FAILED"
         th = f(r["torchSeconds"], 2) if r["torchError"] is None else "FAILED"
