@@ -12,7 +12,7 @@
 // The JSON is rewritten after every row, so a run killed by a timeout still leaves what it measured.
 import * as fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs-core';
-import { initBackend } from '../src/engine/backend';
+import { initBackend } from '../src/engine/runtime/backend';
 
 type Json = Record<string, unknown>;
 const out = process.argv[2];
