@@ -4,7 +4,7 @@
 #
 #   bash scripts/gpu-check.sh          from anywhere in the checkout; OUT is where the figures go
 #
-# Phases, each under `timeout` and all inside one budget (GPU_CHECK_BUDGET_S, default 420 s), each one's failure
+# Phases, each under `timeout` and all inside one budget (GPU_CHECK_BUDGET_S, default 450 s), each one's failure
 # recorded and the next one run:
 #   unpack        .gpu/payload.tar.xz into $GPU_RUN_DIR (default /tmp/domlora-gpu; tar -J, or python3's tarfile where
 #                 xz is missing); the Vulkan loader .debs with dpkg -x into / and ldconfig, only if ldconfig knows no
@@ -27,7 +27,7 @@ set -u
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 T0=$(date +%s)
-BUDGET=${GPU_CHECK_BUDGET_S:-420}
+BUDGET=${GPU_CHECK_BUDGET_S:-450}
 DEADLINE=$((T0 + BUDGET))
 TINY=${GPU_CHECK_TINY:-0}
 PHASES=",${GPU_CHECK_PHASES:-matmul,torch-matmul,bench},"
@@ -84,6 +84,13 @@ t.extractall(sys.argv[2], **({"filter": "data"} if hasattr(tarfile, "data_filter
 export -f unpack_payload; export RUN PY
 phase unpack 120 bash -c unpack_payload
 NODE=$RUN/node/bin/node
+# dawn.node needs GCC 12's libstdc++ (GLIBCXX_3.4.30): if the system's is older, use the one packed beside it.
+DAWN=$RUN/node_modules/webgpu/dist/linux-x64/dawn.node
+if [ -x "$NODE" ] && ! "$NODE" -e "require('$DAWN')" 2>"$RUN/dawn-load.txt"; then
+  cat "$RUN/dawn-load.txt"
+  export LD_LIBRARY_PATH="$RUN/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  "$NODE" -e "require('$DAWN')" && say "[dawn] loads with the packed libstdc++ only" || say "[dawn] dawn.node does not load: $(head -c 300 "$RUN/dawn-load.txt")"
+fi
 
 # The Vulkan loader: the README's dpkg -x into / only where none is installed; elsewhere (a dry run) into a folder.
 deb_extract() { # deb_extract FILE DIR: dpkg -x, or python3 reading the ar archive where dpkg is missing
@@ -146,18 +153,18 @@ fi
 
 # ---- the phases ---------------------------------------------------------------------------------------------------
 if [[ $PHASES == *,matmul,* ]]; then
-  phase matmul 180 "$NODE" --enable-source-maps "$RUN/out/gpu/gpu-matmul.js" "$OUT/webgpu-matmul.json" "${tiny_flag[@]}"
+  phase matmul $([ "$TINY" = 1 ] && echo 240 || echo 120) "$NODE" --enable-source-maps "$RUN/out/gpu/gpu-matmul.js" "$OUT/webgpu-matmul.json" "${tiny_flag[@]}"
 fi
 if [[ $PHASES == *,torch-matmul,* ]]; then
   export PYTHONUNBUFFERED=1
-  phase torch-matmul 150 "$PY" scripts/gpu-matmul-torch.py "$OUT/torch-matmul.json" "${tiny_flag[@]}"
+  phase torch-matmul $([ "$TINY" = 1 ] && echo 150 || echo 90) "$PY" scripts/gpu-matmul-torch.py "$OUT/torch-matmul.json" "${tiny_flag[@]}"
 fi
 if [[ $PHASES == *,bench,* ]]; then
   rm -f "$ROOT/bench-results/bench.json"
   export BENCH_BACKEND=${BENCH_BACKEND:-webgpu} BENCH_TORCH_DEVICE=${BENCH_TORCH_DEVICE:-cuda} BENCH_PYTHON
   BENCH_PYTHON=$(command -v "$PY")
   export BENCH_RECORDS=${BENCH_RECORDS:-4}
-  export BENCH_CHILD_TIMEOUT_S=${BENCH_CHILD_TIMEOUT_S:-150} BENCH_DEADLINE=$((DEADLINE - 25)) BENCH_ROOT=$ROOT
+  export BENCH_CHILD_TIMEOUT_S=${BENCH_CHILD_TIMEOUT_S:-180} BENCH_DEADLINE=$((DEADLINE - 25)) BENCH_ROOT=$ROOT
   export BENCH_CHILD_STDERR=1 BENCH_TINY=$TINY PYTHONUNBUFFERED=1
   echo "bench env: $(env | grep ^BENCH_ | sort | tr '\n' ' ')"
   phase bench 100000 "$NODE" --enable-source-maps "$RUN/out/gpu/bench.js"

@@ -13,6 +13,8 @@
 #                                      package.json and the one file `main` names (core and cpu re-bundled with
 #                                      their own dependencies); one tfjs-core for all, as the engine needs
 #   node_modules/webgpu                its JS and the linux-x64 dawn.node only (the package ships Dawn for 5 platforms)
+#   lib/libstdc++.so.6                 this machine's, used there only if dawn.node cannot load with the system's
+#                                      (it needs GLIBCXX_3.4.30, i.e. GCC 12's libstdc++, and glibc 2.34)
 # debs/: the Vulkan loader and GL dispatch libraries as the device README lists them (apt-get download, amd64).
 # The PyTorch side (test/reference/bench_torch.py, scripts/gpu-matmul-torch.py) is tracked and travels anyway.
 set -euo pipefail
@@ -30,7 +32,7 @@ git check-ignore -q "$DEST/" || { echo "gpu-pack: $DEST/ is not git-ignored; it 
 STAGE=$(mktemp -d /tmp/domlora-gpu-pack.XXXXXX)
 trap 'rm -rf "$STAGE"' EXIT
 P=$STAGE/payload
-mkdir -p "$P/node/bin" "$P/out/gpu" "$P/node_modules/@tensorflow" "$P/node_modules/webgpu/dist/linux-x64"
+mkdir -p "$P/node/bin" "$P/lib" "$P/out/gpu" "$P/node_modules/@tensorflow" "$P/node_modules/webgpu/dist/linux-x64"
 
 # Node: the binary alone (npm is not needed there).
 cp "$NODE_BIN" "$P/node/bin/node"
@@ -60,6 +62,8 @@ done
 cp node_modules/@tensorflow/tfjs-backend-wasm/dist/*.wasm "$P/node_modules/@tensorflow/tfjs-backend-wasm/dist/"
 cp node_modules/webgpu/package.json node_modules/webgpu/index.js node_modules/webgpu/LICENSE.md "$P/node_modules/webgpu/"
 cp node_modules/webgpu/dist/linux-x64/dawn.node "$P/node_modules/webgpu/dist/linux-x64/"
+
+cp -L "$(ldconfig -p | grep -m1 'libstdc++\.so\.6 (libc6,x86-64)' | sed 's/.*=> //')" "$P/lib/libstdc++.so.6"
 
 # Smoke test of the staged tree with the staged node: the packages resolve and tfjs-core is one instance.
 (cd "$P" && ./node/bin/node -e "
