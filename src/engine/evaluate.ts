@@ -8,8 +8,6 @@ import type { LlamaModel, LoraAdapter } from './model';
 import { readAdapterFiles, uploadAdapter } from './peft';
 import { disposeAdapter } from './lora';
 
-export interface EvalOutcome extends EvalResult { losses: number[] }
-
 export async function evalRecords(model: LlamaModel, records: TokenizedRecord[], adapters?: Map<string, LoraAdapter>, hooks: JobHooks = {}): Promise<{ losses: number[]; tokens: number }> {
   const losses: number[] = [];
   let tokens = 0;
@@ -25,7 +23,7 @@ export async function evalRecords(model: LlamaModel, records: TokenizedRecord[],
   return { losses, tokens };
 }
 
-export async function runEval(params: EvalParams, hooks: JobHooks = {}): Promise<EvalOutcome> {
+export async function runEval(params: EvalParams, hooks: JobHooks = {}): Promise<EvalResult> {
   const seqLen = params.seqLen ?? 512;
   const job = await openJob(params.modelDir, params.backend, hooks);
   const ds = readDataset(params.data);

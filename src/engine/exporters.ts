@@ -2,7 +2,7 @@
 // machines (PEFT LoraConfig, Axolotl, LLaMA-Factory, MLX-LM), with the checks downstream runtimes apply.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { ExportParams } from '../protocol/messages';
+import type { ExportParams, ExportResult } from '../protocol/messages';
 import { badInput } from './errors';
 import { JobHooks, throwIfCancelled, yieldToEvents } from './jobs';
 import { openModelFolder, ModelFolder } from './loader';
@@ -11,8 +11,6 @@ import { readHeader, writeSafetensorsStreaming } from './safetensors';
 import { writeDirAtomic, writeFileAtomic } from './atomic';
 import { loraScale } from './lora';
 import { archOf, storedName, parseModuleName, ModelType } from './config';
-
-export interface ExportResult { format: string; out: string; text: string; warnings: string[]; loadCommands: string[] }
 
 /** What vLLM, llama.cpp and Ollama refuse, checked before anyone tries. */
 export function runtimeChecks(cfg: PeftConfig, modelType: string, tensorNames: string[] = []): { warnings: string[]; loadCommands: string[] } {

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { ExportParams, ProbeParams, ProbeReport, TrainParams, TrainResult } from '../protocol/messages';
+import type { ExportParams, ProbeParams, ProbeReport, TrainParams } from '../protocol/messages';
 import type { Preset, RunView } from '../protocol/webview';
 import { readSettings, type Settings } from './config';
 import type { CommandFactory, Ctx } from './ctx';
@@ -197,7 +197,7 @@ export const runProbe: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: 
   ctx.panels.setJob(modelDir, { kind: 'probe' });
   try {
     const report = await ctx.jobs.run({ kind: 'probe', model, title: `DomLoRA: PAGE probe of ${model}` }, 'probe', params,
-      (p) => ctx.panels.jobProgress(modelDir, p)) as ProbeReport;
+      (p) => ctx.panels.jobProgress(modelDir, p));
     // The worker writes the report atomically; should an engine build not, the host keeps the result anyway.
     if (!fs.existsSync(out)) {
       fs.mkdirSync(path.dirname(out), { recursive: true });
@@ -265,10 +265,10 @@ export const train: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: Tra
   const label = preset === 'domlora' ? `DomLoRA at ${shortModule(targets![0])}` : 'vanilla LoRA (all modules)';
   try {
     const result = await ctx.jobs.run({ kind: 'train', preset, model, title: `DomLoRA: training ${label} on ${model}` }, 'train', params,
-      (p) => { ctx.panels.jobProgress(modelDir, p); ctx.panels.runProgress(modelDir, preset, p); }) as TrainResult;
+      (p) => { ctx.panels.jobProgress(modelDir, p); ctx.panels.runProgress(modelDir, preset, p); });
     const done: RunView = {
-      ...run, status: 'done', result, curve: result.curve?.length ? result.curve : run.curve,
-      targets: result.targets ?? run.targets, trainableParams: result.trainableParams ?? run.trainableParams, etaSeconds: undefined,
+      ...run, status: 'done', result, curve: result.curve.length ? result.curve : run.curve,
+      targets: result.targets, trainableParams: result.trainableParams, etaSeconds: undefined,
     };
     ctx.panels.setJob(modelDir, undefined);
     await ctx.panels.endRun(modelDir, done);
@@ -276,7 +276,7 @@ export const train: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: Tra
     const after = result.evalLossAfter ?? result.trainLossLast;
     const lossText = before !== undefined && after !== undefined ? ` Loss ${before.toFixed(3)} → ${after.toFixed(3)}.` : '';
     notify.info(`DomLoRA: trained ${label}: ${result.trainableParams.toLocaleString('en-US')} trainable parameters.${lossText}`,
-      { title: 'Reveal Adapter', run: () => revealPath(result.adapterDir ?? out) });
+      { title: 'Reveal Adapter', run: () => revealPath(result.adapterDir) });
     return result;
   } catch (err) {
     const cancelled = err instanceof JobError && err.code === 'cancelled';
@@ -372,11 +372,10 @@ export const exportAdapter: CommandFactory = (ctx) => async (uri?: vscode.Uri, o
   }
   const params: ExportParams = { adapterDir, format, out, modelDir, force: true };
   try {
-    const result = await ctx.jobs.run({ kind: 'export', model, title: `DomLoRA: exporting ${model} (${format})` }, 'export', params) as
-      { text?: string; warnings?: string[] };
-    for (const line of (result.text ?? '').split('\n')) if (line.trim()) ctx.log(`[export] ${line}`);
-    for (const w of result.warnings ?? []) ctx.log(`[export] warning: ${w}`);
-    notify.info(`DomLoRA: exported ${format} to ${displayPath(out)}.${result.warnings?.length ? ` ${result.warnings.length} warning(s) in the log.` : ''}`,
+    const result = await ctx.jobs.run({ kind: 'export', model, title: `DomLoRA: exporting ${model} (${format})` }, 'export', params);
+    for (const line of result.text.split('\n')) if (line.trim()) ctx.log(`[export] ${line}`);
+    for (const w of result.warnings) ctx.log(`[export] warning: ${w}`);
+    notify.info(`DomLoRA: exported ${format} to ${displayPath(out)}.${result.warnings.length ? ` ${result.warnings.length} warning(s) in the log.` : ''}`,
       { title: 'Reveal', run: () => revealPath(out!) }, { title: 'Show Log', run: () => ctx.output.show() });
     return result;
   } catch (err) {
