@@ -1,22 +1,13 @@
 // Number and name formatting for the heatmap: pure functions, no DOM.
 
-/** `model.layers.12.mlp.down_proj` -> { layer: 12, kind: 'down_proj', group: 'mlp' }. */
-export function parseModule(name: string): { layer?: number; kind: string; group?: string } {
-  // Decoder blocks are `model.layers.N.<group>.<kind>` in most families and `transformer.h.N.<group>.<kind>` in
-  // GPT-2, whose kinds keep their group (`attn.c_proj` and `mlp.c_proj` are different modules).
-  const m = /(?:^|\.)(layers|h)\.(\d+)\.(.+)$/.exec(name);
-  if (!m) {
-    const parts = name.split('.');
-    return { kind: parts[parts.length - 1] ?? name, group: parts.length >= 2 ? parts[parts.length - 2] : undefined };
-  }
-  const rest = m[3].split('.');
-  const kind = m[1] === 'h' ? m[3] : rest[rest.length - 1];
-  return { layer: Number(m[2]), kind, group: rest.length >= 2 ? rest[rest.length - 2] : undefined };
-}
-
-export function shortModule(name: string): string {
-  const m = parseModule(name);
-  return m.layer !== undefined ? `layer ${m.layer} · ${m.kind}` : name;
+/**
+ * The sub-module a projection belongs to (`self_attn`, `mlp`, GPT-2's `attn`): its parent in the Hugging Face name.
+ * A module's layer and kind come from the report (see moduleLabel); the report has no group, and the parent needs
+ * no family's naming pattern.
+ */
+export function moduleGroup(name: string): string | undefined {
+  const parts = name.split('.');
+  return parts.length >= 2 ? parts[parts.length - 2] : undefined;
 }
 
 /** Human names of the usual sub-module groups. */

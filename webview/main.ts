@@ -5,10 +5,10 @@ import {
   TrainCommand, TrainPointNotification,
   type HeatmapReport, type MessageType, type PanelState, type Preset, type RunView, type WebviewPersistedState,
 } from '../src/protocol/webview';
-import type { ProbeModule } from '../src/protocol/messages';
+import { moduleLabel, type ProbeModule } from '../src/protocol/messages';
 import { lossRange, renderChart } from './chart';
 import {
-  basename, colourPosition, compact, duration, groupLabel, int, labelledRows, legendTicks, parseModule, percent, sci, shortModule,
+  basename, colourPosition, compact, duration, groupLabel, int, labelledRows, legendTicks, moduleGroup, percent, sci,
 } from './format';
 
 interface VsCodeApi { postMessage(msg: unknown): void; getState(): unknown; setState(state: unknown): void }
@@ -90,7 +90,7 @@ function buildGrid(report: HeatmapReport): Grid {
   const groups: { label: string; span: number }[] = [];
   for (const [k, kind] of kinds.entries()) {
     const m = report.modules.find((x) => x.kind === kind);
-    const label = groupLabel(m ? parseModule(m.name).group : undefined);
+    const label = groupLabel(m ? moduleGroup(m.name) : undefined);
     const last = groups[groups.length - 1];
     if (last && last.label === label) last.span++;
     else groups.push({ label, span: 1 });
@@ -162,7 +162,7 @@ function renderHeader(): void {
   const hasRun = Object.values(s.runs).some((run) => run?.status === 'done');
   const actions = h('div', { class: 'actions' },
     button('train-domlora', 'Train DomLoRA', 'play', {
-      disabled: busy || !s.placement, title: s.placement ? `Train one LoRA adapter at ${shortModule(s.placement)}` : 'Run the probe first',
+      disabled: busy || !s.placement, title: s.placement ? `Train one LoRA adapter at ${moduleLabel(s.placement, r)}` : 'Run the probe first',
     }),
     button('train-vanilla', 'Train vanilla LoRA', 'layers', { secondary: true, disabled: busy, title: 'The baseline: LoRA on every projection of every layer' }),
     button('export', 'Export…', 'export', { secondary: true, disabled: busy || !hasRun, title: hasRun ? 'Export the trained adapter' : 'Train an adapter first' }),
@@ -227,11 +227,11 @@ function renderSummary(): void {
   const st = stabilityClass(d.stability);
   const dominant = h('div', { class: 'card dominant-card' },
     h('div', { class: 'card-label' }, icon('star-full', 'star'), 'Dominant module'),
-    h('div', { class: 'card-value' }, shortModule(d.name), h('span', { class: 'big-share' }, percent(d.share))),
+    h('div', { class: 'card-value' }, moduleLabel(d.name, r), h('span', { class: 'big-share' }, percent(d.share))),
     h('div', { class: 'card-note' },
       h('span', { class: `pill ${st.cls}`, title: `${r.config.bootstrap} bootstrap resamples of the ${r.config.samples} samples` },
         `${st.word}: wins ${percent(d.stability, 0)} of ${r.config.bootstrap} resamples`),
-      h('span', { class: 'muted' }, ` runner-up ${shortModule(d.runnerUp.name)} ${percent(d.runnerUp.share)}`)),
+      h('span', { class: 'muted' }, ` runner-up ${moduleLabel(d.runnerUp.name, r)} ${percent(d.runnerUp.share)}`)),
     h('code', { class: 'module-name', title: 'Hugging Face module name' }, d.name));
 
   const placed = s.placement ? r.modules.find((m) => m.name === s.placement) : undefined;
@@ -239,7 +239,7 @@ function renderSummary(): void {
   const placementCard = h('div', { class: 'card placement-card' },
     h('div', { class: 'card-label' }, icon('pinned', 'pin'), 'Adapter placement'),
     placed
-      ? h('div', { class: 'card-value', id: 'placement-value' }, shortModule(placed.name),
+      ? h('div', { class: 'card-value', id: 'placement-value' }, moduleLabel(placed.name, r),
         h('span', { class: 'tag' }, s.placementIsUserChoice ? 'your choice' : 'dominant'))
       : h('div', { class: 'card-value' }, '–'),
     placed
@@ -444,7 +444,7 @@ function showTip(c: HTMLElement): void {
     [`adapter, r = ${grid.report.config.rank}`, `${int(m.adapterParams)} params (${m.dIn} in + ${m.dOut} out)`],
   ];
   tip.replaceChildren(
-    h('div', { class: 'tip-title' }, shortModule(m.name), isDom ? h('span', { class: 'tip-badge dom' }, icon('star-full'), ' dominant') : undefined,
+    h('div', { class: 'tip-title' }, moduleLabel(m.name, grid.report), isDom ? h('span', { class: 'tip-badge dom' }, icon('star-full'), ' dominant') : undefined,
       isPlaced ? h('span', { class: 'tip-badge placed' }, icon('pinned'), ' adapter') : undefined),
     h('code', { class: 'tip-name' }, m.name),
     h('table', {}, ...rows.map(([k, v]) => h('tr', {}, h('th', {}, k), h('td', {}, v)))),
@@ -560,7 +560,7 @@ function runCard(preset: Preset, run: RunView | undefined, _yRange: [number, num
         ? 'The baseline: LoRA of the same rank on every projection of every layer. Train it to compare loss and size.'
         : 'One adapter at the placed module; everything else frozen.'), b);
   }
-  const targetText = preset === 'domlora' ? (run.targets[0] ? shortModule(run.targets[0]) : '') : `all ${state?.report?.modules.length ?? ''} modules`;
+  const targetText = preset === 'domlora' ? (run.targets[0] ? moduleLabel(run.targets[0], state?.report) : '') : `all ${state?.report?.modules.length ?? ''} modules`;
   let badge: HTMLElement;
   const last = [...run.curve].reverse().find((p) => p.loss !== undefined);
   const doneSteps = last?.step ?? 0;

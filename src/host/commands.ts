@@ -5,7 +5,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { ExportParams, ProbeParams, ProbeReport, TrainParams } from '../protocol/messages';
+import { moduleLabel, type ExportParams, type ProbeParams, type ProbeReport, type TrainParams } from '../protocol/messages';
 import type { Preset, RunView } from '../protocol/webview';
 import { readSettings, type Settings } from './config';
 import type { CommandFactory, Ctx } from './ctx';
@@ -263,7 +263,7 @@ export const train: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: Tra
   ctx.panels.show(modelDir, true);
   ctx.models.startRun(modelDir, run);
   ctx.models.setJob(modelDir, { kind: 'train', preset });
-  const label = preset === 'domlora' ? `DomLoRA at ${shortModule(targets![0])}` : 'vanilla LoRA (all modules)';
+  const label = preset === 'domlora' ? `DomLoRA at ${moduleLabel(targets![0], rep?.report)}` : 'vanilla LoRA (all modules)';
   try {
     const result = await ctx.jobs.run({ kind: 'train', preset, model, title: `DomLoRA: training ${label} on ${model}` }, 'train', params,
       (p) => { ctx.models.jobProgress(modelDir, p); ctx.models.runProgress(modelDir, preset, p); });
@@ -388,12 +388,4 @@ export const exportAdapter: CommandFactory = (ctx) => async (uri?: vscode.Uri, o
 function revealPath(p: string): Thenable<unknown> {
   const uri = vscode.Uri.file(p);
   return vscode.commands.executeCommand(vscode.workspace.getWorkspaceFolder(uri) ? 'revealInExplorer' : 'revealFileInOS', uri);
-}
-
-/** `model.layers.1.mlp.down_proj` -> `layer 1 · down_proj`. */
-export function shortModule(name: string): string {
-  const m = /(?:^|\.)(layers|h)\.(\d+)\.(.+)$/.exec(name);
-  if (!m) return name;
-  // GPT-2's kinds keep their group: attn.c_proj and mlp.c_proj are different modules.
-  return `layer ${m[2]} · ${m[1] === 'h' ? m[3] : m[3].split('.').pop()}`;
 }

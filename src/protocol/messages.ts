@@ -96,6 +96,15 @@ export interface EvalResult {
   losses: number[];
 }
 
+/**
+ * `layer 1 · down_proj`: a module by the layer and kind its report records (GPT-2's kinds keep their block:
+ * `layer 2 · mlp.c_proj`), so no side parses a family's names. A name the report does not hold is shown whole.
+ */
+export function moduleLabel(name: string, report: { modules: readonly Pick<ModuleInfo, 'name' | 'layer' | 'kind'>[] } | undefined): string {
+  const m = report?.modules.find((x) => x.name === name);
+  return m ? `layer ${m.layer} · ${m.kind}` : name;
+}
+
 export interface ProbeModule extends ModuleInfo {
   pageSampled: number; pageExpected: number; share: number; rank: number;
 }
