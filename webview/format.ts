@@ -92,3 +92,14 @@ export function labelledRows(layers: number, every: number, dominant: number): S
   for (let l = 0; l < layers; l += every) if (clear(l)) out.add(l);
   return out;
 }
+
+/** Round tick values covering [lo, hi]. */
+export function niceTicks(lo: number, hi: number, count = 4): number[] {
+  if (!(hi > lo)) return [lo];
+  const raw = (hi - lo) / count;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? raw;
+  const out: number[] = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toFixed(10)));
+  return out;
+}

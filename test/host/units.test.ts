@@ -12,8 +12,7 @@ import { formatDuration, renderStatus } from '../../src/host/status';
 import { looksLikeOutOfMemory } from '../../src/host/worker';
 import { PlaceCommand, StateNotification, TrainCommand, TrainPointNotification } from '../../src/protocol/webview';
 import { moduleLabel } from '../../src/protocol/messages';
-import { colourPosition, labelledRows, legendTicks, moduleGroup, percent } from '../../webview/format';
-import { niceTicks } from '../../webview/chart';
+import { colourPosition, labelledRows, legendTicks, moduleGroup, niceTicks, percent } from '../../webview/format';
 
 const EXT_ID = 'domlora.domlora';
 
