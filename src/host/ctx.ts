@@ -14,7 +14,8 @@ import { StatusBar } from './status';
 import { Store } from './store';
 import { WorkerClient } from './worker';
 
-export type CommandFactory = (ctx: Ctx) => (...args: any[]) => unknown;
+/** A command: VS Code hands each handler what its caller passed (a URI from a menu, options from another command). */
+export type CommandFactory = (ctx: Ctx) => (...args: never[]) => unknown;
 
 const BACKEND_KEY = 'domlora.lastBackend';
 

@@ -50,6 +50,9 @@ const choice = (process.env.DOMLORA_BACKEND || 'auto') as BackendChoice;
 initBackend(choice, Number(process.env.DOMLORA_THREADS) || 1).then(
   (b) => send({ kind: 'ready', backend: b.backend, pid: process.pid }),
   // Exit only once the reason is on its way to the host: process.send is asynchronous.
-  (err) => { process.send?.({ kind: 'error', id: 0, error: toErrorInfo(err) } satisfies WorkerMessage, () => process.exit(1)) ?? process.exit(1); },
+  (err) => {
+    if (!process.send) process.exit(1);
+    process.send({ kind: 'error', id: 0, error: toErrorInfo(err) } satisfies WorkerMessage, () => process.exit(1));
+  },
 );
 process.on('disconnect', () => process.exit(0));
