@@ -1,4 +1,4 @@
-// Number and name formatting for the heatmap: pure functions, no DOM.
+// Number, name and axis formatting for the heatmap and the charts: pure functions, no DOM.
 
 /**
  * The sub-module a projection belongs to (`self_attn`, `mlp`, GPT-2's `attn`): its parent in the Hugging Face name.

@@ -1,5 +1,6 @@
-// The typed messages exchanged between the extension host, the worker process, the CLI and the webview.
-// Plain JSON only: this module imports nothing, so every side (node, browser) can share it.
+// The typed messages exchanged between the extension host, the worker process, the CLI and the webview: each worker
+// method's params and result, progress, errors, and the report. Plain JSON types (and one pure helper on the
+// report); this module imports nothing, so every side (node, browser) can share it.
 
 /** The jobs the engine runs. Each request names one method with its parameters. */
 export type Backend = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
