@@ -54,3 +54,11 @@ export function rowHeight(layers: number): number {
   if (layers <= 64) return 11;
   return 9;
 }
+
+let last: { report: HeatmapReport; grid: Grid } | undefined;
+
+/** The grid of a report, built once per report the host sent (the heatmap and the placement card both read it). */
+export function gridOf(report: HeatmapReport): Grid {
+  if (last?.report !== report) last = { report, grid: buildGrid(report) };
+  return last.grid;
+}

@@ -4,7 +4,7 @@ import { moduleLabel } from '../src/protocol/messages';
 import * as actions from './actions';
 import { button, h, icon } from './dom';
 import { basename, compact, duration, int, percent } from './format';
-import { currentGrid } from './heatmap';
+import { gridOf } from './grid';
 import * as state from './state';
 
 export const headerSection = h('header', { class: 'hdr' });
@@ -97,7 +97,7 @@ export function renderSummary(): void {
     h('code', { class: 'module-name', title: 'Hugging Face module name' }, d.name));
 
   const placed = s.placement ? r.modules.find((m) => m.name === s.placement) : undefined;
-  const vanilla = currentGrid()?.vanillaParams ?? 0;
+  const vanilla = gridOf(r).vanillaParams;
   const placementCard = h('div', { class: 'card placement-card' },
     h('div', { class: 'card-label' }, icon('pinned', 'pin'), 'Adapter placement'),
     placed

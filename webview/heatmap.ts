@@ -5,7 +5,7 @@ import { moduleLabel, type ProbeModule } from '../src/protocol/messages';
 import * as actions from './actions';
 import { h, icon } from './dom';
 import { colourPosition, int, labelledRows, legendTicks, percent, sci } from './format';
-import { buildGrid, rowHeight, type Grid } from './grid';
+import { gridOf, rowHeight, type Grid } from './grid';
 import * as state from './state';
 
 export const heatSection = h('section', { class: 'heat-section', 'aria-label': 'PAGE heatmap' });
@@ -14,11 +14,6 @@ export const tip = h('div', { class: 'tip', role: 'tooltip', id: 'tip', hidden: 
 let grid: Grid | undefined;
 let gridKey = '';
 
-/** The grid of the report drawn now, if any. */
-export function currentGrid(): Grid | undefined {
-  return grid;
-}
-
 /** Rebuilds the grid when the report or the colour scale changed; otherwise only moves the marks. */
 export function renderHeatmap(): void {
   const s = state.panelState()!;
@@ -26,7 +21,7 @@ export function renderHeatmap(): void {
   const key = report ? `${s.reportPath}|${report.createdAt}|${state.scale()}` : '';
   if (key !== gridKey) {
     gridKey = key;
-    grid = report ? buildGrid(report) : undefined;
+    grid = report ? gridOf(report) : undefined;
     renderHeat();
   } else {
     updateMarks();
