@@ -17,7 +17,7 @@ export function activate(context: vscode.ExtensionContext): Ctx {
   ctx.registerCommand('export', commands.exportAdapter);
   ctx.registerCommand('revealPanel', commands.revealPanel);
   ctx.registerCommand('showLog', commands.showLog);
-  // The host tests read the context (status, panels, notices) through the extension's exports.
+  // The host tests read the context (status, models, panels, notices) through the extension's exports.
   return ctx;
 }
 

@@ -1,6 +1,7 @@
 // A small SVG loss chart: train loss as a line, eval loss as a dashed line with dots. Pixel-exact (redrawn on
 // resize), coloured from the theme's chart colours through CSS classes.
 import type { TrainCurvePoint } from '../src/protocol/messages';
+import { niceTicks } from './format';
 
 const SVG = 'http://www.w3.org/2000/svg';
 
@@ -9,17 +10,6 @@ function el<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, 
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
   if (text !== undefined) e.textContent = text;
   return e;
-}
-
-/** Round tick values covering [lo, hi]. */
-export function niceTicks(lo: number, hi: number, count = 4): number[] {
-  if (!(hi > lo)) return [lo];
-  const raw = (hi - lo) / count;
-  const mag = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? raw;
-  const out: number[] = [];
-  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toFixed(10)));
-  return out;
 }
 
 export interface ChartOptions {

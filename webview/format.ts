@@ -1,22 +1,13 @@
-// Number and name formatting for the heatmap: pure functions, no DOM.
+// Number, name and axis formatting for the heatmap and the charts: pure functions, no DOM.
 
-/** `model.layers.12.mlp.down_proj` -> { layer: 12, kind: 'down_proj', group: 'mlp' }. */
-export function parseModule(name: string): { layer?: number; kind: string; group?: string } {
-  // Decoder blocks are `model.layers.N.<group>.<kind>` in most families and `transformer.h.N.<group>.<kind>` in
-  // GPT-2, whose kinds keep their group (`attn.c_proj` and `mlp.c_proj` are different modules).
-  const m = /(?:^|\.)(layers|h)\.(\d+)\.(.+)$/.exec(name);
-  if (!m) {
-    const parts = name.split('.');
-    return { kind: parts[parts.length - 1] ?? name, group: parts.length >= 2 ? parts[parts.length - 2] : undefined };
-  }
-  const rest = m[3].split('.');
-  const kind = m[1] === 'h' ? m[3] : rest[rest.length - 1];
-  return { layer: Number(m[2]), kind, group: rest.length >= 2 ? rest[rest.length - 2] : undefined };
-}
-
-export function shortModule(name: string): string {
-  const m = parseModule(name);
-  return m.layer !== undefined ? `layer ${m.layer} · ${m.kind}` : name;
+/**
+ * The sub-module a projection belongs to (`self_attn`, `mlp`, GPT-2's `attn`): its parent in the Hugging Face name.
+ * A module's layer and kind come from the report (see moduleLabel); the report has no group, and the parent needs
+ * no family's naming pattern.
+ */
+export function moduleGroup(name: string): string | undefined {
+  const parts = name.split('.');
+  return parts.length >= 2 ? parts[parts.length - 2] : undefined;
 }
 
 /** Human names of the usual sub-module groups. */
@@ -99,5 +90,16 @@ export function labelledRows(layers: number, every: number, dominant: number): S
   const clear = (l: number) => [...out].every((x) => Math.abs(x - l) >= every);
   if (clear(layers - 1)) out.add(layers - 1);
   for (let l = 0; l < layers; l += every) if (clear(l)) out.add(l);
+  return out;
+}
+
+/** Round tick values covering [lo, hi]. */
+export function niceTicks(lo: number, hi: number, count = 4): number[] {
+  if (!(hi > lo)) return [lo];
+  const raw = (hi - lo) / count;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? raw;
+  const out: number[] = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Number(v.toFixed(10)));
   return out;
 }

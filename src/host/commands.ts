@@ -1,10 +1,11 @@
 // The commands, each a `(ctx) => handler` factory. A handler asks only for what it cannot find, runs one worker job
-// through ctx.jobs, and reports the outcome through notify. Handlers return their result (or undefined when the
-// user stopped or an error was shown) so the host tests can drive them with `executeCommand`.
+// through ctx.jobs, keeps the model's state in ctx.models (its panel follows), and reports the outcome through
+// notify. Handlers return their result (or undefined when the user stopped or an error was shown) so the host tests
+// can drive them with `executeCommand`.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { ExportParams, ProbeParams, ProbeReport, TrainParams, TrainResult } from '../protocol/messages';
+import { moduleLabel, type ExportParams, type ProbeParams, type ProbeReport, type TrainParams } from '../protocol/messages';
 import type { Preset, RunView } from '../protocol/webview';
 import { readSettings, type Settings } from './config';
 import type { CommandFactory, Ctx } from './ctx';
@@ -194,21 +195,21 @@ export const runProbe: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: 
     modelDir, data, out, samples: opts.samples ?? settings.samples, seqLen: opts.seqLen ?? settings.seqLen,
     rank: settings.rank, alpha: settings.alpha, backend: settings.backend,
   };
-  ctx.panels.setJob(modelDir, { kind: 'probe' });
+  ctx.models.setJob(modelDir, { kind: 'probe' });
   try {
     const report = await ctx.jobs.run({ kind: 'probe', model, title: `DomLoRA: PAGE probe of ${model}` }, 'probe', params,
-      (p) => ctx.panels.jobProgress(modelDir, p)) as ProbeReport;
+      (p) => ctx.models.jobProgress(modelDir, p));
     // The worker writes the report atomically; should an engine build not, the host keeps the result anyway.
     if (!fs.existsSync(out)) {
       fs.mkdirSync(path.dirname(out), { recursive: true });
       fs.writeFileSync(out, JSON.stringify(report, null, 2));
     }
-    ctx.panels.setJob(modelDir, undefined);
-    ctx.panels.setReport(modelDir, report, out);
+    ctx.models.setJob(modelDir, undefined);
+    ctx.models.setReport(modelDir, report, out);
     ctx.panels.show(modelDir);
     return { reportPath: out, report };
   } catch (err) {
-    ctx.panels.setJob(modelDir, undefined);
+    ctx.models.setJob(modelDir, undefined);
     reportJobError(ctx, 'probe', model, err);
     return undefined;
   }
@@ -228,10 +229,10 @@ export const train: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: Tra
   if (!modelDir) return undefined;
   const model = path.basename(modelDir);
   if (refuseWhileBusy(ctx)) return undefined;
-  const rep = ctx.panels.report(modelDir);
+  const rep = ctx.models.report(modelDir);
   let targets: string[] | undefined;
   if (preset === 'domlora') {
-    const module = opts.module ?? ctx.panels.placement(modelDir).module;
+    const module = opts.module ?? ctx.models.placement(modelDir).module;
     if (!module) {
       notify.error(`DomLoRA: there is no PAGE probe of ${model} yet, so there is no module to train. `
         + 'Run the probe first: it measures where the adapter belongs.',
@@ -260,30 +261,30 @@ export const train: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: Tra
     trainableParams: adapterParams(rep?.report, targets ?? 'all', settings.rank),
   };
   ctx.panels.show(modelDir, true);
-  ctx.panels.startRun(modelDir, run);
-  ctx.panels.setJob(modelDir, { kind: 'train', preset });
-  const label = preset === 'domlora' ? `DomLoRA at ${shortModule(targets![0])}` : 'vanilla LoRA (all modules)';
+  ctx.models.startRun(modelDir, run);
+  ctx.models.setJob(modelDir, { kind: 'train', preset });
+  const label = preset === 'domlora' ? `DomLoRA at ${moduleLabel(targets![0], rep?.report)}` : 'vanilla LoRA (all modules)';
   try {
     const result = await ctx.jobs.run({ kind: 'train', preset, model, title: `DomLoRA: training ${label} on ${model}` }, 'train', params,
-      (p) => { ctx.panels.jobProgress(modelDir, p); ctx.panels.runProgress(modelDir, preset, p); }) as TrainResult;
+      (p) => { ctx.models.jobProgress(modelDir, p); ctx.models.runProgress(modelDir, preset, p); });
     const done: RunView = {
-      ...run, status: 'done', result, curve: result.curve?.length ? result.curve : run.curve,
-      targets: result.targets ?? run.targets, trainableParams: result.trainableParams ?? run.trainableParams, etaSeconds: undefined,
+      ...run, status: 'done', result, curve: result.curve.length ? result.curve : run.curve,
+      targets: result.targets, trainableParams: result.trainableParams, etaSeconds: undefined,
     };
-    ctx.panels.setJob(modelDir, undefined);
-    await ctx.panels.endRun(modelDir, done);
+    ctx.models.setJob(modelDir, undefined);
+    await ctx.models.endRun(modelDir, done);
     const before = result.evalLossBefore ?? result.trainLossFirst;
     const after = result.evalLossAfter ?? result.trainLossLast;
     const lossText = before !== undefined && after !== undefined ? ` Loss ${before.toFixed(3)} → ${after.toFixed(3)}.` : '';
     notify.info(`DomLoRA: trained ${label}: ${result.trainableParams.toLocaleString('en-US')} trainable parameters.${lossText}`,
-      { title: 'Reveal Adapter', run: () => revealPath(result.adapterDir ?? out) });
+      { title: 'Reveal Adapter', run: () => revealPath(result.adapterDir) });
     return result;
   } catch (err) {
     const cancelled = err instanceof JobError && err.code === 'cancelled';
     // The folder reserved in domlora.adapterDirectory goes again if the run wrote nothing to it (rmdir: only empty).
     if (!opts.out && settings.adapterDirectory) { try { fs.rmdirSync(out); } catch { /* it holds a checkpoint */ } }
-    ctx.panels.setJob(modelDir, undefined);
-    await ctx.panels.endRun(modelDir, { ...run, status: cancelled ? 'cancelled' : 'failed', error: err instanceof Error ? err.message : String(err), etaSeconds: undefined });
+    ctx.models.setJob(modelDir, undefined);
+    await ctx.models.endRun(modelDir, { ...run, status: cancelled ? 'cancelled' : 'failed', error: err instanceof Error ? err.message : String(err), etaSeconds: undefined });
     reportJobError(ctx, 'training', model, err);
     return undefined;
   }
@@ -301,7 +302,7 @@ export const showHeatmap: CommandFactory = (ctx) => async (uri?: vscode.Uri) => 
     if (!modelDir || !fs.existsSync(modelDir)) modelDir = await resolveModelFolder(ctx, undefined, 'show the PAGE heatmap of');
   }
   if (!modelDir) return undefined;
-  const rep = ctx.panels.report(modelDir);
+  const rep = ctx.models.report(modelDir);
   if (!rep) {
     notify.info(`DomLoRA: there is no PAGE report for ${path.basename(modelDir)} yet.`,
       { title: 'Run PAGE Probe', run: () => vscode.commands.executeCommand('domlora.runProbe', vscode.Uri.file(modelDir!)) });
@@ -372,11 +373,10 @@ export const exportAdapter: CommandFactory = (ctx) => async (uri?: vscode.Uri, o
   }
   const params: ExportParams = { adapterDir, format, out, modelDir, force: true };
   try {
-    const result = await ctx.jobs.run({ kind: 'export', model, title: `DomLoRA: exporting ${model} (${format})` }, 'export', params) as
-      { text?: string; warnings?: string[] };
-    for (const line of (result.text ?? '').split('\n')) if (line.trim()) ctx.log(`[export] ${line}`);
-    for (const w of result.warnings ?? []) ctx.log(`[export] warning: ${w}`);
-    notify.info(`DomLoRA: exported ${format} to ${displayPath(out)}.${result.warnings?.length ? ` ${result.warnings.length} warning(s) in the log.` : ''}`,
+    const result = await ctx.jobs.run({ kind: 'export', model, title: `DomLoRA: exporting ${model} (${format})` }, 'export', params);
+    for (const line of result.text.split('\n')) if (line.trim()) ctx.log(`[export] ${line}`);
+    for (const w of result.warnings) ctx.log(`[export] warning: ${w}`);
+    notify.info(`DomLoRA: exported ${format} to ${displayPath(out)}.${result.warnings.length ? ` ${result.warnings.length} warning(s) in the log.` : ''}`,
       { title: 'Reveal', run: () => revealPath(out!) }, { title: 'Show Log', run: () => ctx.output.show() });
     return result;
   } catch (err) {
@@ -388,12 +388,4 @@ export const exportAdapter: CommandFactory = (ctx) => async (uri?: vscode.Uri, o
 function revealPath(p: string): Thenable<unknown> {
   const uri = vscode.Uri.file(p);
   return vscode.commands.executeCommand(vscode.workspace.getWorkspaceFolder(uri) ? 'revealInExplorer' : 'revealFileInOS', uri);
-}
-
-/** `model.layers.1.mlp.down_proj` -> `layer 1 · down_proj`. */
-export function shortModule(name: string): string {
-  const m = /(?:^|\.)(layers|h)\.(\d+)\.(.+)$/.exec(name);
-  if (!m) return name;
-  // GPT-2's kinds keep their group: attn.c_proj and mlp.c_proj are different modules.
-  return `layer ${m[2]} · ${m[1] === 'h' ? m[3] : m[3].split('.').pop()}`;
 }

@@ -7,13 +7,15 @@ import type { Backend } from '../protocol/messages';
 import { readSettings } from './config';
 import { Jobs } from './jobs';
 import { ModelFolders } from './modelFolders';
+import { Models } from './models';
 import { onNotice, recentNotices, type Notice } from './notify';
 import { PanelManager } from './panel';
 import { StatusBar } from './status';
 import { Store } from './store';
 import { WorkerClient } from './worker';
 
-export type CommandFactory = (ctx: Ctx) => (...args: any[]) => unknown;
+/** A command: VS Code hands each handler what its caller passed (a URI from a menu, options from another command). */
+export type CommandFactory = (ctx: Ctx) => (...args: never[]) => unknown;
 
 const BACKEND_KEY = 'domlora.lastBackend';
 
@@ -23,6 +25,7 @@ export class Ctx implements vscode.Disposable {
   readonly worker: WorkerClient;
   readonly jobs: Jobs;
   readonly store: Store;
+  readonly models: Models;
   readonly panels: PanelManager;
   readonly modelFolders: ModelFolders;
   private readonly disposables: vscode.Disposable[] = [];
@@ -40,11 +43,14 @@ export class Ctx implements vscode.Disposable {
     this.own(this.worker.onDidReady((info) => {
       void extension.globalState.update(BACKEND_KEY, info.backend);
       if (this.status.current.kind === 'idle') this.status.set({ ...this.status.current, backend: info.backend, backendIsRemembered: false });
-      this.panels.setBackend(info.backend);
+      this.models.setBackend(info.backend);
     }));
     this.own(this.worker.onDidExit((reason) => this.log(`[host] ${reason}`)));
     this.jobs = this.own(new Jobs(this.worker, this.status, () => this.rememberedBackend()));
-    this.panels = this.own(new PanelManager(this));
+    this.models = this.own(new Models(this.store, () => this.worker.backend ?? this.rememberedBackend()));
+    this.panels = this.own(new PanelManager({
+      extensionUri: extension.extensionUri, models: this.models, store: this.store, log: (line) => this.log(line),
+    }));
     this.modelFolders = this.own(new ModelFolders());
     onNotice((n) => this.log(`[${n.level === 'warning' ? 'warn' : n.level}] ${n.message}`));
     this.own({ dispose: () => onNotice(undefined) });

@@ -1,7 +1,7 @@
 // Runs one worker job at a time and keeps the user informed: the status bar (from its one state value), a progress
 // notification with a Cancel button, and the "DomLoRA" output channel.
 import * as vscode from 'vscode';
-import type { Backend, Method, MethodMap, Progress } from '../protocol/messages';
+import type { Backend, Method, MethodParams, MethodResult, Progress } from '../protocol/messages';
 import type { Preset } from '../protocol/webview';
 import { formatDuration, type JobKind, type StatusBar } from './status';
 import { JobError, type WorkerClient } from './worker';
@@ -32,8 +32,8 @@ export class Jobs implements vscode.Disposable {
   get running(): JobSpec | undefined { return this.current?.spec; }
 
   /** Runs `method` in the worker; resolves with its result, rejects with a JobError (code 'cancelled' on cancel). */
-  async run<M extends Method>(spec: JobSpec, method: M, params: MethodMap[M]['params'],
-    onProgress?: (p: Progress) => void): Promise<unknown> {
+  async run<M extends Method>(spec: JobSpec, method: M, params: MethodParams<M>,
+    onProgress?: (p: Progress) => void): Promise<MethodResult<M>> {
     if (this.current) {
       throw new JobError('bad-input',
         `DomLoRA is already running a ${this.current.spec.kind} on ${this.current.spec.model}: wait for it to finish or run "DomLoRA: Cancel".`);

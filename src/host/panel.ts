@@ -1,34 +1,27 @@
-// The PAGE heatmap panel, one per model folder. The host owns the state (report, placement, runs, job) and sends it
-// whole; the webview only draws it and sends back the user's actions, one message each.
+// The PAGE heatmap panels, one per model folder. The state they draw belongs to Models: a panel sends it whole when
+// it changes, and sends each user action on, one message each; the webview only draws.
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { Backend, Progress, ProbeReport, TrainCurvePoint } from '../protocol/messages';
+import type { TrainCurvePoint } from '../protocol/messages';
 import {
   CancelCommand, ExportCommand, PlaceCommand, ReadyCommand, RerunProbeCommand, RevealCommand, StateNotification,
   TrainCommand, TrainPointNotification,
-  type HeatmapReport, type JobView, type PanelState, type Preset, type RunView, type WebviewMessage,
-  type WebviewPersistedState,
+  type PanelState, type Preset, type WebviewMessage, type WebviewPersistedState,
 } from '../protocol/webview';
-import type { Ctx } from './ctx';
-
+import type { Models } from './models';
+import type { Store } from './store';
 
 export const VIEW_TYPE = 'domlora.heatmap';
 
-/** The report without the per-record matrix, which the panel does not draw. */
-export function slimReport(r: ProbeReport): HeatmapReport {
-  const { perRecordExpected: _unused, ...rest } = r;
-  void _unused;
-  return rest;
-}
-
-/** What lives only in memory for a model: the report shown, the job running on it, a training run in progress. */
-interface ModelLive {
-  report?: ProbeReport;
-  reportPath?: string;
-  job?: JobView;
-  liveRun?: RunView;
+/** What the panels need from the rest of the host, handed in by the context. */
+export interface PanelDeps {
+  extensionUri: vscode.Uri;
+  models: Models;
+  /** Remembers the model last looked at, so a restored panel knows its model. */
+  store: Pick<Store, 'lastModel' | 'setLastModel'>;
+  log(line: string): void;
 }
 
 export class HeatmapPanel implements vscode.Disposable {
@@ -36,12 +29,12 @@ export class HeatmapPanel implements vscode.Disposable {
   private disposed = false;
 
   constructor(
-    private readonly ctx: Ctx,
+    private readonly deps: PanelDeps,
     readonly panel: vscode.WebviewPanel,
     readonly modelDir: string,
     private readonly onDispose: () => void,
   ) {
-    const ext = ctx.extension.extensionUri;
+    const ext = deps.extensionUri;
     panel.webview.options = {
       enableScripts: true,
       localResourceRoots: [vscode.Uri.joinPath(ext, 'dist'), vscode.Uri.joinPath(ext, 'media')],
@@ -55,7 +48,7 @@ export class HeatmapPanel implements vscode.Disposable {
     this.disposables.push(
       panel.webview.onDidReceiveMessage((m: WebviewMessage) => void this.onMessage(m)),
       panel.onDidDispose(() => this.dispose()),
-      panel.onDidChangeViewState((e) => { if (e.webviewPanel.active) void ctx.store.setLastModel(modelDir); }),
+      panel.onDidChangeViewState((e) => { if (e.webviewPanel.active) void deps.store.setLastModel(modelDir); }),
     );
   }
 
@@ -71,9 +64,9 @@ export class HeatmapPanel implements vscode.Disposable {
     const uri = vscode.Uri.file(this.modelDir);
     try {
       if (ReadyCommand.is(m)) {
-        this.ctx.panels.refresh(this.modelDir);
+        this.post(this.deps.models.state(this.modelDir));
       } else if (PlaceCommand.is(m)) {
-        await this.ctx.panels.place(this.modelDir, m.params.module);
+        await this.deps.models.place(this.modelDir, m.params.module);
       } else if (TrainCommand.is(m)) {
         await vscode.commands.executeCommand('domlora.train', uri, { preset: m.params.preset });
       } else if (ExportCommand.is(m)) {
@@ -88,7 +81,7 @@ export class HeatmapPanel implements vscode.Disposable {
         await vscode.commands.executeCommand(inWorkspace ? 'revealInExplorer' : 'revealFileInOS', target);
       }
     } catch (err) {
-      this.ctx.log(`[panel] ${m.method}: ${String(err)}`);
+      this.deps.log(`[panel] ${m.method}: ${String(err)}`);
     }
   }
 
@@ -103,19 +96,24 @@ export class HeatmapPanel implements vscode.Disposable {
 
 export class PanelManager implements vscode.Disposable {
   private readonly panels = new Map<string, HeatmapPanel>();
-  private readonly live = new Map<string, ModelLive>();
-  private backend?: Backend;
   private readonly disposables: vscode.Disposable[] = [];
 
-  constructor(private readonly ctx: Ctx) {
-    // A panel restored after a reload: the webview's saved state names its model; the host sends the data again.
-    this.disposables.push(vscode.window.registerWebviewPanelSerializer(VIEW_TYPE, {
-      deserializeWebviewPanel: async (panel: vscode.WebviewPanel, state: unknown) => {
-        const modelDir = (state as WebviewPersistedState | undefined)?.modelDir ?? ctx.store.lastModel();
-        if (!modelDir || !fs.existsSync(modelDir)) { panel.dispose(); return; }
-        this.adopt(panel, modelDir);
-      },
-    }));
+  constructor(private readonly deps: PanelDeps) {
+    const { models, store } = deps;
+    this.disposables.push(
+      // A panel restored after a reload: the webview's saved state names its model; the host sends the data again.
+      vscode.window.registerWebviewPanelSerializer(VIEW_TYPE, {
+        deserializeWebviewPanel: async (panel: vscode.WebviewPanel, state: unknown) => {
+          const modelDir = (state as WebviewPersistedState | undefined)?.modelDir ?? store.lastModel();
+          if (!modelDir || !fs.existsSync(modelDir)) { panel.dispose(); return; }
+          this.adopt(panel, modelDir);
+        },
+      }),
+      models.onDidChange((modelDir) => {
+        for (const key of modelDir === undefined ? [...this.panels.keys()] : [modelDir]) this.refresh(key);
+      }),
+      models.onDidAddPoint((p) => this.get(p.modelDir)?.postPoint(p.preset, p.point, p.total, p.etaSeconds)),
+    );
   }
 
   get(modelDir: string): HeatmapPanel | undefined { return this.panels.get(path.resolve(modelDir)); }
@@ -144,141 +142,23 @@ export class PanelManager implements vscode.Disposable {
     const panel = vscode.window.createWebviewPanel(VIEW_TYPE, `PAGE · ${path.basename(key)}`,
       { viewColumn: vscode.ViewColumn.Active, preserveFocus }, {
         enableScripts: true,
-        localResourceRoots: [vscode.Uri.joinPath(this.ctx.extension.extensionUri, 'dist'),
-          vscode.Uri.joinPath(this.ctx.extension.extensionUri, 'media')],
+        localResourceRoots: [vscode.Uri.joinPath(this.deps.extensionUri, 'dist'),
+          vscode.Uri.joinPath(this.deps.extensionUri, 'media')],
       });
     return this.adopt(panel, key);
   }
 
   private adopt(panel: vscode.WebviewPanel, modelDir: string): HeatmapPanel {
     const key = path.resolve(modelDir);
-    const hp = new HeatmapPanel(this.ctx, panel, key, () => this.panels.delete(key));
+    const hp = new HeatmapPanel(this.deps, panel, key, () => this.panels.delete(key));
     this.panels.set(key, hp);
-    void this.ctx.store.setLastModel(key);
+    void this.deps.store.setLastModel(key);
     return hp;
   }
 
-  setReport(modelDir: string, report: ProbeReport, reportPath: string): void {
-    const live = this.liveOf(modelDir);
-    live.report = report;
-    live.reportPath = reportPath;
-    this.refresh(modelDir);
-  }
-
-  /** The report the panel shows: the one set in this session, else the newest on disk. */
-  report(modelDir: string): { report: ProbeReport; path: string } | undefined {
-    const live = this.liveOf(modelDir);
-    if (live.report && live.reportPath) return { report: live.report, path: live.reportPath };
-    const latest = this.ctx.store.latestReport(modelDir);
-    if (latest) { live.report = latest.report; live.reportPath = latest.path; }
-    return latest;
-  }
-
-  /** The module the adapter goes to: the user's placement if it exists in the report, else the dominant module. */
-  placement(modelDir: string): { module?: string; isUserChoice: boolean } {
-    const r = this.report(modelDir)?.report;
-    const placed = this.ctx.store.placement(modelDir);
-    if (placed && (!r || r.modules.some((m) => m.name === placed))) return { module: placed, isUserChoice: true };
-    return { module: r?.dominant.name, isUserChoice: false };
-  }
-
-  async place(modelDir: string, module: string | undefined): Promise<void> {
-    const r = this.report(modelDir)?.report;
-    if (module && r && !r.modules.some((m) => m.name === module)) return;
-    // Placing on the dominant module is the default, so it is stored as "no choice".
-    await this.ctx.store.setPlacement(modelDir, module && module !== r?.dominant.name ? module : undefined);
-    this.refresh(modelDir);
-  }
-
-  setJob(modelDir: string, job: JobView | undefined): void {
-    this.liveOf(modelDir).job = job;
-    this.refresh(modelDir);
-  }
-
-  jobProgress(modelDir: string, progress: Progress): void {
-    const live = this.liveOf(modelDir);
-    if (!live.job) return;
-    const phaseChanged = live.job.progress?.phase !== progress.phase;
-    live.job = { ...live.job, progress };
-    // Probe progress redraws the header line only; a whole state every record would be wasteful for big reports,
-    // so only phase changes and every few records are sent.
-    if (phaseChanged || progress.done === progress.total || progress.done % 4 === 0) this.refresh(modelDir);
-  }
-
-  startRun(modelDir: string, run: RunView): void {
-    this.liveOf(modelDir).liveRun = run;
-    this.refresh(modelDir);
-  }
-
-  /** A training progress event: extends the live curve and sends just the new point. */
-  runProgress(modelDir: string, preset: Preset, p: Progress): void {
-    const run = this.liveOf(modelDir).liveRun;
-    if (!run || run.preset !== preset) return;
-    if (p.phase !== 'train' && p.phase !== 'eval') return;
-    const point: TrainCurvePoint = { step: p.done };
-    if (p.loss !== undefined) point.loss = p.loss;
-    if (p.evalLoss !== undefined) point.evalLoss = p.evalLoss;
-    if (p.lr !== undefined) point.lr = p.lr;
-    if (point.loss === undefined && point.evalLoss === undefined) return;
-    if (p.phase === 'train') run.steps = p.total || run.steps;
-    const last = run.curve[run.curve.length - 1];
-    if (last && last.step === point.step) Object.assign(last, point);
-    else run.curve.push(point);
-    run.etaSeconds = p.etaSeconds;
-    this.get(modelDir)?.postPoint(preset, point, run.steps, p.etaSeconds);
-  }
-
-  async endRun(modelDir: string, run: RunView): Promise<void> {
-    const live = this.liveOf(modelDir);
-    live.liveRun = undefined;
-    if (run.status === 'done') await this.ctx.store.setRun(modelDir, run);
-    else live.liveRun = run; // a failed or cancelled run stays visible until the next one, but is not remembered
-    this.refresh(modelDir);
-  }
-
-  setBackend(backend: Backend): void {
-    this.backend = backend;
-    for (const key of this.panels.keys()) this.refresh(key);
-  }
-
-  state(modelDir: string): PanelState {
-    const key = path.resolve(modelDir);
-    const live = this.liveOf(key);
-    const rep = this.report(key);
-    const placement = this.placement(key);
-    const runs: Partial<Record<Preset, RunView>> = { ...this.ctx.store.runs(key) };
-    if (live.liveRun) runs[live.liveRun.preset] = live.liveRun;
-    return {
-      modelDir: key,
-      modelName: path.basename(key),
-      report: rep ? slimReport(rep.report) : undefined,
-      reportPath: rep?.path,
-      placement: placement.module,
-      placementIsUserChoice: placement.isUserChoice,
-      runs,
-      job: live.job,
-      backend: this.backend ?? this.ctx.worker.backend ?? this.ctx.rememberedBackend(),
-      rank: rep?.report.config.rank,
-    };
-  }
-
-  refresh(modelDir: string): void {
-    const panel = this.get(modelDir);
-    if (panel) panel.post(this.state(modelDir));
-  }
-
-  /** Forgets a cached report (e.g. after it was deleted on disk). */
-  forgetReport(modelDir: string): void {
-    const live = this.liveOf(modelDir);
-    live.report = undefined;
-    live.reportPath = undefined;
-  }
-
-  private liveOf(modelDir: string): ModelLive {
-    const key = path.resolve(modelDir);
-    let live = this.live.get(key);
-    if (!live) { live = {}; this.live.set(key, live); }
-    return live;
+  /** Sends the model's state to its panel, if one is open. */
+  private refresh(modelDir: string): void {
+    this.get(modelDir)?.post(this.deps.models.state(modelDir));
   }
 
   dispose(): void {
@@ -321,5 +201,3 @@ function renderHtml(webview: vscode.Webview, ext: vscode.Uri, modelDir: string):
 </body>
 </html>`;
 }
-
-

@@ -3,7 +3,8 @@
 // runs tensor code; if the worker dies, the next request forks a fresh one.
 import { fork, type ChildProcess } from 'node:child_process';
 import type {
-  Backend, BackendChoice, ErrorCode, ErrorInfo, Method, MethodMap, Progress, WorkerMessage, WorkerRequest,
+  Backend, BackendChoice, ErrorCode, ErrorInfo, Method, MethodParams, MethodResult, Progress, WorkerMessage, WorkerRequest,
+  WorkerRequestOf,
 } from '../protocol/messages';
 
 /** A failed job, with the protocol's error code so callers can tell bad input from a cancel from a crash. */
@@ -43,7 +44,8 @@ interface Pending {
   id: number;
   method: Method;
   handlers: JobHandlers;
-  resolve(value: unknown): void;
+  /** Settles the request with the worker's result, which is of the request's own method (see `route`). */
+  resolve(value: MethodResult<Method>): void;
   reject(err: JobError): void;
   cancelTimer?: NodeJS.Timeout;
   /** The process the request went to: when it dies, only its requests fail. */
@@ -170,15 +172,17 @@ export class WorkerClient {
   /**
    * Sends one request. `id` is known at once (for cancel); `result` settles with the worker's result or a JobError.
    */
-  request<M extends Method>(method: M, params: MethodMap[M]['params'], handlers: JobHandlers = {}): { id: number; result: Promise<unknown> } {
+  request<M extends Method>(method: M, params: MethodParams<M>, handlers: JobHandlers = {}): { id: number; result: Promise<MethodResult<M>> } {
     const id = this.nextId++;
     this.clearIdle();
-    const result = new Promise<unknown>((resolve, reject) => {
-      const p: Pending = { id, method, handlers, resolve, reject };
+    const result = new Promise<MethodResult<M>>((resolve, reject) => {
+      // The worker answers request `id` with a result of `method`; the compiler cannot follow that across the
+      // process boundary, so this is the one place where a result of some method is taken as one of M.
+      const p: Pending = { id, method, handlers, resolve: (value) => resolve(value as MethodResult<M>), reject };
       this.pending.set(id, p);
       this.start().then(() => {
         if (!this.pending.has(id)) return; // cancelled while the worker was starting
-        const msg: WorkerRequest = { kind: 'request', id, method, params };
+        const msg: WorkerRequestOf<M> = { kind: 'request', id, method, params };
         this.options.log(`[host] -> ${method} #${id} ${JSON.stringify(params)}`);
         p.child = this.child;
         this.child?.send(msg);

@@ -1,5 +1,6 @@
-// The typed messages exchanged between the extension host, the worker process, the CLI and the webview.
-// Plain JSON only: this module imports nothing, so every side (node, browser) can share it.
+// The typed messages exchanged between the extension host, the worker process, the CLI and the webview: each worker
+// method's params and result, progress, errors, and the report. Plain JSON types (and one pure helper on the
+// report); this module imports nothing, so every side (node, browser) can share it.
 
 /** The jobs the engine runs. Each request names one method with its parameters. */
 export type Backend = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
@@ -28,19 +29,26 @@ export interface ExportParams {
   modelDir?: string; force?: boolean; gpus?: number;
 }
 
+/**
+ * Every worker method with its parameters and its result, declared once: the worker's handler table, the host's
+ * WorkerClient and Jobs, and the commands all take their types from here, so a changed shape fails to compile.
+ */
 export interface MethodMap {
-  info: { params: InfoParams; result: unknown };
-  eval: { params: EvalParams; result: unknown };
-  probe: { params: ProbeParams; result: unknown };
-  train: { params: TrainParams; result: unknown };
-  export: { params: ExportParams; result: unknown };
+  info: { params: InfoParams; result: InfoResult };
+  eval: { params: EvalParams; result: EvalResult };
+  probe: { params: ProbeParams; result: ProbeReport };
+  train: { params: TrainParams; result: TrainResult };
+  export: { params: ExportParams; result: ExportResult };
 }
 export type Method = keyof MethodMap;
+export type MethodParams<M extends Method> = MethodMap[M]['params'];
+export type MethodResult<M extends Method> = MethodMap[M]['result'];
+
+/** A request of method M with its parameters. */
+export interface WorkerRequestOf<M extends Method = Method> { kind: 'request'; id: number; method: M; params: MethodParams<M> }
 
 /** Host -> worker. */
-export type WorkerRequest =
-  | { kind: 'request'; id: number; method: Method; params: MethodMap[Method]['params'] }
-  | { kind: 'cancel'; id: number };
+export type WorkerRequest = WorkerRequestOf | { kind: 'cancel'; id: number };
 
 /** Progress of a running job; the same shape drives the status bar, the CLI and the webview. */
 export interface Progress {
@@ -61,7 +69,8 @@ export type WorkerMessage =
   | { kind: 'ready'; backend: Backend; pid: number }
   | { kind: 'progress'; id: number; progress: Progress }
   | { kind: 'log'; id: number; level: 'info' | 'warn' | 'error'; message: string }
-  | { kind: 'result'; id: number; result: unknown }
+  /** The result of request `id`: of that request's method (the host knows which method it asked). */
+  | { kind: 'result'; id: number; result: MethodResult<Method> }
   | { kind: 'error'; id: number; error: ErrorInfo };
 
 export type ErrorCode = 'bad-input' | 'cancelled' | 'out-of-memory' | 'internal';
@@ -82,7 +91,20 @@ export interface ModuleInfo {
 
 export interface InfoResult { model: ModelSummary; kinds: string[]; modules: ModuleInfo[]; rank: number; dtype: string }
 
-export interface EvalResult { meanLoss: number; samples: number; tokens: number; skipped: number; backend: Backend; adapter?: string }
+export interface EvalResult {
+  meanLoss: number; samples: number; tokens: number; skipped: number; backend: Backend; adapter?: string;
+  /** Each record's mean token loss, in dataset order. */
+  losses: number[];
+}
+
+/**
+ * `layer 1 · down_proj`: a module by the layer and kind its report records (GPT-2's kinds keep their block:
+ * `layer 2 · mlp.c_proj`), so no side parses a family's names. A name the report does not hold is shown whole.
+ */
+export function moduleLabel(name: string, report: { modules: readonly Pick<ModuleInfo, 'name' | 'layer' | 'kind'>[] } | undefined): string {
+  const m = report?.modules.find((x) => x.name === name);
+  return m ? `layer ${m.layer} · ${m.kind}` : name;
+}
 
 export interface ProbeModule extends ModuleInfo {
   pageSampled: number; pageExpected: number; share: number; rank: number;
@@ -120,4 +142,13 @@ export interface TrainResult {
   trainableParams: number; vanillaParams: number; ratioToVanilla: number;
   steps: number; evalLossBefore?: number; evalLossAfter?: number; trainLossFirst?: number; trainLossLast?: number;
   curve: TrainCurvePoint[]; backend: Backend; seconds: number;
+}
+
+export interface ExportResult {
+  format: string; out: string;
+  /** What was written, for the log and the CLI. */
+  text: string;
+  /** What downstream runtimes (vLLM, llama.cpp, Ollama) would refuse, found before anyone tries. */
+  warnings: string[];
+  loadCommands: string[];
 }

@@ -1,15 +1,25 @@
 // The worker: a child process of the extension host (child_process.fork) that runs engine jobs. It speaks the typed
 // protocol of src/protocol/messages.ts over the IPC channel: one job at a time, progress notifications, cancel.
-import type { WorkerMessage, WorkerRequest, BackendChoice } from '../protocol/messages';
-import { toErrorInfo } from '../engine/runtime/errors';
-import type { JobHooks } from '../engine/runtime/jobs';
-import { initBackend } from '../engine/runtime/backend';
+import type { BackendChoice, Method, MethodParams, MethodResult, WorkerMessage, WorkerRequest, WorkerRequestOf } from '../protocol/messages';
+import { initBackend, toErrorInfo, type JobHooks } from '../engine';
 
 function send(msg: WorkerMessage): void { process.send?.(msg); }
 
+/** What runs each method: a method whose engine call returns another shape than its declared result fails to compile. */
+type Handlers = { [M in Method]: (params: MethodParams<M>, hooks: JobHooks) => Promise<MethodResult<M>> };
+
+// The engine is imported on first use, so the worker says `ready` before the big modules are loaded.
+const handlers: Handlers = {
+  info: async (p) => (await import('../engine')).modelInfo(p.modelDir, p.rank),
+  eval: async (p, hooks) => (await import('../engine')).runEval(p, hooks),
+  probe: async (p, hooks) => (await (await import('../engine')).runProbe(p, hooks)).report,
+  train: async (p, hooks) => (await import('../engine')).runTrain(p, hooks),
+  export: async (p, hooks) => (await import('../engine')).runExport(p, hooks),
+};
+
 const running = new Map<number, AbortController>();
 
-async function handle(req: Extract<WorkerRequest, { kind: 'request' }>): Promise<unknown> {
+function handle<M extends Method>(req: WorkerRequestOf<M>): Promise<MethodResult<M>> {
   const controller = new AbortController();
   running.set(req.id, controller);
   const hooks: JobHooks = {
@@ -17,15 +27,9 @@ async function handle(req: Extract<WorkerRequest, { kind: 'request' }>): Promise
     onProgress: (progress) => send({ kind: 'progress', id: req.id, progress }),
     log: (level, message) => send({ kind: 'log', id: req.id, level, message }),
   };
-  const p = req.params as never;
-  switch (req.method) {
-    case 'info': return (await import('../engine/hf/folder')).modelInfo((p as { modelDir: string }).modelDir, (p as { rank?: number }).rank);
-    case 'eval': return (await import('../engine/eval/evaluate')).runEval(p, hooks);
-    case 'probe': return (await (await import('../engine/probe/probe')).runProbe(p, hooks)).report;
-    case 'train': return (await import('../engine/train/loop')).runTrain(p, hooks);
-    case 'export': return (await import('../engine/export/exporters')).runExport(p, hooks);
-    default: throw new Error(`unknown method ${String(req.method)}`);
-  }
+  // A request comes from another process: a method the table lacks is refused, not looked up on Object.prototype.
+  if (!Object.hasOwn(handlers, req.method)) return Promise.reject(new Error(`unknown method ${String(req.method)}`));
+  return handlers[req.method](req.params, hooks);
 }
 
 process.on('message', (msg: WorkerRequest) => {
@@ -44,6 +48,9 @@ const choice = (process.env.DOMLORA_BACKEND || 'auto') as BackendChoice;
 initBackend(choice, Number(process.env.DOMLORA_THREADS) || 1).then(
   (b) => send({ kind: 'ready', backend: b.backend, pid: process.pid }),
   // Exit only once the reason is on its way to the host: process.send is asynchronous.
-  (err) => { process.send?.({ kind: 'error', id: 0, error: toErrorInfo(err) } satisfies WorkerMessage, () => process.exit(1)) ?? process.exit(1); },
+  (err) => {
+    if (!process.send) process.exit(1);
+    process.send({ kind: 'error', id: 0, error: toErrorInfo(err) } satisfies WorkerMessage, () => process.exit(1));
+  },
 );
 process.on('disconnect', () => process.exit(0));

@@ -330,7 +330,7 @@ function shortModule(name) {
 
 // ---- The user journeys ------------------------------------------------------------------------------------------
 
-async function runJourneys(browser, cs, ws, userSettingsFile) {
+async function runJourneys(browser, cs, ws) {
   const context = await browser.newContext({ viewport: { width: 1440, height: 960 } });
   const page = await context.newPage();
   // Errors from our webview: CSP violations ("Refused to ...") and exceptions in its scripts.
@@ -659,7 +659,7 @@ async function main() {
       log(`[${elapsed()}] extension-host suite done`);
     }
     if (!args.has('--host-only')) {
-      await runJourneys(browser, cs, wsUi, userSettingsFile);
+      await runJourneys(browser, cs, wsUi);
       log(`[${elapsed()}] journeys done`);
     }
   } finally {

@@ -71,7 +71,7 @@ describe('commands with the real worker', function () {
       const panel = ctx().panels.get(model());
       assert.ok(panel, 'the heatmap panel is open');
       assert.equal(panel.panel.title, 'PAGE · tiny');
-      const st = ctx().panels.state(model());
+      const st = ctx().models.state(model());
       assert.equal(st.report?.dominant.name, onDisk.dominant.name);
       assert.equal(st.placement, onDisk.dominant.name);
       assert.equal(st.placementIsUserChoice, false);
@@ -100,11 +100,11 @@ describe('commands with the real worker', function () {
   });
 
   it('remembers a placement per model and trains DomLoRA there, in PEFT format', async () => {
-    const report = ctx().panels.report(model())!.report;
+    const report = ctx().models.report(model())!.report;
     const other = report.modules.find((m) => m.rank === 2)!;
-    await ctx().panels.place(model(), other.name);
-    assert.equal(ctx().panels.state(model()).placement, other.name);
-    assert.equal(ctx().panels.state(model()).placementIsUserChoice, true);
+    await ctx().models.place(model(), other.name);
+    assert.equal(ctx().models.state(model()).placement, other.name);
+    assert.equal(ctx().models.state(model()).placementIsUserChoice, true);
     const points: number[] = [];
     const sub = ctx().status.onDidChange((s) => { if (s.kind === 'running' && s.progress?.phase === 'train') points.push(s.progress.done); });
     let r: TrainResult | undefined;
@@ -122,11 +122,11 @@ describe('commands with the real worker', function () {
     assert.equal(cfg.peft_type, 'LORA');
     assert.ok(JSON.stringify(cfg.target_modules).includes(other.kind) || JSON.stringify(cfg).includes(other.name));
     assert.ok(fs.existsSync(path.join(r.adapterDir, 'adapter_model.safetensors')));
-    const run = ctx().panels.state(model()).runs.domlora!;
+    const run = ctx().models.state(model()).runs.domlora!;
     assert.equal(run.status, 'done');
     assert.equal(run.result?.trainableParams, other.adapterParams);
-    await ctx().panels.place(model(), undefined);
-    assert.equal(ctx().panels.state(model()).placementIsUserChoice, false);
+    await ctx().models.place(model(), undefined);
+    assert.equal(ctx().models.state(model()).placementIsUserChoice, false);
   });
 
   it('exports the trained adapter as a PEFT LoraConfig and as a merged model', async () => {
@@ -224,7 +224,7 @@ describe('the domlora.adapterDirectory setting', function () {
     assert.ok(fs.statSync(path.join(r.adapterDir, 'adapter_model.safetensors')).size > 0, 'adapter_model.safetensors written');
     assert.deepEqual(listData(model()), oldPlace, 'nothing new in .domlora');
     assert.match(lastNotice(t)?.message ?? '', /DomLoRA: trained DomLoRA at layer 0 · down_proj/);
-    assert.equal(ctx().panels.state(model()).runs.domlora?.result?.adapterDir, r.adapterDir);
+    assert.equal(ctx().models.state(model()).runs.domlora?.result?.adapterDir, r.adapterDir);
     // Another run gets a folder of its own, even within the same second (freshPath).
     const again = await trainTiny({ steps: 1 });
     assert.ok(again);
@@ -246,7 +246,7 @@ describe('the domlora.adapterDirectory setting', function () {
   });
 
   it('refuses clearly, before training, when a file is in the way, and writes nothing', async () => {
-    const runBefore = ctx().panels.state(model()).runs.domlora;
+    const runBefore = ctx().models.state(model()).runs.domlora;
     const topBefore = adaptersIn(ws());
     const dataBefore = listData(model());
     const states: string[] = [];
@@ -274,7 +274,7 @@ describe('the domlora.adapterDirectory setting', function () {
     assert.ok(fs.statSync(path.join(ws(), 'data', 'arith.jsonl')).isFile());
     assert.deepEqual(adaptersIn(ws()), topBefore);
     assert.deepEqual(listData(model()), dataBefore);
-    assert.deepEqual(ctx().panels.state(model()).runs.domlora, runBefore, 'no run started in the panel');
+    assert.deepEqual(ctx().models.state(model()).runs.domlora, runBefore, 'no run started in the panel');
   });
 
   it('keeps adapters in .domlora/<model> when it is empty', async () => {

@@ -11,8 +11,8 @@ import { ensureFolder } from '../../src/host/store';
 import { formatDuration, renderStatus } from '../../src/host/status';
 import { looksLikeOutOfMemory } from '../../src/host/worker';
 import { PlaceCommand, StateNotification, TrainCommand, TrainPointNotification } from '../../src/protocol/webview';
-import { colourPosition, labelledRows, legendTicks, parseModule, percent, shortModule } from '../../webview/format';
-import { niceTicks } from '../../webview/chart';
+import { moduleLabel } from '../../src/protocol/messages';
+import { colourPosition, labelledRows, legendTicks, moduleGroup, niceTicks, percent } from '../../webview/format';
 
 const EXT_ID = 'domlora.domlora';
 
@@ -138,11 +138,18 @@ describe('webview protocol', () => {
   });
 
   it('formats module names and shares for the grid', () => {
-    assert.deepEqual(parseModule('model.layers.12.mlp.down_proj'), { layer: 12, kind: 'down_proj', group: 'mlp' });
-    assert.equal(shortModule('model.layers.3.self_attn.q_proj'), 'layer 3 · q_proj');
-    // GPT-2: blocks are transformer.h.N, and the kind keeps its group (two different c_proj modules).
-    assert.deepEqual(parseModule('transformer.h.2.attn.c_proj'), { layer: 2, kind: 'attn.c_proj', group: 'attn' });
-    assert.equal(shortModule('transformer.h.2.mlp.c_proj'), 'layer 2 · mlp.c_proj');
+    // Layer and kind come from the report, not from the name; a name the report lacks is shown whole.
+    const report = { modules: [
+      { name: 'model.layers.3.self_attn.q_proj', layer: 3, kind: 'q_proj' },
+      // GPT-2: blocks are transformer.h.N, and the kind keeps its group (two different c_proj modules).
+      { name: 'transformer.h.2.mlp.c_proj', layer: 2, kind: 'mlp.c_proj' },
+    ] };
+    assert.equal(moduleGroup('model.layers.12.mlp.down_proj'), 'mlp');
+    assert.equal(moduleLabel('model.layers.3.self_attn.q_proj', report), 'layer 3 · q_proj');
+    assert.equal(moduleGroup('transformer.h.2.attn.c_proj'), 'attn');
+    assert.equal(moduleLabel('transformer.h.2.mlp.c_proj', report), 'layer 2 · mlp.c_proj');
+    assert.equal(moduleLabel('model.layers.9.mlp.up_proj', report), 'model.layers.9.mlp.up_proj');
+    assert.equal(moduleLabel('model.layers.3.self_attn.q_proj', undefined), 'model.layers.3.self_attn.q_proj');
     assert.equal(percent(0.1234), '12.3%');
     assert.equal(percent(0.0004), '<0.1%');
     assert.equal(colourPosition(0.05, 0.1, 'linear'), 0.5);

@@ -27,6 +27,7 @@ function writeTemp(name: string, text: string): string {
   return file;
 }
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the CLI's --json output, of many shapes, read field by field
 interface Run { status: number | null; stdout: string; stderr: string; lines: string[]; json: any }
 
 function cli(...args: string[]): Run {
@@ -37,7 +38,7 @@ function cli(...args: string[]): Run {
   assert.equal(r.error, undefined, `spawning domlora ${args.join(' ')}: ${String(r.error)}`);
   assert.equal(r.signal, null, `domlora ${args.join(' ')} was killed by ${r.signal} (timeout?)\n${r.stderr}`);
   const lines = r.stdout.split('\n').filter((l) => l.trim() !== '');
-  let json: any;
+  let json: Run['json'];
   try { json = lines.length ? JSON.parse(lines[lines.length - 1]) : undefined; } catch { json = undefined; }
   return { status: r.status, stdout: r.stdout, stderr: r.stderr, lines, json };
 }

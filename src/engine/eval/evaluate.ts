@@ -10,8 +10,6 @@ import type { LoraAdapter } from '../model/types';
 import { readAdapterFiles, uploadAdapter } from '../export/peft';
 import { disposeAdapter } from '../model/lora';
 
-export interface EvalOutcome extends EvalResult { losses: number[] }
-
 export async function evalRecords(model: Decoder, records: TokenizedRecord[], adapters?: Map<string, LoraAdapter>, hooks: JobHooks = {}): Promise<{ losses: number[]; tokens: number }> {
   const losses: number[] = [];
   let tokens = 0;
@@ -27,7 +25,7 @@ export async function evalRecords(model: Decoder, records: TokenizedRecord[], ad
   return { losses, tokens };
 }
 
-export async function runEval(params: EvalParams, hooks: JobHooks = {}): Promise<EvalOutcome> {
+export async function runEval(params: EvalParams, hooks: JobHooks = {}): Promise<EvalResult> {
   const seqLen = params.seqLen ?? 512;
   const job = await openJob(params.modelDir, params.backend, hooks);
   const ds = readDataset(params.data);

@@ -2,7 +2,7 @@
 // machines (PEFT LoraConfig, Axolotl, LLaMA-Factory, MLX-LM), with the checks downstream runtimes apply.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { ExportParams } from '../../protocol/messages';
+import type { ExportParams, ExportResult } from '../../protocol/messages';
 import { badInput } from '../runtime/errors';
 import { JobHooks, throwIfCancelled, yieldToEvents } from '../runtime/jobs';
 import { openModelFolder, ModelFolder } from '../hf/folder';
@@ -12,8 +12,6 @@ import { writeDirAtomic, writeFileAtomic } from '../runtime/atomic';
 import { loraScale } from '../model/lora';
 import { archOf, SUPPORTED_MODEL_TYPES } from '../arch/registry';
 import { storedName, parseModuleName } from '../hf/modules';
-
-export interface ExportResult { format: string; out: string; text: string; warnings: string[]; loadCommands: string[] }
 
 /** What vLLM, llama.cpp and Ollama refuse, checked before anyone tries. */
 export function runtimeChecks(cfg: PeftConfig, modelType: string, tensorNames: string[] = []): { warnings: string[]; loadCommands: string[] } {

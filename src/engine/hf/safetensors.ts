@@ -156,7 +156,7 @@ export function floatToHalf(f: number): number {
   buf.setFloat32(0, f);
   const x = buf.getUint32(0);
   const sign = (x >>> 16) & 0x8000;
-  let exp = ((x >>> 23) & 0xff) - 127 + 15;
+  const exp = ((x >>> 23) & 0xff) - 127 + 15;
   let mant = x & 0x7fffff;
   if (((x >>> 23) & 0xff) === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
   if (exp >= 31) return sign | 0x7c00;

@@ -1,0 +1,43 @@
+// The webview's only sender of messages: each user action is one message to the host (src/protocol/webview.ts).
+// ESLint keeps postMessage out of every other webview file.
+import {
+  CancelCommand, ExportCommand, PlaceCommand, ReadyCommand, RerunProbeCommand, RevealCommand, TrainCommand,
+  type MessageType, type Preset,
+} from '../src/protocol/webview';
+import { vscodeApi } from './api';
+import * as state from './state';
+
+function send<P>(type: MessageType<P>, params: P): void {
+  vscodeApi.postMessage(type.make(params));
+}
+
+/** The webview has (re)loaded: the host answers with the state of this model. */
+export function ready(modelDir: string | undefined): void {
+  send(ReadyCommand, { modelDir });
+}
+
+export function train(preset: Preset): void {
+  send(TrainCommand, { preset });
+}
+
+export function exportAdapter(): void {
+  send(ExportCommand, {});
+}
+
+export function cancel(): void {
+  send(CancelCommand, {});
+}
+
+export function rerunProbe(): void {
+  send(RerunProbeCommand, {});
+}
+
+/** Reveals an adapter folder (or any path the host named) in the explorer or the OS. */
+export function reveal(path: string): void {
+  send(RevealCommand, { path });
+}
+
+/** Places the adapter at a module (undefined: back to the dominant one): drawn at once, then sent to the host. */
+export function place(module: string | undefined): void {
+  if (state.place(module)) send(PlaceCommand, { module });
+}
