@@ -651,7 +651,10 @@ async function main() {
   let cs;
   let browser;
   try {
-    cs = await startCodeServer(tmp, { DOMLORA_HOST_RESULTS: hostResults, DOMLORA_LOG_FILE: path.join(resultsDir, 'domlora-output.log') });
+    // code-server's own temporaries (IPC sockets, the TypeScript server's folder) go under tmp, removed at the end.
+    const csTmp = path.join(tmp, 't');
+    fs.mkdirSync(csTmp, { recursive: true });
+    cs = await startCodeServer(tmp, { DOMLORA_HOST_RESULTS: hostResults, DOMLORA_LOG_FILE: path.join(resultsDir, 'domlora-output.log'), TMPDIR: csTmp });
     log(`[${elapsed()}] code-server ${CS_VERSION} on ${cs.url} (pid ${cs.child.pid}), fixtures in ${tmp}`);
     browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-dev-shm-usage'] });
     if (!args.has('--ui-only') && !only) {
