@@ -32,7 +32,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import { writeSynthModel, synthTokenizer, SynthShape, Rng, runProbe, initBackend, loadModel, candidateModules, initLoraA, loraScale, makeAdapter, disposeAdapter, type LoraAdapter, type LoraGrads } from '../src/engine';
+import { writeSynthModel, synthTokenizer, SynthShape, Rng, runProbe, initBackend, loadModel, candidateModules, initLoraA, loraScale, makeAdapter, disposeAdapter, runStepsAsync, type LoraAdapter, type LoraGrads } from '../src/engine';
 import type { Backend } from '../src/protocol/messages';
 
 const TINY = process.env.BENCH_TINY === '1';
@@ -44,11 +44,11 @@ const DOM_TARGET = `model.layers.${Math.min(2, SHAPE.layers - 1)}.mlp.down_proj`
 /** Qwen2.5-0.5B's shapes: 494M parameters, 2 GB in f32, more than the wasm heap holds with the copies a pass needs. */
 const LARGE_SHAPE: SynthShape = TINY
   ? { arch: 'qwen2', hiddenSize: 64, intermediateSize: 128, layers: 2, heads: 4, kvHeads: 2, vocabSize: 1024, tied: true, seed: 5, dtype: 'BF16', embedStd: 0.02 }
-  : { arch: 'qwen2', hiddenSize: 896, intermediateSize: 4864, layers: 24, heads: 14, kvHeads: 2, vocabSize: 151936, tied: true, seed: 5, dtype: 'BF16', embedStd: 0.02 };
+  : { arch: 'qwen2', hiddenSize: 896, intermediateSize: 4864, layers: 24, heads: 14, kvHeads: 2, vocabSize: 151936, tied: true, seed: 5, dtype: 'BF16', embedStd: 0.02, init: 'uniform' };
 /** Qwen2.5-1.5B's shapes: 1.54B parameters, 3.1 GB in BF16 on disk, 6.2 GB in f32 (its embedding alone 933 MB). */
 const QWEN15_SHAPE: SynthShape = TINY
   ? { arch: 'qwen2', hiddenSize: 64, intermediateSize: 192, layers: 2, heads: 4, kvHeads: 2, vocabSize: 1024, tied: true, seed: 15, dtype: 'BF16', embedStd: 0.02 }
-  : { arch: 'qwen2', hiddenSize: 1536, intermediateSize: 8960, layers: 28, heads: 12, kvHeads: 2, vocabSize: 151936, tied: true, seed: 15, dtype: 'BF16', embedStd: 0.02 };
+  : { arch: 'qwen2', hiddenSize: 1536, intermediateSize: 8960, layers: 28, heads: 12, kvHeads: 2, vocabSize: 151936, tied: true, seed: 15, dtype: 'BF16', embedStd: 0.02, init: 'uniform' };
 const LARGE_RECORDS = 2, LARGE_TOKENS = TINY ? 32 : 256;
 const root = process.env.BENCH_ROOT ? path.resolve(process.env.BENCH_ROOT) : path.resolve(__dirname, '..', '..');
 const PY = process.env.BENCH_PYTHON || '/usr/bin/python3';
@@ -110,8 +110,8 @@ async function childTrain(modelDir: string, data: string, vanilla: boolean): Pro
   let loss = 0;
   for (const r of recs) {
     const t1 = Date.now();
-    // (await: the same line works if the engine's recordBackward becomes asynchronous for webgpu's reads)
-    loss += (await model.recordBackward(r.input_ids, r.loss_mask, { adapters, loraGrads: grads, lowestKinds }, lowestLayer)).loss / recs.length;
+    // The steps driven asynchronously: a GPU backend reads the loss with await, never synchronously.
+    loss += (await runStepsAsync(model.recordBackwardSteps(r.input_ids, r.loss_mask, { adapters, loraGrads: grads, lowestKinds }, lowestLayer), {})).loss / recs.length;
     perRecord.push((Date.now() - t1) / 1000);
   }
   // AdamW (lr 1e-3, betas 0.9/0.999, eps 1e-8, wd 0.01), first step, in JS as runTrain does; the batch loss is the

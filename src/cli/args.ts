@@ -65,7 +65,8 @@ export function required(v: string | undefined, flag: string): string {
 
 /** Progress on stderr: one updating line on a terminal, a line every few seconds otherwise. */
 export function progressHooks(quiet: boolean, controller: AbortController): JobHooks {
-  const tty = process.stderr.isTTY;
+  // Under the quiet parent (main.ts), stderr is a pipe to it that ends at a terminal.
+  const tty = process.stderr.isTTY || process.env.DOMLORA_STDERR_TTY === "1";
   let lastPrint = 0;
   let lastPhase = '';
   const clock = (s?: number) => (s === undefined ? '?' : `${Math.floor(s / 60)}:${String(Math.round(s % 60)).padStart(2, '0')}`);

@@ -3,6 +3,10 @@
 import { DomLoraError, badInput, toErrorInfo } from '../engine';
 import { USAGE, VERSION } from './args';
 import { COMMANDS } from './commands';
+import { runQuietly } from './quiet';
+
+/** Commands that start a tensor backend, and so may look for a GPU (see quiet.ts). */
+const STARTS_BACKEND = new Set(['eval', 'generate', 'probe', 'train', 'export', 'demo']);
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
@@ -10,6 +14,7 @@ async function main(argv: string[]): Promise<number> {
   if (cmd === '--version') { process.stdout.write(VERSION + '\n'); return 0; }
   const run = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
   if (!run) throw badInput(`unknown command "${cmd}"\n\n${USAGE}`);
+  if (STARTS_BACKEND.has(cmd) && !process.env.DOMLORA_QUIET_CHILD && !process.env.DOMLORA_DEBUG) return runQuietly(argv);
   const controller = new AbortController();
   let interrupts = 0;
   process.on('SIGINT', () => {

@@ -14,5 +14,5 @@ export { initLoraA, loraScale, makeAdapter, disposeAdapter } from './model/lora'
 export type { LoraAdapter, LoraGrads } from './model/types';
 export { initBackend, describeBackend, type BackendReport } from './runtime/backend';
 export { DomLoraError, CancelledError, badInput, toErrorInfo } from './runtime/errors';
-export type { JobHooks } from './runtime/jobs';
+export { runSteps, runStepsAsync, type JobHooks, type Steps } from './runtime/jobs';
 export { Rng } from './runtime/rng';

@@ -13,7 +13,7 @@ import { pageForRecord, pageForRecordSteps } from '../../src/engine/probe/page';
 import { writeSynthModel } from '../../src/engine/hf/synth';
 import { Decoder } from '../../src/engine/model/decoder';
 import { CancelledError } from '../../src/engine/runtime/errors';
-import { runStepsAsync, Steps } from '../../src/engine/runtime/jobs';
+import { runStepsAsync, Steps, type Values } from '../../src/engine/runtime/jobs';
 import type { TokenizedRecord } from '../../src/engine/data/tokenize';
 import { tmpDir } from '../helpers/reference';
 
@@ -21,15 +21,20 @@ before(async () => { await initBackend('wasm'); });
 
 const LAYERS = 6;
 
-/** Counts the steps a pass takes, and aborts the job after `after` of them; a stop is passed on to the pass. */
+/**
+ * Counts the steps a pass takes, and aborts the job after `after` of them; a stop is passed on to the pass. A read
+ * (the pass asking for values) is passed through to the driver and is not a step.
+ */
 function* counting<T>(steps: Steps<T>, seen: { n: number }, after: number, abort: () => void): Steps<T> {
   let done = false;
+  let input: Values | undefined;
   try {
     for (;;) {
-      const r = steps.next();
+      const r = steps.next(input);
       if (r.done) { done = true; return r.value; }
+      if (r.value) { input = yield r.value; continue; }
       if (++seen.n === after) abort();
-      yield;
+      input = yield;
     }
   } finally {
     if (!done) steps.return(undefined as never);

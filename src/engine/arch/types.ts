@@ -157,6 +157,8 @@ export interface SynthShape {
   config?: Record<string, unknown>;
   /** GPT-2 only: store the base model's tensors without the `transformer.` prefix, as the original checkpoints do. */
   unprefixed?: boolean;
+  /** How weights are drawn: normal (default), or uniform of the same variance (much faster, for bench-sized models). */
+  init?: 'normal' | 'uniform';
 }
 
 export interface SynthRules {

@@ -69,7 +69,7 @@ export async function runGenerate(params: { modelDir: string; prompt: string; ma
         const h = model.hiddenStates(ids, adapters);
         return model.logitsAt(h, [ids.length - 1]);
       });
-      const row = Array.from(logits.dataSync());
+      const row = Array.from(await logits.data());
       logits.dispose();
       const order = row.map((v, i) => [i, v] as [number, number]).sort((a, b) => b[1] - a[1]);
       if (step === 0) lastTop = order.slice(0, 5);

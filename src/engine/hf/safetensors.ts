@@ -181,14 +181,8 @@ export function encodeSafetensors(tensors: TensorToWrite[], metadata?: Record<st
     const n = t.shape.reduce((a, b) => a * b, 1);
     if (n !== t.data.length) throw new Error(`tensor ${t.name}: shape [${t.shape}] holds ${n} values, data has ${t.data.length}`);
     const dtype = t.dtype ?? 'F32';
-    let blob: Buffer;
-    if (dtype === 'F32') {
-      blob = Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-    } else {
-      blob = Buffer.alloc(n * 2);
-      const u32 = new Uint32Array(Float32Array.from(t.data).buffer);
-      for (let i = 0; i < n; i++) blob.writeUInt16LE(dtype === 'BF16' ? (u32[i] >>> 16) : floatToHalf(t.data[i]), i * 2);
-    }
+    const bytes = tensorBytes(t.data, dtype);
+    const blob = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     header[t.name] = { dtype, shape: t.shape, data_offsets: [offset, offset + blob.length] };
     offset += blob.length;
     blobs.push(blob);
@@ -202,18 +196,31 @@ export function encodeSafetensors(tensors: TensorToWrite[], metadata?: Record<st
   return Buffer.concat([len, Buffer.from(json, 'utf8'), ...blobs]);
 }
 
+/** One tensor's bytes in its dtype (F16/BF16 converted from the f32 values). */
+function tensorBytes(data: Float32Array, dtype: 'F32' | 'F16' | 'BF16'): Uint8Array {
+  if (dtype === 'F32') return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const out = new Uint16Array(data.length);
+  if (dtype === 'BF16') {
+    const u32 = new Uint32Array(data.buffer, data.byteOffset, data.length);
+    for (let i = 0; i < data.length; i++) out[i] = u32[i] >>> 16;
+  } else {
+    for (let i = 0; i < data.length; i++) out[i] = floatToHalf(data[i]);
+  }
+  return new Uint8Array(out.buffer);
+}
+
 /**
- * Writes F32 tensors one at a time: the header (offsets follow from the shapes) first, then each tensor as
+ * Writes tensors one at a time: the header (offsets follow from the shapes and dtypes) first, then each tensor as
  * `produce` hands it over, so a file of many GB never sits in memory. Not atomic: write into a temporary folder.
  */
-export async function writeSafetensorsStreaming(file: string, entries: { name: string; shape: number[] }[],
+export async function writeSafetensorsStreaming(file: string, entries: { name: string; shape: number[]; dtype?: 'F32' | 'F16' | 'BF16' }[],
   produce: (name: string, index: number) => Promise<Float32Array>, metadata?: Record<string, string>): Promise<void> {
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
   let offset = 0;
   for (const e of entries) {
-    const bytes = 4 * e.shape.reduce((a, b) => a * b, 1);
-    header[e.name] = { dtype: 'F32', shape: e.shape, data_offsets: [offset, offset + bytes] };
+    const bytes = (e.dtype && e.dtype !== 'F32' ? 2 : 4) * e.shape.reduce((a, b) => a * b, 1);
+    header[e.name] = { dtype: e.dtype ?? 'F32', shape: e.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
   }
   let json = JSON.stringify(header);
@@ -228,7 +235,9 @@ export async function writeSafetensorsStreaming(file: string, entries: { name: s
       const data = await produce(entries[i].name, i);
       const n = entries[i].shape.reduce((a, b) => a * b, 1);
       if (data.length !== n) throw new Error(`tensor ${entries[i].name}: expected ${n} values, got ${data.length}`);
-      fs.writeSync(fd, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+      const bytes = tensorBytes(data, entries[i].dtype ?? 'F32');
+      // writeSync takes at most 2 GiB at once.
+      for (let at = 0; at < bytes.length; at += 1 << 30) fs.writeSync(fd, bytes.subarray(at, Math.min(bytes.length, at + (1 << 30))));
     }
   } finally {
     fs.closeSync(fd);

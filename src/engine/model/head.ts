@@ -4,18 +4,45 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { ModelConfig } from '../hf/config';
 import { badInput } from '../runtime/errors';
-import type { Steps } from '../runtime/jobs';
+import { read, type Steps } from '../runtime/jobs';
 import { normBackward, normForward } from './norm';
 import type { Norm, NormCache } from './types';
 
+/**
+ * A slice of a [V, H] table, vocabulary rows start .. start + Vp. A table larger than one GPU binding (the embedding
+ * and head of a 128k-vocabulary model are 0.5-2 GB in f32; WebGPU binds 128 MiB to a few GiB) is held in parts; on
+ * CPU backends there is one part.
+ */
+export interface VocabPart {
+  start: number;
+  rows: tf.Tensor2D; // [Vp, H]
+  /** The head's transpose [H, Vp], what the logits multiply by. */
+  cols?: tf.Tensor2D;
+}
+
 /** The tensors outside the layers. */
 export interface EndWeights {
-  embed: tf.Tensor2D; // [V, H]
-  headT: tf.Tensor2D; // [H, V]
-  head: tf.Tensor2D; // [V, H] (the embedding itself when tied)
+  embed: VocabPart[];
+  /** The output head's parts (the embedding's rows themselves when tied), with their transposes. */
+  head: VocabPart[];
   finalNorm: Norm;
   /** Learned absolute position embeddings [maxPos, H] (GPT-2). */
   positions?: tf.Tensor2D;
+}
+
+/** Token rows of a table in parts: one gather per part that holds any of the ids, scattered into place. [T, H] */
+function gatherRows(parts: VocabPart[], ids: number[], H: number): tf.Tensor2D {
+  if (parts.length === 1) return tf.gather(parts[0].rows, tf.tensor1d(ids, 'int32')) as tf.Tensor2D;
+  const out: tf.Tensor2D[] = [];
+  for (const p of parts) {
+    const end = p.start + p.rows.shape[0];
+    const at: number[] = [], local: number[] = [];
+    ids.forEach((id, t) => { if (id >= p.start && id < end) { at.push(t); local.push(id - p.start); } });
+    if (!at.length) continue;
+    const rows = tf.gather(p.rows, tf.tensor1d(local, 'int32'));
+    out.push(tf.scatterND(tf.tensor2d(at, [at.length, 1], 'int32'), rows, [ids.length, H]) as tf.Tensor2D);
+  }
+  return (out.length === 1 ? out[0] : tf.addN(out)) as tf.Tensor2D;
 }
 
 export interface HeadPass { loss: number; tokens: number; dHidden?: tf.Tensor2D }
@@ -27,7 +54,7 @@ export function embedTokens(cfg: ModelConfig, w: EndWeights, ids: number[]): tf.
     throw badInput(`a record of ${T} tokens is longer than this model's ${cfg.maxPositionEmbeddings} positions; lower --seq-len`);
   }
   return tf.tidy(() => {
-    let x = tf.gather(w.embed, tf.tensor1d(ids, 'int32')) as tf.Tensor2D;
+    let x = gatherRows(w.embed, ids, cfg.hiddenSize);
     if (cfg.embedScale !== 1) x = tf.mul(x, cfg.embedScale) as tf.Tensor2D;
     if (w.positions) x = tf.add(x, tf.slice(w.positions, [0, 0], [T, -1])) as tf.Tensor2D;
     return x;
@@ -36,11 +63,19 @@ export function embedTokens(cfg: ModelConfig, w: EndWeights, ids: number[]): tf.
 
 /** Logits from final-normed hidden states; Gemma 2 soft-caps them. Returns tanh(logits / cap) too when capped. */
 function headLogits(cfg: ModelConfig, w: EndWeights, h: tf.Tensor2D): { logits: tf.Tensor2D; th?: tf.Tensor2D } {
-  const logits = tf.matMul(h, w.headT) as tf.Tensor2D; // [n, V]
+  const parts = w.head.map((p) => tf.matMul(h, p.cols!) as tf.Tensor2D); // [n, Vp] each
+  const logits = parts.length === 1 ? parts[0] : tf.concat(parts, 1) as tf.Tensor2D; // [n, V]
   const cap = cfg.finalSoftcap;
   if (!cap) return { logits };
   const th = tf.tanh(tf.div(logits, cap)) as tf.Tensor2D;
   return { logits: tf.mul(th, cap) as tf.Tensor2D, th };
+}
+
+/** dL/dh from dL/dlogits [n, V]: through each part of the head. [n, H] */
+function headBackward(w: EndWeights, dLogits: tf.Tensor2D): tf.Tensor2D {
+  if (w.head.length === 1) return tf.matMul(dLogits, w.head[0].rows) as tf.Tensor2D;
+  const n = dLogits.shape[0];
+  return tf.addN(w.head.map((p) => tf.matMul(tf.slice(dLogits, [0, p.start], [n, p.rows.shape[0]]), p.rows))) as tf.Tensor2D;
 }
 
 /** Final norm + LM head logits at the given positions [P, V] (evaluation outputs, not training). */
@@ -68,7 +103,7 @@ export function* headLossSteps(cfg: ModelConfig, w: EndWeights, hidden: tf.Tenso
   if (S === 0) throw new Error('record has no supervised tokens');
   const V = cfg.vocabSize;
   const chunk = headChunkRows(S, V);
-  let lossSum = 0;
+  const lossParts: tf.Scalar[] = [];
   const dParts: tf.Tensor2D[] = [];
   const held: tf.Tensor[] = []; // disposed at the end, on a throw, or when the steps are stopped
   try {
@@ -96,12 +131,16 @@ export function* headLossSteps(cfg: ModelConfig, w: EndWeights, hidden: tf.Tenso
         const onehot = tf.cast(tf.oneHot(tf.tensor1d(tgt.slice(c0, c1), 'int32'), V), 'float32');
         let dLogits = tf.div(tf.sub(tf.exp(tf.sub(logits, lse)), onehot), S) as tf.Tensor2D; // [n, V]
         if (th) dLogits = tf.mul(dLogits, tf.sub(1, tf.square(th))) as tf.Tensor2D; // through cap * tanh(z / cap)
-        return { loss, dh: tf.matMul(dLogits, w.head) as tf.Tensor2D }; // [n, H]
+        return { loss, dh: headBackward(w, dLogits) }; // [n, H]
       });
-      lossSum += (res.loss.dataSync() as Float32Array)[0];
-      res.loss.dispose();
+      lossParts.push(res.loss as tf.Scalar);
       if (res.dh) dParts.push(res.dh);
     }
+    // One read for the whole record (a GPU read waits for the queue): the chunks' sums, added up in double precision.
+    const sums = tf.stack(lossParts);
+    held.push(sums);
+    let lossSum = 0;
+    for (const v of yield* read(sums)) lossSum += v;
     let dHidden: tf.Tensor2D | undefined;
     if (wantGrad) {
       dHidden = tf.tidy(() => {
@@ -113,6 +152,6 @@ export function* headLossSteps(cfg: ModelConfig, w: EndWeights, hidden: tf.Tenso
     return { loss: lossSum / S, tokens: S, dHidden };
   } finally {
     // Also when stopped between chunks (a cancel) or on a throw.
-    tf.dispose([...dParts, ...held]);
+    tf.dispose([...lossParts, ...dParts, ...held]);
   }
 }

@@ -8,7 +8,8 @@ import type { ModelConfig } from '../hf/config';
 import { moduleName, moduleShape, storedName } from '../hf/modules';
 import type { WeightStore } from '../hf/safetensors';
 import { archOf } from '../arch/registry';
-import type { EndWeights } from './head';
+import type { EndWeights, VocabPart } from './head';
+import { maxBindingBytes } from '../runtime/backend';
 import { normTensors } from './norm';
 import type { LayerWeights, Linear, Norm } from './types';
 
@@ -61,11 +62,22 @@ function loadInScope(cfg: ModelConfig, store: WeightStore, opts: ModelOptions): 
     if (cfg.normOffset) w = tf.tidy(() => { const o = tf.add(w, cfg.normOffset) as tf.Tensor1D; w.dispose(); return o; });
     return cfg.normType === 'layernorm' ? { w, b: t1(`${prefix}.bias`, n) } : { w };
   };
-  const embed = t2(names.embed, [cfg.vocabSize, H]);
+  // The embedding and the head in parts the backend can bind (one part on CPU backends).
+  const partRows = Math.max(1, Math.min(cfg.vocabSize, Math.floor(maxBindingBytes() / (4 * H))));
+  const vocabParts = (name: string, withCols: boolean): VocabPart[] => {
+    const data = store.read(key(name), [cfg.vocabSize, H]);
+    const parts: VocabPart[] = [];
+    for (let start = 0; start < cfg.vocabSize; start += partRows) {
+      const n = Math.min(partRows, cfg.vocabSize - start);
+      const rows = tf.tensor2d(data.subarray(start * H, (start + n) * H), [n, H]);
+      parts.push({ start, rows, ...(withCols ? { cols: tf.transpose(rows) as tf.Tensor2D } : {}) });
+    }
+    return parts;
+  };
+  const untied = !cfg.tieWordEmbeddings && store.has(names.head);
+  const embed = vocabParts(names.embed, !untied);
+  const head = untied ? vocabParts(names.head, true) : embed;
   const positions = names.positions ? t2(names.positions, [cfg.maxPositionEmbeddings, H]) : undefined;
-  let head = embed;
-  if (!cfg.tieWordEmbeddings && store.has(names.head)) head = t2(names.head, [cfg.vocabSize, H]);
-  const headT = tf.transpose(head) as tf.Tensor2D;
   const layers: LayerWeights[] = [];
   for (let l = 0; l < cfg.numLayers; l++) {
     const linears: Record<string, Linear> = {};
@@ -97,19 +109,19 @@ function loadInScope(cfg: ModelConfig, store: WeightStore, opts: ModelOptions): 
     });
   }
   const finalNorm = norm(names.finalNorm, H);
-  return { embed, headT, head, finalNorm, positions, layers, ...(stream ? { host } : {}) };
+  return { embed, head, finalNorm, positions, layers, ...(stream ? { host } : {}) };
 }
 
 /** Every weight tensor on the backend. */
 export function weightTensors(w: LoadedWeights): tf.Tensor[] {
-  const all: tf.Tensor[] = [w.embed, w.headT, ...normTensors(w.finalNorm)];
-  if (w.head !== w.embed) all.push(w.head);
-  if (w.positions) all.push(w.positions);
+  const all = new Set<tf.Tensor>(normTensors(w.finalNorm));
+  for (const p of [...w.embed, ...w.head]) { all.add(p.rows); if (p.cols) all.add(p.cols); }
+  if (w.positions) all.add(w.positions);
   for (const L of w.layers) {
-    for (const n of [L.inputNorm, L.preMlpNorm, L.attnOutNorm, L.mlpOutNorm, L.qNorm, L.kNorm]) if (n) all.push(...normTensors(n));
-    for (const lin of Object.values(L.linears)) { if (lin.wt) all.push(lin.wt); if (lin.w) all.push(lin.w); if (lin.bias) all.push(lin.bias); }
+    for (const n of [L.inputNorm, L.preMlpNorm, L.attnOutNorm, L.mlpOutNorm, L.qNorm, L.kNorm]) if (n) for (const t of normTensors(n)) all.add(t);
+    for (const lin of Object.values(L.linears)) { if (lin.wt) all.add(lin.wt); if (lin.w) all.add(lin.w); if (lin.bias) all.add(lin.bias); }
   }
-  return all;
+  return [...all];
 }
 
 /** Which layers' linears are on the backend, when they are streamed; a no-op for resident weights. */

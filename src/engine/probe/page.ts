@@ -7,7 +7,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { ModuleSpec } from '../hf/modules';
 import type { TokenizedRecord } from '../data/tokenize';
-import { runSteps, type Steps } from '../runtime/jobs';
+import { read, runSteps, type Steps, type Values } from '../runtime/jobs';
 import type { Decoder } from '../model/decoder';
 import type { Linear } from '../model/types';
 
@@ -65,8 +65,8 @@ export function* pageForRecordSteps(
     const missing = modules.filter((_, i) => !sampledT[i]);
     if (missing.length) throw new Error(`PAGE: no gradient reached ${missing[0].name}`);
     const both = tf.tidy(() => tf.concat([tf.stack(sampledT), tf.stack(expectedT)]));
-    const vals = both.dataSync();
-    both.dispose();
+    let vals: Values;
+    try { vals = yield* read(both); } finally { both.dispose(); }
     const n = modules.length;
     return {
       loss: pass.loss, tokens: pass.tokens,

@@ -43,32 +43,73 @@ function vulkanLoaderMissing(): boolean {
   return !dirs.some((d) => fs.existsSync(path.join(d, 'libvulkan.so.1')));
 }
 
-async function tryWebgpu(tried: string[]): Promise<string | undefined> {
+async function tryWebgpu(tried: string[], explicit: boolean): Promise<string | undefined> {
   if (vulkanLoaderMissing()) { tried.push('webgpu: no Vulkan loader (libvulkan.so.1)'); return undefined; }
   try {
     const webgpu = await importEsm('webgpu') as { create: (opts: string[]) => GpuLike; globals: Record<string, unknown> };
     Object.assign(globalThis, webgpu.globals);
     const gpu = webgpu.create([]);
-    const adapter = await gpu.requestAdapter();
+    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
     if (!adapter) { tried.push('webgpu: no GPU adapter found'); return undefined; }
+    const name = adapterName(adapter);
+    // A software rasteriser (lavapipe/llvmpipe, SwiftShader) is 20x slower than wasm: never chosen on its own.
+    const software = isSoftwareAdapter(adapter);
+    if (software && !explicit) {
+      tried.push(`webgpu: only a software adapter (${name}), used only when asked for with --backend webgpu`);
+      return undefined;
+    }
     // tfjs-backend-webgpu looks for navigator.gpu, which Node 20 does not define.
     const g = globalThis as { navigator?: { gpu?: GpuLike } };
     if (!g.navigator) Object.defineProperty(globalThis, 'navigator', { value: { gpu }, configurable: true, writable: true });
     else if (!g.navigator.gpu) Object.defineProperty(g.navigator, 'gpu', { value: gpu, configurable: true });
     optionalRequire('@tensorflow/tfjs-backend-webgpu');
-    if (await tf.setBackend('webgpu')) return `webgpu (Dawn${adapterName(adapter)})`;
-    tried.push('webgpu: backend did not initialise');
+    if (!(await tf.setBackend('webgpu'))) { tried.push('webgpu: backend did not initialise'); return undefined; }
+    const failed = await selfCheck();
+    if (failed) { tried.push(`webgpu (${name}): ${failed}`); return undefined; }
+    return `webgpu (Dawn: ${name}${software ? ', a software adapter' : ''})`;
   } catch (e) {
     tried.push(`webgpu: ${shortReason(e)}`);
   }
   return undefined;
 }
 
-interface GpuLike { requestAdapter(): Promise<unknown> }
-function adapterName(a: unknown): string {
-  const info = (a as { info?: { description?: string; vendor?: string } }).info;
-  const name = info?.description || info?.vendor;
-  return name ? `: ${name}` : '';
+interface AdapterInfo { description?: string; vendor?: string; device?: string; architecture?: string; isFallbackAdapter?: boolean }
+interface GpuLike { requestAdapter(opts?: { powerPreference?: string }): Promise<{ info?: AdapterInfo } | null> }
+
+function adapterName(a: { info?: AdapterInfo }): string {
+  return a.info?.description || a.info?.device || a.info?.vendor || 'unnamed adapter';
+}
+
+export function isSoftwareAdapter(a: { info?: AdapterInfo }): boolean {
+  const info = a.info ?? {};
+  return info.isFallbackAdapter === true || info.architecture === 'software'
+    || /llvmpipe|lavapipe|swiftshader|software/i.test(`${info.description ?? ''} ${info.device ?? ''}`);
+}
+
+/**
+ * A backend that starts is not yet a backend that computes: one small matmul, read back the way jobs read, against
+ * the same product in JavaScript. Returns why it failed, or undefined.
+ */
+async function selfCheck(): Promise<string | undefined> {
+  const [m, k, n] = [24, 40, 16];
+  const a = Float32Array.from({ length: m * k }, (_, i) => Math.sin(i * 0.37));
+  const b = Float32Array.from({ length: k * n }, (_, i) => Math.cos(i * 0.11));
+  let got: Float32Array;
+  try {
+    const c = tf.tidy(() => tf.matMul(tf.tensor2d(a, [m, k]), tf.tensor2d(b, [k, n])));
+    try { got = await c.data() as Float32Array; } finally { c.dispose(); }
+  } catch (e) {
+    return `its first matmul failed (${shortReason(e)})`;
+  }
+  let worst = 0;
+  for (let i = 0; i < m; i++) {
+    for (let j = 0; j < n; j++) {
+      let want = 0;
+      for (let t = 0; t < k; t++) want += a[i * k + t] * b[t * n + j];
+      worst = Math.max(worst, Math.abs(got[i * n + j] - want) / Math.max(1, Math.abs(want)));
+    }
+  }
+  return worst < 1e-4 ? undefined : `its first matmul is wrong (relative error ${worst.toExponential(1)})`;
 }
 
 async function tryWasm(tried: string[], threads: number): Promise<string | undefined> {
@@ -145,7 +186,7 @@ export async function initBackend(choice: BackendChoice = 'auto', threads = defa
   for (const b of order) {
     let detail: string | undefined;
     if (b === 'tensorflow') detail = await tryTensorflow(tried);
-    else if (b === 'webgpu') detail = await tryWebgpu(tried);
+    else if (b === 'webgpu') detail = await tryWebgpu(tried, want === 'webgpu');
     else if (b === 'wasm') detail = await tryWasm(tried, threads);
     else if (b === 'cpu') detail = await tryCpu(tried);
     if (detail) {
@@ -157,6 +198,20 @@ export async function initBackend(choice: BackendChoice = 'auto', threads = defa
   throw badInput(`backend "${want}" could not be started: ${tried.join('; ')}`);
 }
 
+
+/**
+ * The largest tensor, in bytes, the backend can bind to one kernel: WebGPU's maxStorageBufferBindingSize (128 MiB on
+ * lavapipe, more on hardware); no limit on CPU backends. DOMLORA_MAX_BINDING_BYTES lowers it (tests of the split path).
+ */
+export function maxBindingBytes(): number {
+  const forced = Number(process.env.DOMLORA_MAX_BINDING_BYTES);
+  let limit = Number.isFinite(forced) && forced > 0 ? forced : Infinity;
+  if (tf.getBackend() === 'webgpu') {
+    const device = (tf.backend() as unknown as { device?: { limits?: { maxStorageBufferBindingSize?: number } } }).device;
+    limit = Math.min(limit, device?.limits?.maxStorageBufferBindingSize ?? 128 * 1024 ** 2);
+  }
+  return limit;
+}
 
 /** The backend in use, and why better ones were skipped (when they were). */
 export function describeBackend(b: BackendReport): string {

@@ -1,3 +1,4 @@
+import type * as tf from '@tensorflow/tfjs-core';
 import type { Progress } from '../../protocol/messages';
 import { CancelledError } from './errors';
 
@@ -28,26 +29,46 @@ export function yieldToEvents(): Promise<void> {
 }
 
 /**
- * A record's pass as steps: the generator yields between layers. `runSteps` runs it straight through (tests, the
- * bench); `runStepsAsync` lets the event loop run at every step and stops with a CancelledError as soon as the job is
- * cancelled, so a cancel lands within one layer, not one record. Stopping a pass early runs its `finally` blocks:
- * nothing it uploaded stays on the backend.
+ * A record's pass as steps: the generator yields between layers, and yields a `Read` when it needs a tensor's values
+ * (a loss, the PAGE values), which the driver reads and sends back in. `runSteps` runs it straight through with
+ * synchronous reads (tests and the bench on CPU backends); `runStepsAsync` reads with `await t.data()`, the only read
+ * a GPU backend offers in Node, lets the event loop run at every layer and stops with a CancelledError as soon as the
+ * job is cancelled, so a cancel lands within one layer, not one record. Stopping a pass early runs its `finally`
+ * blocks: nothing it uploaded stays on the backend.
  */
-export type Steps<T> = Generator<void, T, void>;
+export interface Read { read: tf.Tensor }
+export type Values = Float32Array | Int32Array | Uint8Array;
+export type Steps<T> = Generator<Read | void, T, Values | undefined>;
 
+/** Inside a step generator: `const values = yield* read(t)`. */
+export function* read(t: tf.Tensor): Generator<Read, Values, Values | undefined> {
+  const values = yield { read: t };
+  if (!values) throw new Error('a step asked for values and the driver sent none');
+  return values;
+}
+
+/** Runs the steps with synchronous reads: CPU backends only (wasm, cpu, tensorflow); a GPU backend needs runStepsAsync. */
 export function runSteps<T>(steps: Steps<T>): T {
+  let input: Values | undefined;
   for (;;) {
-    const r = steps.next();
+    const r = steps.next(input);
     if (r.done) return r.value;
+    input = r.value ? r.value.read.dataSync() as Values : undefined;
   }
 }
 
 export async function runStepsAsync<T>(steps: Steps<T>, hooks: JobHooks | undefined): Promise<T> {
   let finished = false;
+  let input: Values | undefined;
   try {
     for (;;) {
-      const r = steps.next();
+      const r = steps.next(input);
       if (r.done) { finished = true; return r.value; }
+      if (r.value) {
+        input = await r.value.read.data() as Values;
+        continue;
+      }
+      input = undefined;
       await yieldToEvents();
       throwIfCancelled(hooks);
     }
