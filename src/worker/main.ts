@@ -37,7 +37,14 @@ process.on('message', (msg: WorkerRequest) => {
   if (msg.kind !== 'request') return;
   handle(msg).then(
     (result) => send({ kind: 'result', id: msg.id, result }),
-    (err) => send({ kind: 'error', id: msg.id, error: toErrorInfo(err) }),
+    (err) => {
+      send({ kind: 'error', id: msg.id, error: toErrorInfo(err) });
+      // A failed backend (a lost GPU device) cannot run the next job: leave once the reason is on its way, and the
+      // host starts a fresh worker for the next request.
+      if ((err as { fatal?: boolean }).fatal) {
+        process.send?.({ kind: 'log', id: msg.id, level: 'warn', message: 'the worker restarts: its backend failed' } satisfies WorkerMessage, () => process.exit(1));
+      }
+    },
   ).finally(() => running.delete(msg.id));
 });
 

@@ -12,127 +12,24 @@ import { initBackend } from '../../src/engine/runtime/backend';
 import { openModelFolder, modelInfo } from '../../src/engine/hf/folder';
 import { runExport } from '../../src/engine/export/exporters';
 import { ARCHITECTURES } from '../../src/engine/arch/registry';
-import { candidateModules, ModuleSpec } from '../../src/engine/hf/modules';
+import { candidateModules } from '../../src/engine/hf/modules';
 import { normaliseConfig } from '../../src/engine/hf/config';
-import { initLoraA, makeAdapter, disposeAdapter, loraScale } from '../../src/engine/model/lora';
-import { pageForRecord } from '../../src/engine/probe/page';
+import { initLoraA, disposeAdapter } from '../../src/engine/model/lora';
 import { runProbe } from '../../src/engine/probe/probe';
 import { runTrain } from '../../src/engine/train/loop';
-import { writeSafetensors } from '../../src/engine/hf/safetensors';
 import { writeSynthModel, synthDataset } from '../../src/engine/hf/synth';
 import { SynthShape } from '../../src/engine/arch/types';
 import { RopeTables } from '../../src/engine/model/rope';
 import { activation, activationWithGrad } from '../../src/engine/model/mlp';
 import { Decoder } from '../../src/engine/model/decoder';
-import { LoraAdapter, LoraGrads } from '../../src/engine/model/types';
-import { peftKey, buildPeftConfig, writeAdapterFiles, loadAdapter } from '../../src/engine/export/peft';
+import { buildPeftConfig, writeAdapterFiles, loadAdapter } from '../../src/engine/export/peft';
 import { Rng } from '../../src/engine/runtime/rng';
-import type { TokenizedRecord } from '../../src/engine/data/tokenize';
-import { tmpDir, reference, maxRelErr } from '../helpers/reference';
+import { tmpDir, reference } from '../helpers/reference';
+import { checkAgainstReference, randomRecords } from '../helpers/archcheck';
 
 before(async () => { await initBackend('wasm'); });
 
 const BASE = { hiddenSize: 32, intermediateSize: 48, layers: 3, heads: 4, kvHeads: 2, vocabSize: 384, tied: false };
-
-/** Random records: a prompt that is not supervised, then a supervised response (lengths straddle the windows). */
-function randomRecords(seed: number, lengths: number[], vocab: number): TokenizedRecord[] {
-  const rng = new Rng(seed);
-  return lengths.map((T, index) => {
-    const inputIds = [1, ...Array.from({ length: T - 1 }, () => 3 + rng.nextInt(vocab - 3))];
-    const lossMask = inputIds.map((_, t) => (t >= Math.floor(T / 3) ? 1 : 0));
-    return { index, line: index + 1, inputIds, lossMask } as unknown as TokenizedRecord;
-  });
-}
-
-interface Errors { loss: number; share: number; sampled: number; expected: number; grad: number }
-
-/** Loss, PAGE and LoRA gradients of one folder against the reference; returns the largest errors seen. */
-async function checkAgainstReference(label: string, shape: SynthShape, controls: Record<string, unknown>[] = [], lengths = [40, 29, 17]): Promise<Errors> {
-  const dir = path.join(tmpDir(), label);
-  await writeSynthModel(dir, shape);
-  const recs = randomRecords(shape.seed + 100, lengths, shape.vocabSize);
-  const asRef = recs.map((r) => ({ input_ids: r.inputIds, loss_mask: r.lossMask }));
-  const before = tf.memory().numTensors;
-  const folder = openModelFolder(dir);
-  const model = Decoder.load(folder.cfg, folder.store);
-  const modules = candidateModules(folder.cfg);
-  assert.deepEqual([...model.kinds], [...ARCHITECTURES[folder.cfg.modelType].modules.kinds]);
-  const err: Errors = { loss: 0, share: 0, sampled: 0, expected: 0, grad: 0 };
-
-  // Loss (forward only).
-  const ours = recs.map((r) => model.recordLoss(r.inputIds, r.lossMask).loss);
-  const refLoss = reference<{ losses: number[] }>({ model_dir: dir, records: asRef, mode: 'loss' });
-  ours.forEach((l, i) => { err.loss = Math.max(err.loss, Math.abs(l - refLoss.losses[i])); });
-  assert.ok(err.loss < 1e-5, `${label}: loss differs by ${err.loss} (${ours} vs ${refLoss.losses})`);
-
-  // PAGE at every candidate with the same A.
-  const rank = 4, alpha = 8, seed = 3;
-  const initFile = path.join(dir, 'lora_init.safetensors');
-  writeSafetensors(initFile, modules.map((m) => ({ name: `${m.name}.lora_A.weight`, shape: [rank, m.dIn], data: initLoraA(seed, m.name, rank, m.dIn) })));
-  const aT = new Map(modules.map((m) => [m.name, tf.tidy(() => tf.transpose(tf.tensor2d(initLoraA(seed, m.name, rank, m.dIn), [rank, m.dIn])) as tf.Tensor2D)]));
-  const rows = recs.map((r) => pageForRecord(model, r, modules, aT, rank, loraScale(alpha, rank)));
-  tf.dispose([...aT.values()]);
-  const ref = reference<{ modules: string[]; pageSampled: number[]; pageExpected: number[]; share: number[]; losses: number[] }>(
-    { model_dir: dir, records: asRef, mode: 'page', rank, alpha, lora_init: initFile });
-  assert.deepEqual(ref.modules, modules.map((m) => m.name), `${label}: candidate modules and their order`);
-  const M = modules.length;
-  const mean = (k: 'sampled' | 'expected') => Array.from({ length: M }, (_, j) => rows.reduce((s, r) => s + r[k][j], 0) / rows.length);
-  const exp = mean('expected'), smp = mean('sampled');
-  const total = exp.reduce((a, b) => a + b, 0);
-  for (let j = 0; j < M; j++) err.share = Math.max(err.share, Math.abs(exp[j] / total - ref.share[j]));
-  err.expected = maxRelErr(exp, ref.pageExpected);
-  err.sampled = maxRelErr(smp, ref.pageSampled);
-  rows.forEach((r, i) => { err.loss = Math.max(err.loss, Math.abs(r.loss - ref.losses[i])); });
-  assert.ok(err.share < 1e-4, `${label}: PAGE share differs by ${err.share}`);
-  assert.ok(err.expected < 1e-3, `${label}: expected PAGE rel err ${err.expected}`);
-  assert.ok(err.sampled < 1e-3, `${label}: sampled PAGE rel err ${err.sampled}`);
-
-  // LoRA gradients, A and B non-zero, on every kind of the first and last layer (the first makes the backward pass
-  // run through every layer above it, the LoRA path of every kind is in the forward pass).
-  const specs = modules.filter((m) => m.layer === 0 || m.layer === folder.cfg.numLayers - 1);
-  err.grad = checkGrads(model, dir, recs, specs, asRef);
-  model.dispose();
-  assert.equal(tf.memory().numTensors, before, `${label}: no tensors leak`);
-  // Each feature under test must change the result: the reference without it (the config changed as `control`
-  // says) gives another loss, by far more than the tolerance.
-  const cfgFile = path.join(dir, 'config.json');
-  const original = fs.readFileSync(cfgFile, 'utf8');
-  for (const control of controls) {
-    fs.writeFileSync(cfgFile, JSON.stringify({ ...JSON.parse(original), ...control }));
-    const without = reference<{ losses: number[] }>({ model_dir: dir, records: asRef, mode: 'loss' });
-    const change = Math.max(...without.losses.map((l, i) => Math.abs(l - refLoss.losses[i])));
-    assert.ok(change > 1e-3, `${label}: the reference barely changes under ${JSON.stringify(control)} (${change}); the test would not see it`);
-  }
-  fs.writeFileSync(cfgFile, original);
-  console.log(`# ${label}: max |loss diff| ${err.loss.toExponential(2)}, share ${err.share.toExponential(2)}, ` +
-    `sampled rel ${err.sampled.toExponential(2)}, expected rel ${err.expected.toExponential(2)}, LoRA grad rel ${err.grad.toExponential(2)}`);
-  return err;
-}
-
-function checkGrads(model: Decoder, dir: string, recs: TokenizedRecord[], specs: ModuleSpec[], asRef: unknown[]): number {
-  const rank = 3, alpha = 6, rng = new Rng(11);
-  const tensors = specs.map((m) => ({ spec: m, a: initLoraA(7, m.name, rank, m.dIn), b: Float32Array.from({ length: m.dOut * rank }, () => rng.uniform(-0.1, 0.1)) }));
-  const adapterFile = path.join(dir, 'adapter.safetensors');
-  writeSafetensors(adapterFile, tensors.flatMap((t) => [
-    { name: peftKey(t.spec.name, 'A'), shape: [rank, t.spec.dIn], data: t.a }, { name: peftKey(t.spec.name, 'B'), shape: [t.spec.dOut, rank], data: t.b }]));
-  const adapters = new Map<string, LoraAdapter>(tensors.map((t) => [t.spec.name, makeAdapter(t.spec, rank, loraScale(alpha, rank), t.a, t.b)]));
-  const grads = new Map<string, LoraGrads>();
-  let loss = 0;
-  for (const r of recs) loss += model.recordBackward(r.inputIds, r.lossMask, { adapters, loraGrads: grads, lowestKinds: [...model.kinds] }, 0).loss / recs.length;
-  const ref = reference<{ loss: number; grads: Record<string, number[]> }>({ model_dir: dir, records: asRef, mode: 'grad', adapter: adapterFile, rank, alpha });
-  assert.ok(Math.abs(loss - ref.loss) < 1e-5, `loss with adapters ${loss} vs ${ref.loss}`);
-  let worst = 0;
-  for (const s of specs) {
-    const g = grads.get(s.name)!;
-    const da = Array.from(g.da.dataSync()).map((v) => v / recs.length), db = Array.from(g.db.dataSync()).map((v) => v / recs.length);
-    const ea = maxRelErr(da, ref.grads[peftKey(s.name, 'A')]), eb = maxRelErr(db, ref.grads[peftKey(s.name, 'B')]);
-    worst = Math.max(worst, ea, eb);
-    assert.ok(ea < 2e-3 && eb < 2e-3, `${s.name}: dA rel err ${ea}, dB rel err ${eb}`);
-    tf.dispose([g.da, g.db]);
-  }
-  for (const a of adapters.values()) disposeAdapter(a);
-  return worst;
-}
 
 test('Mistral: sliding window shorter than the records matches PyTorch', async () => {
   await checkAgainstReference('mistral', { ...BASE, seed: 21, arch: 'mistral', config: { sliding_window: 8 } }, [{ sliding_window: null }]);

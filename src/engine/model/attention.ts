@@ -2,8 +2,9 @@
 // per-head q/k norms, RoPE, causal (and sliding-window) softmax attention with grouped key/value heads, Gemma 2's
 // soft-cap, and the output projection.
 //
-// Grouped-query attention runs per key/value group g as plain 2-D matmuls: heads h = g*rep + j share key/value head g
-// (HF repeat_kv), so stacking a group's queries as [rep*T, hd] needs no repeat at all. The softmax backward is
+// Grouped-query attention: heads h = g*rep + j share key/value head g (HF repeat_kv), so stacking a group's queries
+// as [rep*T, hd] needs no repeat at all. On wasm each group runs as plain 2-D matmuls ('grouped'); on a GPU one
+// batched matmul covers the groups ('batched'; runtime/backend.ts attentionShape decides). The softmax backward is
 // written out: dS = P * (dP - rowsum(dP * P)).
 import * as tf from '@tensorflow/tfjs-core';
 import { linearBackward, linearForward } from './linear';
@@ -65,34 +66,53 @@ export function attentionForward(c: LayerContext, l: number, L: LayerWeights, h1
   }
   const q = tf.reshape(tf.transpose(qr, [1, 0, 2]), [nKV, rep * T, hd]) as tf.Tensor3D;
   const k = tf.transpose(kr, [1, 0, 2]) as tf.Tensor3D; // [nKV, T, hd]
-  const kT = tf.transpose(kr, [1, 2, 0]) as tf.Tensor3D; // [nKV, hd, T]
   const v = tf.transpose(tf.reshape(v0, [T, nKV, hd]), [1, 0, 2]) as tf.Tensor3D; // [nKV, T, hd]
   const scale = attnScale(c, l);
   const cap = cfg.attnSoftcap;
-  const mask = c.masks.get(T, cfg.slidingWindows[l]);
-  const qs = tf.unstack(q), kTs = tf.unstack(kT), vs = tf.unstack(v);
-  const ps: tf.Tensor2D[] = [], os: tf.Tensor2D[] = [], caps: tf.Tensor2D[] = [];
-  for (let g = 0; g < nKV; g++) {
-    let s = tf.mul(tf.matMul(qs[g] as tf.Tensor2D, kTs[g] as tf.Tensor2D), scale) as tf.Tensor2D; // [rep*T, T]
+  const mask = c.masks.get(T, cfg.slidingWindows[l]); // [rep*T, T], the same for every group
+  let o: tf.Tensor3D, keepP: () => tf.Tensor3D, keepCaps: () => tf.Tensor3D | undefined;
+  if (c.attention === 'batched') {
+    let s = tf.mul(tf.matMul(q, k, false, true), scale) as tf.Tensor3D; // [nKV, rep*T, T]
+    let th: tf.Tensor3D | undefined;
     if (cap) {
-      const th = tf.tanh(tf.div(s, cap)) as tf.Tensor2D; // Gemma 2: cap * tanh(s / cap), before the mask
-      caps.push(th);
-      s = tf.mul(th, cap) as tf.Tensor2D;
+      th = tf.tanh(tf.div(s, cap)) as tf.Tensor3D; // Gemma 2: cap * tanh(s / cap), before the mask
+      s = tf.mul(th, cap) as tf.Tensor3D;
     }
-    const p = tf.softmax(tf.add(s, mask)) as tf.Tensor2D;
-    ps.push(p);
-    os.push(tf.matMul(p, vs[g] as tf.Tensor2D)); // [rep*T, hd]
+    const p = tf.softmax(tf.add(s, mask)) as tf.Tensor3D;
+    o = tf.matMul(p, v) as tf.Tensor3D; // [nKV, rep*T, hd]
+    keepP = () => tf.keep(p);
+    keepCaps = () => (th ? tf.keep(th) : undefined);
+  } else {
+    const kT = tf.transpose(kr, [1, 2, 0]) as tf.Tensor3D; // [nKV, hd, T]
+    const qs = tf.unstack(q), kTs = tf.unstack(kT), vs = tf.unstack(v);
+    const ps: tf.Tensor2D[] = [], os: tf.Tensor2D[] = [], caps: tf.Tensor2D[] = [];
+    for (let g = 0; g < nKV; g++) {
+      let s = tf.mul(tf.matMul(qs[g] as tf.Tensor2D, kTs[g] as tf.Tensor2D), scale) as tf.Tensor2D; // [rep*T, T]
+      if (cap) {
+        const th = tf.tanh(tf.div(s, cap)) as tf.Tensor2D; // Gemma 2: cap * tanh(s / cap), before the mask
+        caps.push(th);
+        s = tf.mul(th, cap) as tf.Tensor2D;
+      }
+      const p = tf.softmax(tf.add(s, mask)) as tf.Tensor2D;
+      ps.push(p);
+      os.push(tf.matMul(p, vs[g] as tf.Tensor2D)); // [rep*T, hd]
+    }
+    o = tf.stack(os) as tf.Tensor3D; // [nKV, rep*T, hd]
+    keepP = () => tf.keep(tf.stack(ps) as tf.Tensor3D);
+    keepCaps = () => (caps.length ? tf.keep(tf.stack(caps) as tf.Tensor3D) : undefined);
   }
-  const o = tf.stack(os) as tf.Tensor3D; // [nKV, rep*T, hd]
   const att = tf.reshape(tf.transpose(tf.reshape(o, [nH, T, hd]), [1, 0, 2]), [T, nH * hd]) as tf.Tensor2D;
   const out = linearForward(L.linears[R.o], att, adapters, loraIn); // [T, H]
   return {
     out,
-    keep: () => ({
-      h1: tf.keep(h1), q: tf.keep(q), k: tf.keep(k), v: tf.keep(v), p: tf.keep(tf.stack(ps) as tf.Tensor3D), att: tf.keep(att),
-      ...(qn && kn ? { qn: keepNorm(qn.c), kn: keepNorm(kn.c) } : {}),
-      ...(caps.length ? { capT: tf.keep(tf.stack(caps) as tf.Tensor3D) } : {}),
-    }),
+    keep: () => {
+      const capT = keepCaps();
+      return {
+        h1: tf.keep(h1), q: tf.keep(q), k: tf.keep(k), v: tf.keep(v), p: keepP(), att: tf.keep(att),
+        ...(qn && kn ? { qn: keepNorm(qn.c), kn: keepNorm(kn.c) } : {}),
+        ...(capT ? { capT } : {}),
+      };
+    },
   };
 }
 
@@ -109,21 +129,36 @@ export function attentionBackward(c: LayerContext, l: number, L: LayerWeights, d
   if (stop.done(R.o)) return undefined;
   const dO = tf.reshape(tf.transpose(tf.reshape(dAtt, [T, nH, hd]), [1, 0, 2]), [nKV, rep * T, hd]) as tf.Tensor3D;
   const scale = attnScale(c, l);
-  const dOs = tf.unstack(dO), ps = tf.unstack(cache.p), qs = tf.unstack(cache.q), ks = tf.unstack(cache.k), vs = tf.unstack(cache.v);
-  const caps = cache.capT ? tf.unstack(cache.capT) : undefined;
-  const dqs: tf.Tensor2D[] = [], dks: tf.Tensor2D[] = [], dvs: tf.Tensor2D[] = [];
-  for (let g = 0; g < nKV; g++) {
-    const p = ps[g] as tf.Tensor2D, dOg = dOs[g] as tf.Tensor2D;
-    const dP = tf.matMul(dOg, tf.transpose(vs[g]) as tf.Tensor2D); // [rep*T, T]
-    let dS = tf.mul(p, tf.sub(dP, tf.sum(tf.mul(dP, p), 1, true))) as tf.Tensor2D; // softmax backward
-    if (caps) dS = tf.mul(dS, tf.sub(1, tf.square(caps[g]))) as tf.Tensor2D; // through cap * tanh(s / cap)
-    dS = tf.mul(dS, scale) as tf.Tensor2D;
-    dqs.push(tf.matMul(dS, ks[g] as tf.Tensor2D)); // [rep*T, hd]
-    dks.push(tf.matMul(tf.transpose(dS), qs[g] as tf.Tensor2D)); // [T, hd]
-    dvs.push(tf.matMul(tf.transpose(p), dOg)); // [T, hd]
+  let dq3: tf.Tensor3D, dk3: tf.Tensor3D, dv3: tf.Tensor3D; // [nKV, rep*T, hd], [nKV, T, hd], [nKV, T, hd]
+  if (c.attention === 'batched') {
+    const p = cache.p;
+    const dP = tf.matMul(dO, cache.v, false, true); // [nKV, rep*T, T]
+    let dS = tf.mul(p, tf.sub(dP, tf.sum(tf.mul(dP, p), 2, true))) as tf.Tensor3D; // softmax backward
+    if (cache.capT) dS = tf.mul(dS, tf.sub(1, tf.square(cache.capT))) as tf.Tensor3D; // through cap * tanh(s / cap)
+    dS = tf.mul(dS, scale) as tf.Tensor3D;
+    dq3 = tf.matMul(dS, cache.k) as tf.Tensor3D;
+    dk3 = tf.matMul(dS, cache.q, true, false) as tf.Tensor3D;
+    dv3 = tf.matMul(p, dO, true, false) as tf.Tensor3D;
+  } else {
+    const dOs = tf.unstack(dO), ps = tf.unstack(cache.p), qs = tf.unstack(cache.q), ks = tf.unstack(cache.k), vs = tf.unstack(cache.v);
+    const caps = cache.capT ? tf.unstack(cache.capT) : undefined;
+    const dqs: tf.Tensor2D[] = [], dks: tf.Tensor2D[] = [], dvs: tf.Tensor2D[] = [];
+    for (let g = 0; g < nKV; g++) {
+      const p = ps[g] as tf.Tensor2D, dOg = dOs[g] as tf.Tensor2D;
+      const dP = tf.matMul(dOg, tf.transpose(vs[g]) as tf.Tensor2D); // [rep*T, T]
+      let dS = tf.mul(p, tf.sub(dP, tf.sum(tf.mul(dP, p), 1, true))) as tf.Tensor2D; // softmax backward
+      if (caps) dS = tf.mul(dS, tf.sub(1, tf.square(caps[g]))) as tf.Tensor2D; // through cap * tanh(s / cap)
+      dS = tf.mul(dS, scale) as tf.Tensor2D;
+      dqs.push(tf.matMul(dS, ks[g] as tf.Tensor2D)); // [rep*T, hd]
+      dks.push(tf.matMul(tf.transpose(dS), qs[g] as tf.Tensor2D)); // [T, hd]
+      dvs.push(tf.matMul(tf.transpose(p), dOg)); // [T, hd]
+    }
+    dq3 = tf.stack(dqs) as tf.Tensor3D;
+    dk3 = tf.stack(dks) as tf.Tensor3D;
+    dv3 = tf.stack(dvs) as tf.Tensor3D;
   }
-  let dqr = tf.transpose(tf.reshape(tf.stack(dqs), [nH, T, hd]), [1, 0, 2]) as tf.Tensor3D; // [T, nH, hd]
-  let dkr = tf.transpose(tf.stack(dks), [1, 0, 2]) as tf.Tensor3D; // [T, nKV, hd]
+  let dqr = tf.transpose(tf.reshape(dq3, [nH, T, hd]), [1, 0, 2]) as tf.Tensor3D; // [T, nH, hd]
+  let dkr = tf.transpose(dk3, [1, 0, 2]) as tf.Tensor3D; // [T, nKV, hd]
   if (cfg.positions === 'rope') {
     dqr = c.rope.apply(dqr, T, true, l);
     dkr = c.rope.apply(dkr, T, true, l);
@@ -136,7 +171,7 @@ export function attentionBackward(c: LayerContext, l: number, L: LayerWeights, d
   }
   dq = tf.reshape(dq, [T, nH * hd]);
   dk = tf.reshape(dk, [T, nKV * hd]);
-  const dv = tf.reshape(tf.transpose(tf.stack(dvs), [1, 0, 2]), [T, nKV * hd]) as tf.Tensor2D;
+  const dv = tf.reshape(tf.transpose(dv3, [1, 0, 2]), [T, nKV * hd]) as tf.Tensor2D;
   if (R.qkv) {
     const dqkv = cfg.qkvPerHead
       ? tf.reshape(tf.concat([dq, dk, dv].map((t) => tf.reshape(t, [T, nH, hd])), 2), [T, 3 * nH * hd]) as tf.Tensor2D

@@ -19,6 +19,14 @@ export function badInput(message: string, file?: string): DomLoraError {
   return new DomLoraError('bad-input', file ? `${file}: ${message}` : message, file);
 }
 
+/**
+ * The backend itself failed (a GPU device lost, out of GPU memory): the job stops, and the process should not run
+ * another job on the same backend (the worker exits after reporting it, so the next job gets a fresh one).
+ */
+export class BackendFailedError extends DomLoraError {
+  readonly fatal = true;
+}
+
 export class CancelledError extends DomLoraError {
   constructor() { super('cancelled', 'cancelled'); }
 }

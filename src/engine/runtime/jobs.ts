@@ -1,6 +1,7 @@
 import type * as tf from '@tensorflow/tfjs-core';
 import type { Progress } from '../../protocol/messages';
 import { CancelledError } from './errors';
+import { throwIfBackendFailed } from './backend';
 
 /** What every long engine call receives from its front end (the worker or the CLI). */
 export interface JobHooks {
@@ -9,7 +10,9 @@ export interface JobHooks {
   signal?: AbortSignal;
 }
 
+/** Stops a job that was cancelled, or whose backend failed (a GPU device lost): called between every step. */
 export function throwIfCancelled(hooks: JobHooks | undefined): void {
+  throwIfBackendFailed();
   if (hooks?.signal?.aborted) throw new CancelledError();
 }
 
@@ -62,12 +65,17 @@ export async function runStepsAsync<T>(steps: Steps<T>, hooks: JobHooks | undefi
   let input: Values | undefined;
   try {
     for (;;) {
-      const r = steps.next(input);
-      if (r.done) { finished = true; return r.value; }
-      if (r.value) {
-        input = await r.value.read.data() as Values;
-        continue;
+      let r: IteratorResult<Read | void, T>;
+      try {
+        r = steps.next(input);
+        if (r.value && !r.done) input = await r.value.read.data() as Values;
+      } catch (err) {
+        // A dead GPU makes ops throw bare errors ("" after a device is destroyed): report the fault instead.
+        throwIfBackendFailed();
+        throw err;
       }
+      if (r.done) { finished = true; return r.value; }
+      if (r.value) { throwIfBackendFailed(); continue; }
       input = undefined;
       await yieldToEvents();
       throwIfCancelled(hooks);
