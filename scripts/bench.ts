@@ -23,6 +23,11 @@
 //                                       is busy with other work) reuses them
 //   BENCH_ROOT=dir                      the repository (for test/reference and bench-results/) when the bundle is
 //                                       not at out/bench/bench.js
+//   BENCH_GPU_MEMORY=20                 our GPU budget in GiB (--gpu-memory, domlora.gpuMemoryGiB) on webgpu
+//
+// `npm run bench:big` = BENCH_ONLY=big15,big8: models as big as users fine-tune, ours only, the estimate beside the
+// measurement: (f) Qwen2.5-1.5B shapes, BF16, PAGE over 2 x 256 tokens; (g) Llama-3.1-8B shapes (untied, 128k
+// vocabulary), BF16, a 16 GB file written to the temp folder and deleted after, PAGE over 2 x 256 tokens.
 //
 // Every measurement runs in its own child process, so its peak resident memory (maxRSS, model load included) is
 // its own. Times exclude model loading. The PyTorch side uses /usr/bin/python3 (Debian's torch + OpenBLAS),
@@ -46,6 +51,11 @@ const LARGE_SHAPE: SynthShape = TINY
   ? { arch: 'qwen2', hiddenSize: 64, intermediateSize: 128, layers: 2, heads: 4, kvHeads: 2, vocabSize: 1024, tied: true, seed: 5, dtype: 'BF16', embedStd: 0.02 }
   : { arch: 'qwen2', hiddenSize: 896, intermediateSize: 4864, layers: 24, heads: 14, kvHeads: 2, vocabSize: 151936, tied: true, seed: 5, dtype: 'BF16', embedStd: 0.02, init: 'uniform' };
 /** Qwen2.5-1.5B's shapes: 1.54B parameters, 3.1 GB in BF16 on disk, 6.2 GB in f32 (its embedding alone 933 MB). */
+/** Llama-3.1-8B's shapes: 32 layers, hidden 4096, intermediate 14336, 32 heads / 8 kv heads, vocab 128256, untied. */
+const LLAMA8B_SHAPE: SynthShape = TINY
+  ? { hiddenSize: 64, intermediateSize: 224, layers: 2, heads: 4, kvHeads: 2, vocabSize: 2048, tied: false, seed: 8, dtype: 'BF16', embedStd: 0.02, init: 'uniform' }
+  : { hiddenSize: 4096, intermediateSize: 14336, layers: 32, heads: 32, kvHeads: 8, vocabSize: 128256, tied: false, seed: 8, dtype: 'BF16', embedStd: 0.02, init: 'uniform',
+    config: { max_position_embeddings: 131072, rope_theta: 500000 } };
 const QWEN15_SHAPE: SynthShape = TINY
   ? { arch: 'qwen2', hiddenSize: 64, intermediateSize: 192, layers: 2, heads: 4, kvHeads: 2, vocabSize: 1024, tied: true, seed: 15, dtype: 'BF16', embedStd: 0.02 }
   : { arch: 'qwen2', hiddenSize: 1536, intermediateSize: 8960, layers: 28, heads: 12, kvHeads: 2, vocabSize: 151936, tied: true, seed: 15, dtype: 'BF16', embedStd: 0.02, init: 'uniform' };
@@ -57,7 +67,7 @@ const BACKEND = (process.env.BENCH_BACKEND || 'wasm') as Backend;
 if (!BACKENDS.includes(BACKEND)) throw new Error(`BENCH_BACKEND must be one of ${BACKENDS.join(', ')}, got ${BACKEND}`);
 /** Extra arguments for bench_torch.py: none unless BENCH_TORCH_DEVICE is set, so the default run is unchanged. */
 const TORCH_DEVICE_ARGS = process.env.BENCH_TORCH_DEVICE ? ['--device', process.env.BENCH_TORCH_DEVICE] : [];
-const ROWS = ['page', 'train-dom', 'train-vanilla', 'large', 'qwen15'];
+const ROWS = ['page', 'train-dom', 'train-vanilla', 'large', 'qwen15', 'big15', 'big8'];
 const ONLY = new Set((process.env.BENCH_ONLY || 'page,train-dom,train-vanilla,large').split(',').map((x) => x.trim()).filter(Boolean));
 for (const r of ONLY) if (!ROWS.includes(r)) throw new Error(`BENCH_ONLY: unknown row ${r} (rows: ${ROWS.join(', ')})`);
 const CHILD_TIMEOUT_S = Number(process.env.BENCH_CHILD_TIMEOUT_S) || 0;
@@ -79,8 +89,10 @@ async function childProbe(modelDir: string, data: string, records: number): Prom
   const stamps: number[] = [];
   let t = Date.now();
   let backend = '';
-  const out = await runProbe({ modelDir, data, samples: records, seqLen: SEQ_LEN, rank: RANK, alpha: ALPHA, backend: BACKEND, bootstrap: 50 }, {
-    log: (_lvl, msg) => { if (msg.startsWith('backend:')) backend = msg; },
+  let estimate = '';
+  const gpuMemoryGiB = Number(process.env.BENCH_GPU_MEMORY) || undefined;
+  const out = await runProbe({ modelDir, data, samples: records, seqLen: SEQ_LEN, rank: RANK, alpha: ALPHA, backend: BACKEND, bootstrap: 50, gpuMemoryGiB }, {
+    log: (_lvl, msg) => { if (msg.startsWith('backend:')) backend = msg; if (msg.startsWith('estimate on')) estimate = msg; },
     onProgress: (p) => {
       if (p.phase === 'tokenize') t = Date.now();
       if (p.phase === 'probe') { const now = Date.now(); stamps.push((now - t) / 1000); t = now; }
@@ -88,7 +100,7 @@ async function childProbe(modelDir: string, data: string, records: number): Prom
   });
   return {
     seconds: out.report.timings.probeSeconds, loadSeconds: out.report.timings.loadSeconds, perRecordSeconds: stamps,
-    records: out.report.config.samples, loss: out.report.meanLoss, backend, peakRssMB: peakMB(),
+    records: out.report.config.samples, loss: out.report.meanLoss, backend, estimate, peakRssMB: peakMB(),
   };
 }
 
@@ -155,12 +167,14 @@ function failureText(text: string): string {
 
 /** The random models the rows run on, and their pre-tokenized records. */
 interface ModelSpec { dir: string; data: string; shape: SynthShape; n: number; tokens: number; seed: number }
-const MODELS: Record<'smollm' | 'large' | 'qwen15', ModelSpec> = {
+const MODELS: Record<'smollm' | 'large' | 'qwen15' | 'llama8b', ModelSpec> = {
   smollm: { dir: 'smollm135-random', data: 'records.jsonl', shape: SHAPE, n: N_RECORDS, tokens: TOKENS, seed: 7 },
   large: { dir: 'qwen2.5-0.5b-random', data: 'records-large.jsonl', shape: LARGE_SHAPE, n: LARGE_RECORDS, tokens: LARGE_TOKENS, seed: 11 },
   qwen15: { dir: 'qwen2.5-1.5b-random', data: 'records-qwen15.jsonl', shape: QWEN15_SHAPE, n: LARGE_RECORDS, tokens: LARGE_TOKENS, seed: 13 },
+  llama8b: { dir: 'llama-3.1-8b-random', data: 'records-llama8b.jsonl', shape: LLAMA8B_SHAPE, n: LARGE_RECORDS, tokens: LARGE_TOKENS, seed: 17 },
 };
-const modelOfRow = (row: string): keyof typeof MODELS => (row === 'large' || row === 'qwen15' ? row : 'smollm');
+const modelOfRow = (row: string): keyof typeof MODELS =>
+  (row === 'large' || row === 'qwen15' ? row : row === 'big15' ? 'qwen15' : row === 'big8' ? 'llama8b' : 'smollm');
 const MODELS_DIR = process.env.BENCH_MODELS ? path.resolve(process.env.BENCH_MODELS) : undefined;
 
 const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
@@ -309,6 +323,21 @@ async function parent(): Promise<void> {
     dropModel(q.dir);
   }
 
+  // (f), (g): models as big as users fine-tune, ours only, with the plan the estimate chose.
+  const big: Record<string, Json> = {};
+  for (const [row, key, label] of [['big15', 'qwen15', 'Qwen2.5-1.5B shapes (1.54B parameters)'], ['big8', 'llama8b', 'Llama-3.1-8B shapes (8.03B parameters, untied)']] as const) {
+    if (!ONLY.has(row)) continue;
+    const m = await ensureModel(key, tmp);
+    if (m.skipped) { big[row] = { error: m.skipped }; continue; }
+    const bytes = fs.statSync(path.join(m.dir, 'model.safetensors')).size;
+    console.log(`(${row === 'big15' ? 'f' : 'g'}) ${TINY ? 'TINY ' : ''}${label}, BF16 (${(bytes / 2 ** 30).toFixed(1)} GiB file, ${m.reused ? 'reused' : 'written'} in ${m.seconds.toFixed(0)} s), ` +
+      `PAGE probe of ${LARGE_RECORDS} records x ${LARGE_TOKENS} tokens on ${BACKEND}`);
+    big[row] = runChild('ours   ', process.execPath, [self, 'child', 'probe', m.dir, m.data, String(LARGE_RECORDS)]);
+    big[row].fileBytes = bytes;
+    if (big[row].estimate) console.log(`          ${String(big[row].estimate)}`);
+    dropModel(m.dir);
+  }
+
   const ratio = (a: unknown, b: unknown) => (typeof a === 'number' && typeof b === 'number' && b > 0 ? a / b : null);
   const rows: Json[] = [];
   console.log('\n| job | ours s | PyTorch s | ours/PyTorch | ours peak MB | PyTorch peak MB | mem ratio |');
@@ -334,6 +363,10 @@ async function parent(): Promise<void> {
     console.log(`(d) 0.5B model on ${BACKEND}: PAGE over ${LARGE_RECORDS} x ${LARGE_TOKENS} tokens in ${Number(large.seconds).toFixed(1)} s ` +
       `(load ${Number(large.loadSeconds).toFixed(1)} s), peak RSS ${Number(large.peakRssMB).toFixed(0)} MB of ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB; ${String(large.backend)}`);
   }
+  for (const [row, r] of Object.entries(big)) {
+    console.log(r.error ? `(${row}) FAILED: ${String(r.error)}` : `(${row}) ${row === 'big8' ? '8B' : '1.5B'} model on ${BACKEND}: PAGE over ${LARGE_RECORDS} x ${LARGE_TOKENS} tokens in ` +
+      `${Number(r.seconds).toFixed(1)} s (load ${Number(r.loadSeconds).toFixed(1)} s), peak RSS ${Number(r.peakRssMB).toFixed(0)} MB; ${String(r.estimate)}`);
+  }
   const outDir = path.join(root, 'bench-results');
   fs.mkdirSync(outDir, { recursive: true });
   const file = path.join(outDir, 'bench.json');
@@ -343,7 +376,7 @@ async function parent(): Promise<void> {
     shape: SHAPE, records, tokens: TOKENS, batch: BATCH, rank: RANK, alpha: ALPHA, domTarget: DOM_TARGET,
     note: records < N_RECORDS ? `PAGE over ${records} of ${N_RECORDS} records` : undefined,
     summary: rows, raw: res, large: large ? { shape: LARGE_SHAPE, records: LARGE_RECORDS, tokens: LARGE_TOKENS, ...large } : undefined,
-    qwen15: res.qwen15 ? { shape: QWEN15_SHAPE, records: LARGE_RECORDS, tokens: LARGE_TOKENS } : undefined, totalSeconds: (Date.now() - t0) / 1000,
+    qwen15: res.qwen15 ? { shape: QWEN15_SHAPE, records: LARGE_RECORDS, tokens: LARGE_TOKENS } : undefined, big, totalSeconds: (Date.now() - t0) / 1000,
   }, null, 1) + '\n');
   console.log(`\nwrote ${path.relative(process.cwd(), file)} (total ${((Date.now() - t0) / 1000).toFixed(0)} s)`);
   if (!process.env.BENCH_KEEP) fs.rmSync(tmp, { recursive: true, force: true });

@@ -21,12 +21,13 @@ Usage:
   domlora make-demo-model DIR [--data FILE]
   domlora demo [--dir demo-output]
 
-Common flags: --backend auto|tensorflow|webgpu|wasm|cpu, --threads N, --quiet.
+Common flags: --backend auto|tensorflow|webgpu|wasm|cpu, --gpu-memory GiB (the GPU budget webgpu jobs plan for; 8), --threads N,
+--quiet.
 Progress goes to stderr, results to stdout; with --json the last line of stdout is one JSON object.`;
 
 
 const common = {
-  json: { type: 'boolean' }, backend: { type: 'string' }, quiet: { type: 'boolean' }, threads: { type: 'string' },
+  json: { type: 'boolean' }, backend: { type: 'string' }, quiet: { type: 'boolean' }, threads: { type: 'string' }, 'gpu-memory': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 

@@ -46,6 +46,7 @@ export const evaluate: Command = async (argv, c) => {
   const r = await runEval({
     modelDir: oneModel(a.positionals), data: required(a.values.data, 'data'), adapter: a.values.adapter,
     seqLen: num(a.values['seq-len'], 'seq-len', true), maxSamples: num(a.values['max-samples'], 'max-samples', true), backend: backendOf(a.values.backend),
+    gpuMemoryGiB: num(a.values['gpu-memory'], 'gpu-memory'),
   }, hooksOf(a.values, c));
   const { losses, ...summary } = r;
   emit(Boolean(a.values.json), a.values['per-record'] ? r : summary, () =>
@@ -82,7 +83,7 @@ export const probe: Command = async (argv, c) => {
     modelDir: oneModel(a.positionals), data: required(a.values.data, 'data'), samples: num(a.values.samples, 'samples', true),
     seqLen: num(a.values['seq-len'], 'seq-len', true), rank: num(a.values.rank, 'rank', true), alpha: num(a.values.alpha, 'alpha'),
     seed: num(a.values.seed, 'seed', true), out: a.values.out, untilStable: Boolean(a.values['until-stable']), sampling,
-    bootstrap: num(a.values.bootstrap, 'bootstrap', true), backend: backendOf(a.values.backend),
+    bootstrap: num(a.values.bootstrap, 'bootstrap', true), backend: backendOf(a.values.backend), gpuMemoryGiB: num(a.values['gpu-memory'], 'gpu-memory'),
   }, hooksOf(a.values, c));
   const cmp = compareTo ? compareReports(report, compareTo) : undefined;
   emit(Boolean(a.values.json), cmp ? { ...report, comparison: cmp } : report, () => {
@@ -118,7 +119,7 @@ export const train: Command = async (argv, c) => {
     seqLen: num(a.values['seq-len'], 'seq-len', true), evalData: a.values['eval-data'], evalSplit: num(a.values['eval-split'], 'eval-split'),
     evalEvery: num(a.values['eval-every'], 'eval-every', true), seed: num(a.values.seed, 'seed', true),
     out: a.values.out ?? a.values.resume ?? path.join(path.dirname(path.resolve(modelDir)), `${path.basename(path.resolve(modelDir))}-${preset}-adapter`),
-    resume: a.values.resume, force: Boolean(a.values.force), backend: backendOf(a.values.backend),
+    resume: a.values.resume, force: Boolean(a.values.force), backend: backendOf(a.values.backend), gpuMemoryGiB: num(a.values['gpu-memory'], 'gpu-memory'),
     checkpointEvery: num(a.values['checkpoint-every'], 'checkpoint-every', true), warmupSteps: num(a.values['warmup-steps'], 'warmup-steps', true),
     weightDecay: num(a.values['weight-decay'], 'weight-decay'), maxSamples: num(a.values['max-samples'], 'max-samples', true),
   }, hooksOf(a.values, c));

@@ -193,7 +193,7 @@ export const runProbe: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: 
   const out = opts.out ?? ctx.store.newReportPath(modelDir);
   const params: ProbeParams = {
     modelDir, data, out, samples: opts.samples ?? settings.samples, seqLen: opts.seqLen ?? settings.seqLen,
-    rank: settings.rank, alpha: settings.alpha, backend: settings.backend,
+    rank: settings.rank, alpha: settings.alpha, backend: settings.backend, gpuMemoryGiB: settings.gpuMemoryGiB,
   };
   ctx.models.setJob(modelDir, { kind: 'probe' });
   try {
@@ -252,7 +252,7 @@ export const train: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: Tra
   const steps = opts.steps ?? settings.steps;
   const params: TrainParams = {
     modelDir, data, preset, out, rank: settings.rank, alpha: settings.alpha, lr: settings.learningRate, steps,
-    backend: settings.backend, seqLen: settings.seqLen,
+    backend: settings.backend, gpuMemoryGiB: settings.gpuMemoryGiB, seqLen: settings.seqLen,
     ...(targets ? { targets } : {}),
     ...(rep ? { fromReport: rep.path } : {}),
   };

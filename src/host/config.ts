@@ -17,10 +17,13 @@ export interface Settings {
   dataset?: string;
   /** Absolute path of the folder trained adapters go to, or undefined for the model's `.domlora` folder. */
   adapterDirectory?: string;
+  /** The GPU memory budget (GiB) the engine plans webgpu jobs for. */
+  gpuMemoryGiB: number;
 }
 
 export const SETTING_DEFAULTS = {
   backend: 'auto', rank: 8, alpha: 16, samples: 32, seqLen: 512, learningRate: 1e-3, steps: 100, dataset: '', adapterDirectory: '',
+  gpuMemoryGiB: 8,
 } as const;
 
 /** Resolves a leading `~`, `${workspaceFolder}` and relative paths (against the folder that owns the setting, or the first one). */
@@ -55,5 +58,6 @@ export function readSettings(scope?: vscode.Uri): Settings {
     steps: positive(c.get('steps'), SETTING_DEFAULTS.steps, true),
     dataset: resolveSettingPath(c.get<string>('dataset', ''), scope),
     adapterDirectory: resolveSettingPath(c.get<string>('adapterDirectory', ''), scope),
+    gpuMemoryGiB: positive(c.get('gpuMemoryGiB'), SETTING_DEFAULTS.gpuMemoryGiB, false),
   };
 }

@@ -9,17 +9,19 @@ export type BackendChoice = Backend | 'auto';
 export interface InfoParams { modelDir: string; rank?: number }
 export interface EvalParams {
   modelDir: string; data: string; adapter?: string; seqLen?: number; maxSamples?: number; backend?: BackendChoice;
+  /** The GPU memory budget in GiB (webgpu does not report it); the engine's default when absent. */
+  gpuMemoryGiB?: number;
 }
 export interface ProbeParams {
   modelDir: string; data: string; samples?: number; seqLen?: number; rank?: number; alpha?: number; seed?: number;
-  backend?: BackendChoice; out?: string; untilStable?: boolean; stabilityThreshold?: number; bootstrap?: number;
+  backend?: BackendChoice; gpuMemoryGiB?: number; out?: string; untilStable?: boolean; stabilityThreshold?: number; bootstrap?: number;
   sampling?: 'first' | 'random';
 }
 export interface TrainParams {
   modelDir: string; data: string; targets?: string[]; fromReport?: string; preset?: 'domlora' | 'vanilla';
   rank?: number; alpha?: number; lr?: number; steps?: number; epochs?: number; batchSize?: number; gradAccum?: number;
   seqLen?: number; evalData?: string; evalSplit?: number; evalEvery?: number; seed?: number; out: string;
-  resume?: string; force?: boolean; backend?: BackendChoice; checkpointEvery?: number; warmupSteps?: number;
+  resume?: string; force?: boolean; backend?: BackendChoice; gpuMemoryGiB?: number; checkpointEvery?: number; warmupSteps?: number;
   weightDecay?: number; maxSamples?: number;
   /** Keep the outputs of the frozen layers below the lowest adapter across epochs (default true). */
   cacheLowerLayers?: boolean;

@@ -25,14 +25,21 @@ const llama = (h: number, i: number, l: number, heads: number, kv: number, v: nu
   model_type: 'llama', hidden_size: h, intermediate_size: i, num_hidden_layers: l, num_attention_heads: heads, num_key_value_heads: kv,
   vocab_size: v, tie_word_embeddings: true });
 
-test('a SmolLM-135M-shaped probe fits the wasm heap; an 8B model does not, and the refusal names what would fit', () => {
+test('a SmolLM-135M-shaped probe fits the wasm heap resident; an 8B model runs layer-major from the files; a 405B layer does not fit, and the refusal names what would', () => {
   const small = estimateJob({ cfg: llama(576, 1536, 30, 9, 3, 49152), backend: 'wasm', threads: 2, tokensPerRecord: 512, backwardPasses: 8 });
   assert.ok(small.fits, small.note);
+  assert.equal(small.schedule, 'record-major');
   assert.ok(small.heapBytes > 1e9 && small.heapBytes < 0.9 * 4 * 1024 ** 3, `${small.heapBytes}`);
   assert.ok(small.seconds > 1 && small.seconds < 600);
-  const big = estimateJob({ cfg: llama(4096, 14336, 32, 32, 8, 128256), backend: 'wasm', threads: 2, tokensPerRecord: 512, backwardPasses: 32 });
-  assert.equal(big.fits, false);
-  assert.throws(() => assertFits(big, 'wasm'), (e: unknown) => e instanceof DomLoraError && e.code === 'bad-input' && /4 GiB/.test(e.message) && /--backend tensorflow/.test(e.message));
+  // Llama-3.1-8B's shapes (untied, 128k vocabulary): one layer, one layout, the vocabulary in parts.
+  const big = estimateJob({ cfg: { ...llama(4096, 14336, 32, 32, 8, 128256), tieWordEmbeddings: false }, backend: 'wasm', threads: 2,
+    tokensPerRecord: 256, backwardPasses: 2, recordsPerPass: 2, storedBytes: 2 });
+  assert.ok(big.fits, big.note);
+  assert.deepEqual([big.stream, big.streamVocab, big.bothLayouts, big.schedule, big.groupSize, big.weightMoves], [true, true, false, 'layer-major', 2, 2]);
+  assert.ok(big.heapBytes < 0.9 * 4 * 1024 ** 3);
+  const huge = estimateJob({ cfg: llama(16384, 53248, 126, 128, 8, 128256), backend: 'wasm', threads: 2, tokensPerRecord: 512, backwardPasses: 32 });
+  assert.equal(huge.fits, false);
+  assert.throws(() => assertFits(huge, 'wasm'), (e: unknown) => e instanceof DomLoraError && e.code === 'bad-input' && /4 GiB/.test(e.message) && /--backend tensorflow/.test(e.message));
   // More tokens, more activations; DomLoRA's lowest layer keeps fewer layers' activations (a model that stays resident).
   const mid = llama(256, 768, 12, 4, 2, 32000);
   const base = estimateJob({ cfg: mid, backend: 'wasm', threads: 1, tokensPerRecord: 512, backwardPasses: 8 });
@@ -55,7 +62,7 @@ test('a SmolLM-135M-shaped probe fits the wasm heap; an 8B model does not, and t
   assert.equal(mixed.activationBytes, longer.activationBytes);
   assert.ok(mixed.seconds < longer.seconds / 3);
   // The refusal names the model folder.
-  assert.throws(() => assertFits(big, 'wasm', '/models/llama-8b'), (e: unknown) => e instanceof DomLoraError && e.file === '/models/llama-8b');
+  assert.throws(() => assertFits(huge, 'wasm', '/models/llama-405b'), (e: unknown) => e instanceof DomLoraError && e.file === '/models/llama-405b');
 });
 
 // ---- activation bytes against what the engine really holds, architecture by architecture ----------------------

@@ -6,21 +6,31 @@ import { requireUsable, tokenizeDataset, TokenizedRecord } from '../data/tokeniz
 import { JobHooks, eta, runStepsAsync, throwIfCancelled, yieldToEvents } from '../runtime/jobs';
 import { openJob, loadForJob, recordLengths } from '../runtime/setup';
 import type { Decoder } from '../model/decoder';
+import { lossLayerMajor } from '../model/schedule';
 import type { LoraAdapter } from '../model/types';
 import { readAdapterFiles, uploadAdapter } from '../export/peft';
 import { disposeAdapter } from '../model/lora';
 
-export async function evalRecords(model: Decoder, records: TokenizedRecord[], adapters?: Map<string, LoraAdapter>, hooks: JobHooks = {}): Promise<{ losses: number[]; tokens: number }> {
+/**
+ * Each record's loss, forward only: record by record, or, when the model's layers are read from the files, in groups
+ * of `groupSize` records per layer-major pass (each layer read once per group).
+ */
+export async function evalRecords(model: Decoder, records: TokenizedRecord[], adapters?: Map<string, LoraAdapter>, hooks: JobHooks = {},
+  groupSize = 8): Promise<{ losses: number[]; tokens: number }> {
   const losses: number[] = [];
   let tokens = 0;
   const t0 = Date.now();
-  for (let i = 0; i < records.length; i++) {
+  const group = model.plan.streamLayers ? Math.max(1, groupSize) : 1;
+  for (let i = 0; i < records.length; i += group) {
     await yieldToEvents();
     throwIfCancelled(hooks);
-    const r = await runStepsAsync(model.recordLossSteps(records[i].inputIds, records[i].lossMask, adapters), hooks);
-    losses.push(r.loss);
-    tokens += r.tokens;
-    hooks.onProgress?.({ phase: 'eval', done: i + 1, total: records.length, loss: losses.reduce((a, b) => a + b, 0) / losses.length, etaSeconds: eta(t0, i + 1, records.length) });
+    const recs = records.slice(i, i + group);
+    const passes = recs.length === 1
+      ? [await runStepsAsync(model.recordLossSteps(recs[0].inputIds, recs[0].lossMask, adapters), hooks)]
+      : await runStepsAsync(lossLayerMajor(model, recs.map((r) => ({ ids: r.inputIds, mask: r.lossMask })), adapters), hooks);
+    for (const r of passes) { losses.push(r.loss); tokens += r.tokens; }
+    const done = losses.length;
+    hooks.onProgress?.({ phase: 'eval', done, total: records.length, loss: losses.reduce((a, b) => a + b, 0) / done, etaSeconds: eta(t0, done, records.length) });
   }
   return { losses, tokens };
 }
@@ -33,12 +43,13 @@ export async function runEval(params: EvalParams, hooks: JobHooks = {}): Promise
   requireUsable(tok, seqLen, ds.file);
   // The adapter is read and checked against the model before any weight is loaded.
   const adapterFiles = params.adapter ? readAdapterFiles(params.adapter, job.folder) : undefined;
-  const { model } = loadForJob(job, { ...recordLengths(tok.records), backwardPasses: 0, forwardPasses: tok.records.length, taps: 'none' }, hooks);
+  const { model, estimate } = loadForJob(job, { ...recordLengths(tok.records), backwardPasses: 0, forwardPasses: tok.records.length, taps: 'none',
+    recordsPerPass: tok.records.length, gpuMemoryGiB: params.gpuMemoryGiB }, hooks);
   const { backend } = job;
   let adapters: Map<string, LoraAdapter> | undefined;
   try {
     if (adapterFiles) adapters = uploadAdapter(adapterFiles).adapters;
-    const { losses, tokens } = await evalRecords(model, tok.records, adapters, hooks);
+    const { losses, tokens } = await evalRecords(model, tok.records, adapters, hooks, estimate.groupSize);
     return {
       meanLoss: losses.reduce((a, b) => a + b, 0) / losses.length, samples: losses.length, tokens, skipped: tok.skipped,
       backend: backend.backend, losses, ...(params.adapter ? { adapter: params.adapter } : {}),

@@ -97,19 +97,29 @@ function validateEntry(file: string, name: string, value: unknown, dataLen: numb
 export function readTensorF32(header: SafetensorsHeader, name: string): Float32Array {
   const entry = header.tensors.get(name);
   if (!entry) throw badInput(`tensor "${name}" not found`, header.file);
-  const bytes = Buffer.alloc(entry.end - entry.begin);
+  return readElementsF32(header, entry, 0, entry.shape.reduce((a, b) => a * b, 1));
+}
+
+/**
+ * Elements [first, first + count) of a tensor (row-major) as float32, read straight from the file: a pass that needs a
+ * layer, or a few rows of an embedding, reads just those bytes, and the OS page cache does the caching.
+ */
+export function readElementsF32(header: SafetensorsHeader, entry: TensorEntry, first: number, count: number): Float32Array {
+  const size = DTYPE_BYTES[entry.dtype];
+  const bytes = Buffer.alloc(count * size);
   const fd = fs.openSync(header.file, 'r');
   try {
     let done = 0;
+    const at = header.dataStart + entry.begin + first * size;
     while (done < bytes.length) {
-      const n = fs.readSync(fd, bytes, done, bytes.length - done, header.dataStart + entry.begin + done);
-      if (n <= 0) throw badInput(`unexpected end of file while reading "${name}"`, header.file);
+      const n = fs.readSync(fd, bytes, done, bytes.length - done, at + done);
+      if (n <= 0) throw badInput(`unexpected end of file while reading "${entry.name}"`, header.file);
       done += n;
     }
   } finally {
     fs.closeSync(fd);
   }
-  return toF32(bytes, entry.dtype, header.file, name);
+  return toF32(bytes, entry.dtype, header.file, entry.name);
 }
 
 function toF32(bytes: Buffer, dtype: Dtype, file: string, name: string): Float32Array {
@@ -300,13 +310,33 @@ export class WeightStore {
 
   /** Reads one tensor as float32, checking its shape when `shape` is given. */
   read(name: string, shape?: number[]): Float32Array {
+    const h = this.check(name, shape);
+    return readTensorF32(h, name);
+  }
+
+  /** Rows [start, start + count) of a 2-D tensor as float32 [count, cols]. */
+  readRows(name: string, start: number, count: number): Float32Array {
+    const h = this.check(name);
+    const e = h.tensors.get(name)!;
+    const cols = e.shape.slice(1).reduce((a, b) => a * b, 1);
+    if (start < 0 || start + count > e.shape[0]) throw badInput(`rows ${start}..${start + count} of "${name}" are outside its ${e.shape[0]} rows`, h.file);
+    return readElementsF32(h, e, start * cols, count * cols);
+  }
+
+  /** The tensor's header, its shape checked against `shape` when given, without reading its data. */
+  check(name: string, shape?: number[]): SafetensorsHeader {
     const h = this.headers.get(name);
     if (!h) throw badInput(`the weights have no tensor "${name}"`, this.dir);
     const e = h.tensors.get(name)!;
     if (shape && (e.shape.length !== shape.length || e.shape.some((d, i) => d !== shape[i]))) {
       throw badInput(`tensor "${name}" has shape [${e.shape.join(', ')}], but config.json implies [${shape.join(', ')}]`, h.file);
     }
-    return readTensorF32(h, name);
+    return h;
+  }
+
+  /** Bytes per element of the dtype most tensors are stored in (2 for BF16/F16). */
+  get dtypeBytes(): number {
+    return DTYPE_BYTES[this.dtype as Dtype] ?? 4;
   }
 
   /** The storage dtype most tensors use (for reporting). */

@@ -15,9 +15,10 @@ import type { ModelConfig } from '../hf/config';
 import { parseModuleName } from '../hf/modules';
 import type { WeightStore } from '../hf/safetensors';
 import { archOf } from '../arch/registry';
+import { attentionShape } from '../runtime/backend';
 import { badInput } from '../runtime/errors';
 import { runSteps, Steps } from '../runtime/jobs';
-import { embedTokens, headLossSteps, logitsAt, type HeadPass } from './head';
+import { embedTokens, headLossManySteps, headLossSteps, logitsAt, type HeadItem, type HeadPass } from './head';
 import { disposeCache, layerBackward, layerForward, type LayerCache } from './layer';
 import { RopeTables } from './rope';
 import { MaskTables } from './tables';
@@ -33,7 +34,7 @@ export class Decoder {
   private constructor(readonly cfg: ModelConfig, private readonly weights: LoadedWeights, opts: ModelOptions) {
     const { kinds, roles } = archOf(cfg.modelType).modules;
     this.kinds = kinds;
-    this.ctx = { cfg, roles, rope: new RopeTables(cfg), masks: new MaskTables(cfg.numHeads / cfg.numKvHeads) };
+    this.ctx = { cfg, roles, rope: new RopeTables(cfg), masks: new MaskTables(cfg.numHeads / cfg.numKvHeads), attention: attentionShape() };
     this.residency = new Residency(weights);
     this.checkpoint = Boolean(opts.stream || opts.checkpoint);
   }
@@ -68,6 +69,18 @@ export class Decoder {
     return this.residency.withLayer(l, (L) => layerBackward(this.ctx, this.kinds, L, l, dy, cache, ctx));
   }
 
+  /** Layer l's weights on the backend until the returned release is called (streamed weights upload once). */
+  holdLayer(l: number): () => void {
+    this.residency.acquire(l);
+    let held = true;
+    return () => { if (held) { held = false; this.residency.release(l); } };
+  }
+
+  /** Whether the layers and the vocabulary tables stay on the backend, or are read from the files when used. */
+  get plan(): { streamLayers: boolean; streamVocab: boolean } {
+    return { streamLayers: Boolean(this.weights.source), streamVocab: !this.weights.head.resident };
+  }
+
   static disposeCache(c: LayerCache): void {
     disposeCache(c);
   }
@@ -91,6 +104,11 @@ export class Decoder {
 
   headLossSteps(hidden: tf.Tensor2D, ids: number[], mask: number[], wantGrad: boolean): Steps<HeadPass> {
     return headLossSteps(this.cfg, this.weights, hidden, ids, mask, wantGrad);
+  }
+
+  /** The head of many records at once, the vocabulary's parts in the outer loop (head.ts headLossManySteps). */
+  headLossManySteps(items: HeadItem[], wantGrad: boolean): Steps<HeadPass[]> {
+    return headLossManySteps(this.cfg, this.weights, items, wantGrad);
   }
 
   // ---- whole-record passes ------------------------------------------------------------------------------------

@@ -51,6 +51,8 @@ export interface BackwardContext {
   needInputGrad?: boolean;
   /** The module kinds of the lowest layer that must be reached (tapped or trained); the rest of it is skipped. */
   lowestKinds?: string[];
+  /** Called after each layer's backward of this record (a tap drops what it kept for that layer). */
+  afterLayer?(): void;
 }
 
 export interface RecordPass {
@@ -68,6 +70,8 @@ export interface LayerContext {
   roles: Readonly<import('../arch/types').ArchRoles>;
   rope: import('./rope').RopeTables;
   masks: import('./tables').MaskTables;
+  /** The shape of the attention products: `grouped` 2-D matmuls per key/value group (wasm), `batched` (a GPU). */
+  attention: import('../runtime/backend').AttentionShape;
 }
 
 /**

@@ -8,8 +8,10 @@ import type { ModelConfig } from '../hf/config';
 import { moduleName, moduleShape, storedName } from '../hf/modules';
 import type { WeightStore } from '../hf/safetensors';
 import { archOf } from '../arch/registry';
-import type { EndWeights, VocabPart } from './head';
+import type { EndWeights } from './head';
+import { ResidentVocab, StreamedVocab, type Vocab } from './vocab';
 import { maxBindingBytes } from '../runtime/backend';
+import { STREAMED_PART_BYTES } from '../runtime/estimate';
 import { normTensors } from './norm';
 import type { LayerWeights, Linear, Norm } from './types';
 
@@ -17,18 +19,25 @@ export interface ModelOptions {
   /** Keep weights in both layouts (2x memory, faster backward). Default true. */
   keepBothLayouts?: boolean;
   /**
-   * Keep the decoder layers' weights outside the backend's memory (in JS arrays) and upload one layer at a time,
-   * with activation checkpointing: how a model larger than the 4 GiB wasm heap still runs on wasm.
+   * Leave the decoder layers' weights in the weight files and upload one layer at a time, when a pass needs it, with
+   * activation checkpointing: how a model larger than the 4 GiB wasm heap still runs on wasm.
    */
   stream?: boolean;
+  /** Leave the embedding and the head in the weight files too (read by rows, uploaded a part at a time). */
+  streamVocab?: boolean;
   /** Keep only each layer's input in the forward pass and recompute the layer in backward (implied by stream). */
   checkpoint?: boolean;
 }
 
-/** A streamed linear's weights while they are not on the backend: the stored layout, as read. */
-interface HostLinear { data: Float32Array; storedAsInOut: boolean }
+/** Where a streamed layer's linears are read from: the weight files, by stored name, in the stored layout. */
+interface LayerSource { store: WeightStore; weightName: Map<string, string>; storedAsInOut: boolean; bothLayouts: boolean }
 
-export interface LoadedWeights extends EndWeights { layers: LayerWeights[]; host?: Map<string, HostLinear>[] }
+export interface LoadedWeights extends EndWeights { layers: LayerWeights[]; source?: LayerSource }
+
+/** Rows of a vocabulary part: what one binding holds, and for a streamed table at most STREAMED_PART_BYTES at a time. */
+function partRows(H: number, streamed: boolean): number {
+  return Math.max(1, Math.floor(Math.min(maxBindingBytes(), streamed ? STREAMED_PART_BYTES : Infinity) / (4 * H)));
+}
 
 /** Loads weights tensor by tensor, checking every shape against the config. On a throw nothing stays uploaded. */
 export function loadWeights(cfg: ModelConfig, store: WeightStore, opts: ModelOptions = {}): LoadedWeights {
@@ -51,7 +60,6 @@ function loadInScope(cfg: ModelConfig, store: WeightStore, opts: ModelOptions): 
   const stream = Boolean(opts.stream);
   const arch = archOf(cfg.modelType);
   const { modules, tensors: names } = arch;
-  const host: Map<string, HostLinear>[] = [];
   const H = cfg.hiddenSize;
   const has = (name: string) => store.has(name);
   const key = (name: string) => storedName(has, name, cfg.modelType);
@@ -62,22 +70,22 @@ function loadInScope(cfg: ModelConfig, store: WeightStore, opts: ModelOptions): 
     if (cfg.normOffset) w = tf.tidy(() => { const o = tf.add(w, cfg.normOffset) as tf.Tensor1D; w.dispose(); return o; });
     return cfg.normType === 'layernorm' ? { w, b: t1(`${prefix}.bias`, n) } : { w };
   };
-  // The embedding and the head in parts the backend can bind (one part on CPU backends).
-  const partRows = Math.max(1, Math.min(cfg.vocabSize, Math.floor(maxBindingBytes() / (4 * H))));
-  const vocabParts = (name: string, withCols: boolean): VocabPart[] => {
-    const data = store.read(key(name), [cfg.vocabSize, H]);
-    const parts: VocabPart[] = [];
-    for (let start = 0; start < cfg.vocabSize; start += partRows) {
-      const n = Math.min(partRows, cfg.vocabSize - start);
-      const rows = tf.tensor2d(data.subarray(start * H, (start + n) * H), [n, H]);
-      parts.push({ start, rows, ...(withCols ? { cols: tf.transpose(rows) as tf.Tensor2D } : {}) });
-    }
-    return parts;
-  };
+  // The embedding and the head: in parts the backend can bind, resident or left in the files.
   const untied = !cfg.tieWordEmbeddings && store.has(names.head);
-  const embed = vocabParts(names.embed, !untied);
-  const head = untied ? vocabParts(names.head, true) : embed;
+  const rows = partRows(H, Boolean(opts.streamVocab));
+  let embed: Vocab, head: Vocab;
+  if (opts.streamVocab) {
+    store.check(key(names.embed), [cfg.vocabSize, H]);
+    if (untied) store.check(names.head, [cfg.vocabSize, H]);
+    embed = new StreamedVocab(store, key(names.embed), cfg.vocabSize, H, rows);
+    head = untied ? new StreamedVocab(store, names.head, cfg.vocabSize, H, rows) : embed;
+  } else {
+    const e = new ResidentVocab(store.read(key(names.embed), [cfg.vocabSize, H]), cfg.vocabSize, H, rows, false);
+    embed = e;
+    head = untied ? new ResidentVocab(store.read(names.head, [cfg.vocabSize, H]), cfg.vocabSize, H, rows, true) : ResidentVocab.tiedHead(e);
+  }
   const positions = names.positions ? t2(names.positions, [cfg.maxPositionEmbeddings, H]) : undefined;
+  const source: LayerSource | undefined = stream ? { store, weightName: new Map(), storedAsInOut: Boolean(modules.conv1d), bothLayouts: keepBoth } : undefined;
   const layers: LayerWeights[] = [];
   for (let l = 0; l < cfg.numLayers; l++) {
     const linears: Record<string, Linear> = {};
@@ -88,9 +96,11 @@ function loadInScope(cfg: ModelConfig, store: WeightStore, opts: ModelOptions): 
       const bias = has(key(biasName)) ? t1(biasName, dOut) : undefined;
       // Conv1D (GPT-2): y = x W + b with W stored [in, out]; nn.Linear stores [out, in].
       const shape: [number, number] = modules.conv1d ? [dIn, dOut] : [dOut, dIn];
-      if (stream) {
-        // Read now (shape-checked), upload later: the tensors exist only while the layer is acquired.
-        (host[l] ??= new Map()).set(kind, { data: store.read(key(`${name}.weight`), shape), storedAsInOut: Boolean(modules.conv1d) });
+      if (source) {
+        // Shape-checked now, read and uploaded only while the layer is acquired.
+        const stored = key(`${name}.weight`);
+        store.check(stored, shape);
+        source.weightName.set(name, stored);
         linears[kind] = { name, kind, dIn, dOut, wt: undefined as unknown as tf.Tensor2D, bias };
         continue;
       }
@@ -109,13 +119,12 @@ function loadInScope(cfg: ModelConfig, store: WeightStore, opts: ModelOptions): 
     });
   }
   const finalNorm = norm(names.finalNorm, H);
-  return { embed, head, finalNorm, positions, layers, ...(stream ? { host } : {}) };
+  return { embed, head, finalNorm, positions, layers, ...(source ? { source } : {}) };
 }
 
 /** Every weight tensor on the backend. */
 export function weightTensors(w: LoadedWeights): tf.Tensor[] {
-  const all = new Set<tf.Tensor>(normTensors(w.finalNorm));
-  for (const p of [...w.embed, ...w.head]) { all.add(p.rows); if (p.cols) all.add(p.cols); }
+  const all = new Set<tf.Tensor>([...normTensors(w.finalNorm), ...w.embed.tensors(), ...w.head.tensors()]);
   if (w.positions) all.add(w.positions);
   for (const L of w.layers) {
     for (const n of [L.inputNorm, L.preMlpNorm, L.attnOutNorm, L.mlpOutNorm, L.qNorm, L.kNorm]) if (n) for (const t of normTensors(n)) all.add(t);
@@ -141,17 +150,21 @@ export class Residency {
     }
   }
 
-  private acquire(l: number): LayerWeights {
+  /** Layer l's weights on the backend until the matching release(l); nested holds upload once. */
+  acquire(l: number): LayerWeights {
     const L = this.w.layers[l];
-    const host = this.w.host;
-    if (!host || this.holds[l] > 0) { if (host) this.holds[l]++; return L; }
+    const src = this.w.source;
+    if (!src || this.holds[l] > 0) { if (src) this.holds[l]++; return L; }
     try {
-      for (const [kind, h] of host[l]) {
-        const lin = L.linears[kind];
-        const stored = tf.tensor2d(h.data, h.storedAsInOut ? [lin.dIn, lin.dOut] : [lin.dOut, lin.dIn]);
+      for (const lin of Object.values(L.linears)) {
+        const shape: [number, number] = src.storedAsInOut ? [lin.dIn, lin.dOut] : [lin.dOut, lin.dIn];
+        // Read from the file in its stored dtype, converted to f32 for this layer only.
+        const stored = tf.tensor2d(src.store.read(src.weightName.get(lin.name)!, shape), shape);
         const other = tf.transpose(stored) as tf.Tensor2D;
-        lin.wt = h.storedAsInOut ? stored : other;
-        lin.w = h.storedAsInOut ? other : stored;
+        lin.wt = src.storedAsInOut ? stored : other;
+        lin.w = src.storedAsInOut ? other : stored;
+        // One layout when memory is short: the backward transposes wt per use (linear.ts).
+        if (!src.bothLayouts) { lin.w.dispose(); lin.w = undefined; }
       }
     } catch (err) {
       // A failed upload (out of memory) leaves nothing half-uploaded and the layer free to try again.
@@ -162,10 +175,10 @@ export class Residency {
     return L;
   }
 
-  private release(l: number): void {
-    if (!this.w.host || --this.holds[l] > 0) return;
+  release(l: number): void {
+    if (!this.w.source || --this.holds[l] > 0) return;
     for (const lin of Object.values(this.w.layers[l].linears)) {
-      tf.dispose([lin.wt, lin.w!]);
+      tf.dispose([lin.wt, lin.w].filter((t): t is tf.Tensor2D => Boolean(t)));
       lin.wt = undefined as unknown as tf.Tensor2D;
       lin.w = undefined;
     }

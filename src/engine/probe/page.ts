@@ -9,6 +9,7 @@ import type { ModuleSpec } from '../hf/modules';
 import type { TokenizedRecord } from '../data/tokenize';
 import { read, runSteps, type Steps, type Values } from '../runtime/jobs';
 import type { Decoder } from '../model/decoder';
+import { backwardLayerMajor } from '../model/schedule';
 import type { Linear } from '../model/types';
 
 export interface RecordPage { loss: number; tokens: number; sampled: Float64Array; expected: Float64Array }
@@ -26,22 +27,70 @@ export function* pageForRecordSteps(
   model: Decoder, rec: TokenizedRecord, modules: ModuleSpec[],
   aT: Map<string, tf.Tensor2D>, rank: number, scale: number, route: 'auto' | 'gram' | 'direct' = 'auto',
 ): Steps<RecordPage> {
-  const index = new Map(modules.map((m, i) => [m.name, i]));
-  const sampledT: tf.Scalar[] = new Array(modules.length);
-  const expectedT: tf.Scalar[] = new Array(modules.length);
-  const xGrams = new Map<number, tf.Tensor2D>(); // by input tensor id: q/k/v and gate/up share theirs
-  const tap = (lin: Linear, x: tf.Tensor2D, delta: tf.Tensor2D) => {
-    const i = index.get(lin.name);
+  const taps = new PageTaps(modules, aT, rank, scale, route);
+  const { lowestLayer, lowestKinds } = lowestOf(modules);
+  try {
+    const pass = yield* model.recordBackwardSteps(rec.inputIds, rec.lossMask, { tap: taps.tap, lowestKinds }, lowestLayer);
+    return { loss: pass.loss, tokens: pass.tokens, ...(yield* taps.values()) };
+  } finally {
+    taps.dispose();
+  }
+}
+
+/**
+ * PAGE of many records in one layer-major pass (model/schedule.ts): each layer's weights come to the backend once
+ * for all of them. What a model whose weights are streamed from the files uses; the values equal pageForRecordSteps'.
+ */
+export function* pageForRecordsSteps(
+  model: Decoder, recs: TokenizedRecord[], modules: ModuleSpec[], aT: Map<string, tf.Tensor2D>, rank: number, scale: number,
+): Steps<RecordPage[]> {
+  const taps = recs.map(() => new PageTaps(modules, aT, rank, scale, 'auto'));
+  const { lowestLayer, lowestKinds } = lowestOf(modules);
+  try {
+    const passes = yield* backwardLayerMajor(model, recs.map((r, n) => ({
+      ids: r.inputIds, mask: r.lossMask, ctx: { tap: taps[n].tap, lowestKinds, afterLayer: () => taps[n].endLayer() },
+    })), lowestLayer);
+    const out: RecordPage[] = [];
+    for (let n = 0; n < recs.length; n++) out.push({ loss: passes[n].loss, tokens: passes[n].tokens, ...(yield* taps[n].values()) });
+    return out;
+  } finally {
+    for (const t of taps) t.dispose();
+  }
+}
+
+function lowestOf(modules: ModuleSpec[]): { lowestLayer: number; lowestKinds: string[] } {
+  const lowestLayer = Math.min(...modules.map((m) => m.layer));
+  return { lowestLayer, lowestKinds: [...new Set(modules.filter((m) => m.layer === lowestLayer).map((m) => m.kind))] };
+}
+
+/** One record's PAGE taps: what each module's backward hands over becomes its sampled and expected energy. */
+class PageTaps {
+  private readonly index: Map<string, number>;
+  private readonly sampledT: tf.Scalar[];
+  private readonly expectedT: tf.Scalar[];
+  /** By input tensor id: q/k/v and gate/up read the same input and share its Gram. */
+  private readonly xGrams = new Map<number, tf.Tensor2D>();
+
+  constructor(private readonly modules: ModuleSpec[], private readonly aT: Map<string, tf.Tensor2D>, private readonly rank: number,
+    private readonly scale: number, private readonly route: 'auto' | 'gram' | 'direct') {
+    this.index = new Map(modules.map((m, i) => [m.name, i]));
+    this.sampledT = new Array(modules.length);
+    this.expectedT = new Array(modules.length);
+  }
+
+  readonly tap = (lin: Linear, x: tf.Tensor2D, delta: tf.Tensor2D): void => {
+    const i = this.index.get(lin.name);
     if (i === undefined) return;
+    const { scale, rank, route } = this;
     const T = x.shape[0];
     const deltaT = tf.transpose(delta) as tf.Tensor2D; // [d_out, T]
     // Sampled: dl/dB = s Delta^T (X A^T), a [d_out, r] product: cheap for any T.
-    const dB = tf.matMul(deltaT, tf.matMul(x, aT.get(lin.name)!)); // [d_out, r]
-    sampledT[i] = tf.keep(tf.mul(tf.sum(tf.square(dB)), scale * scale));
+    const dB = tf.matMul(deltaT, tf.matMul(x, this.aT.get(lin.name)!)); // [d_out, r]
+    this.sampledT[i] = tf.keep(tf.mul(tf.sum(tf.square(dB)), scale * scale));
     // Expected needs ||Delta^T X||^2. Two exact routes: the Gram identity <X X^T, Delta Delta^T>, T^2 (d_in + d_out)
     // (X X^T shared by modules reading the same input), or the product itself, T d_in d_out, summed at once and
     // dropped. Short records favour the Gram route, long ones the product; the product is only formed when small.
-    const xg = xGrams.get(x.id);
+    const xg = this.xGrams.get(x.id);
     const gramCost = T * T * (lin.dOut + (xg ? 0 : lin.dIn));
     const directCost = T * lin.dIn * lin.dOut;
     let energy: tf.Scalar;
@@ -52,28 +101,32 @@ export function* pageForRecordSteps(
       let gram = xg;
       if (!gram) {
         gram = tf.keep(tf.matMul(x, tf.transpose(x) as tf.Tensor2D)) as tf.Tensor2D; // [T, T]
-        xGrams.set(x.id, gram);
+        this.xGrams.set(x.id, gram);
       }
       energy = tf.sum(tf.mul(gram, tf.matMul(delta, deltaT))); // <X X^T, Delta Delta^T>
     }
-    expectedT[i] = tf.keep(tf.mul(energy, (scale * scale * rank) / (3 * lin.dIn)));
+    this.expectedT[i] = tf.keep(tf.mul(energy, (scale * scale * rank) / (3 * lin.dIn)));
   };
-  const lowestLayer = Math.min(...modules.map((m) => m.layer));
-  const lowestKinds = [...new Set(modules.filter((m) => m.layer === lowestLayer).map((m) => m.kind))];
-  try {
-    const pass = yield* model.recordBackwardSteps(rec.inputIds, rec.lossMask, { tap, lowestKinds }, lowestLayer);
-    const missing = modules.filter((_, i) => !sampledT[i]);
+
+  /** A layer's backward is done: its inputs' Grams are not needed again. */
+  endLayer(): void {
+    tf.dispose([...this.xGrams.values()]);
+    this.xGrams.clear();
+  }
+
+  /** Both values of every module, read from the backend. */
+  *values(): Steps<{ sampled: Float64Array; expected: Float64Array }> {
+    const missing = this.modules.filter((_, i) => !this.sampledT[i]);
     if (missing.length) throw new Error(`PAGE: no gradient reached ${missing[0].name}`);
-    const both = tf.tidy(() => tf.concat([tf.stack(sampledT), tf.stack(expectedT)]));
+    const both = tf.tidy(() => tf.concat([tf.stack(this.sampledT), tf.stack(this.expectedT)]));
     let vals: Values;
     try { vals = yield* read(both); } finally { both.dispose(); }
-    const n = modules.length;
-    return {
-      loss: pass.loss, tokens: pass.tokens,
-      sampled: Float64Array.from(vals.subarray(0, n)), expected: Float64Array.from(vals.subarray(n, 2 * n)),
-    };
-  } finally {
-    tf.dispose([...sampledT.filter(Boolean), ...expectedT.filter(Boolean), ...xGrams.values()]);
+    const n = this.modules.length;
+    return { sampled: Float64Array.from(vals.subarray(0, n)), expected: Float64Array.from(vals.subarray(n, 2 * n)) };
+  }
+
+  dispose(): void {
+    tf.dispose([...this.sampledT.filter(Boolean), ...this.expectedT.filter(Boolean), ...this.xGrams.values()]);
   }
 }
 

@@ -11,7 +11,7 @@ import { JobHooks, eta, runStepsAsync, throwIfCancelled, yieldToEvents } from '.
 import { openJob, loadForJob, recordLengths } from '../runtime/setup';
 import { initLoraA, checkRank, loraScale } from '../model/lora';
 import { writeFileAtomic } from '../runtime/atomic';
-import { pageForRecordSteps } from './page';
+import { pageForRecordSteps, pageForRecordsSteps } from './page';
 import { bootstrapWins, buildReport } from './report';
 
 export const PROBE_DEFAULTS = { samples: 32, seqLen: 512, rank: 8, alpha: 16, seed: 0, bootstrap: 200, stabilityThreshold: 0.95 };
@@ -40,7 +40,8 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
     hooks.log?.('warn', `${ds.file}: only ${tok.records.length} usable records (asked for ${p.samples}); probing with ${tok.records.length}`);
   }
   if (tok.skipped) hooks.log?.('warn', `${tok.skipped} record(s) skipped: no supervised tokens after truncation to ${p.seqLen}`);
-  const { model } = loadForJob(job, { ...recordLengths(tok.records), backwardPasses: tok.records.length }, hooks);
+  const { model, estimate } = loadForJob(job, { ...recordLengths(tok.records), backwardPasses: tok.records.length,
+    recordsPerPass: tok.records.length, gpuMemoryGiB: p.gpuMemoryGiB }, hooks);
   const loadSeconds = (Date.now() - tLoad) / 1000;
   try {
     const scale = loraScale(p.alpha, p.rank);
@@ -56,19 +57,26 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
     const patience = 4, minRecords = 8;
     let stoppedEarly = false;
     try {
-      for (let n = 0; n < N; n++) {
+      // Record by record, or, with the layers read from the files, a group of records per layer-major pass.
+      const group = model.plan.streamLayers ? estimate.groupSize : 1;
+      for (let n = 0; n < N; n += group) {
         await yieldToEvents();
         throwIfCancelled(hooks);
-        const rec = tok.records[n];
-        const r = await runStepsAsync(pageForRecordSteps(model, rec, modules, aT, p.rank, scale), hooks);
-        sampled.push(r.sampled);
-        expected.push(r.expected);
-        recInfo.push({ index: rec.index, line: rec.line, tokens: r.tokens, loss: r.loss });
-        const meanLoss = recInfo.reduce((a, x) => a + x.loss, 0) / recInfo.length;
-        hooks.onProgress?.({ phase: 'probe', done: n + 1, total: N, loss: meanLoss, etaSeconds: eta(t0, n + 1, N) });
-        if (p.untilStable && n + 1 >= minRecords && n + 1 < N) {
-          const bs = bootstrapWins(expected, 100, p.seed + n);
-          stableRun = bs.stability >= p.stabilityThreshold ? stableRun + 1 : 0;
+        const recs = tok.records.slice(n, n + group);
+        const rows = recs.length === 1
+          ? [await runStepsAsync(pageForRecordSteps(model, recs[0], modules, aT, p.rank, scale), hooks)]
+          : await runStepsAsync(pageForRecordsSteps(model, recs, modules, aT, p.rank, scale), hooks);
+        rows.forEach((r, k) => {
+          sampled.push(r.sampled);
+          expected.push(r.expected);
+          recInfo.push({ index: recs[k].index, line: recs[k].line, tokens: r.tokens, loss: r.loss });
+        });
+        const done = recInfo.length;
+        const meanLoss = recInfo.reduce((a, x) => a + x.loss, 0) / done;
+        hooks.onProgress?.({ phase: 'probe', done, total: N, loss: meanLoss, etaSeconds: eta(t0, done, N) });
+        if (p.untilStable && done >= minRecords && done < N) {
+          const bs = bootstrapWins(expected, 100, p.seed + done - 1);
+          stableRun = bs.stability >= p.stabilityThreshold ? stableRun + recs.length : 0;
           if (stableRun >= patience) { stoppedEarly = true; break; }
         }
       }

@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import type { Backend, BackendChoice } from '../../protocol/messages';
-import { badInput } from './errors';
+import { BackendFailedError, badInput } from './errors';
 
 export interface BackendReport { backend: Backend; detail: string; tried: string[]; threads: number }
 
@@ -66,6 +66,7 @@ async function tryWebgpu(tried: string[], explicit: boolean): Promise<string | u
     if (!(await tf.setBackend('webgpu'))) { tried.push('webgpu: backend did not initialise'); return undefined; }
     const failed = await selfCheck();
     if (failed) { tried.push(`webgpu (${name}): ${failed}`); return undefined; }
+    watchDevice();
     return `webgpu (Dawn: ${name}${software ? ', a software adapter' : ''})`;
   } catch (e) {
     tried.push(`webgpu: ${shortReason(e)}`);
@@ -198,6 +199,59 @@ export async function initBackend(choice: BackendChoice = 'auto', threads = defa
   throw badInput(`backend "${want}" could not be started: ${tried.join('; ')}`);
 }
 
+
+// ---- GPU faults ----------------------------------------------------------------------------------------------------
+
+interface GpuDeviceLike {
+  lost?: Promise<{ reason?: string; message?: string }>;
+  addEventListener?(type: 'uncapturederror', listener: (ev: { error?: { message?: string; constructor?: { name?: string } } }) => void): void;
+}
+
+/** What went wrong with the GPU since the backend started, if anything. */
+let gpuFault: { kind: 'lost' | 'out-of-memory' | 'error'; message: string } | undefined;
+
+/**
+ * A WebGPU device reports its faults asynchronously, not by throwing where they happen: a lost device resolves
+ * `device.lost`, an allocation that does not fit raises an `uncapturederror` event. Both are caught here, and every
+ * step of a job asks (throwIfBackendFailed), so a job ends with a message instead of computing with a dead device.
+ */
+function watchDevice(): void {
+  const device = (tf.backend() as unknown as { device?: GpuDeviceLike }).device;
+  void device?.lost?.then((info) => {
+    gpuFault ??= { kind: 'lost', message: [info?.reason, info?.message].filter(Boolean).join(': ') || 'lost' };
+  });
+  device?.addEventListener?.('uncapturederror', (ev) => {
+    const e = ev.error;
+    const oom = e?.constructor?.name === 'GPUOutOfMemoryError' || /out of memory/i.test(e?.message ?? '');
+    gpuFault ??= { kind: oom ? 'out-of-memory' : 'error', message: e?.message || 'GPU error' };
+  });
+}
+
+/** Throws the GPU's fault, if one happened, as an error that names the backend and what to do. */
+export function throwIfBackendFailed(): void {
+  if (!gpuFault) return;
+  const where = chosen ? chosen.detail : 'webgpu';
+  if (gpuFault.kind === 'out-of-memory') {
+    throw new BackendFailedError('out-of-memory', `the GPU ran out of memory (${where}): ${gpuFault.message}. Nothing was written. ` +
+      'Use a smaller --seq-len or fewer --samples (domlora.seqLen, domlora.samples), a lower domlora.gpuMemoryGiB, or --backend wasm.');
+  }
+  throw new BackendFailedError('internal', `the GPU ${gpuFault.kind === 'lost' ? 'device was lost' : 'failed'} (${where}): ${gpuFault.message}. ` +
+    'Nothing was written. Run the job again (a new process gets a new device), or use --backend wasm.');
+}
+
+/**
+ * How attention multiplies, chosen per backend in this one place. tfjs-wasm sends only plain 2-D non-transposed
+ * matmuls to XNNPACK (a batched or transposed one runs a scalar loop 5-9x slower: shared/docs/engine-bench.md), so
+ * there attention runs per key/value group with explicit transposes. On a GPU every kernel launch costs, and one
+ * batched matmul per attention product is the fast shape.
+ */
+export type AttentionShape = 'grouped' | 'batched';
+export function attentionShape(backend = tf.getBackend()): AttentionShape {
+  // DOMLORA_ATTENTION=grouped|batched overrides, to measure one shape against the other (scripts/dispatches.ts).
+  const forced = process.env.DOMLORA_ATTENTION;
+  if (forced === 'grouped' || forced === 'batched') return forced;
+  return backend === 'webgpu' || backend === 'tensorflow' ? 'batched' : 'grouped';
+}
 
 /**
  * The largest tensor, in bytes, the backend can bind to one kernel: WebGPU's maxStorageBufferBindingSize (128 MiB on

@@ -12,21 +12,35 @@ export const WASM_HEAP_BYTES = 4 * 1024 ** 3;
 const WASM_USABLE = 0.9 * WASM_HEAP_BYTES;
 
 export interface JobEstimate {
-  /** Bytes the backend holds for the job (the wasm heap on wasm). */
+  /** Bytes the backend holds for the job at its peak (the wasm heap on wasm, the GPU's memory on webgpu). */
   heapBytes: number;
   weightsBytes: number;
   activationBytes: number;
+  /** Host memory the job holds beside the backend's (boundary activations between layers, read buffers). */
+  hostBytes: number;
+  /** The backend's memory budget the plan was made for. */
+  budgetBytes: number;
   /** Floating-point operations of the whole job. */
   flops: number;
-  /** Seconds, from the backend's typical throughput on this machine's cores. */
+  /** Seconds, from the backend's typical throughput on this machine's cores, and the weights' reading and upload. */
   seconds: number;
   fits: boolean;
   note: string;
-  /** Run with the decoder layers streamed from host memory (the resident model does not fit the backend). */
+  /** The decoder layers are left in the weight files and read one at a time, layer-major over the records. */
   stream: boolean;
+  /** The embedding and head are left in the files too (read by rows, by parts). */
+  streamVocab: boolean;
+  /** Streamed layers keep both layouts while on the backend (else the backward transposes per use). */
+  bothLayouts: boolean;
+  /** record-major: the model resident, records one after another; layer-major: each layer once for many records. */
+  schedule: 'record-major' | 'layer-major';
+  /** Records a layer-major pass takes at once (their activations wait in host memory between layers). */
+  groupSize: number;
+  /** How many times the decoder layers' weights cross to the backend in the whole job. */
+  weightMoves: number;
 }
 
-/** Typical sustained GFLOP/s per backend for our kernels (measured on 2 cores; see docs/benchmark.md). */
+/** Typical sustained GFLOP/s per backend for our kernels (measured on 2 cores, and webgpu on an H200; docs/benchmark.md). */
 function throughput(backend: Backend, threads: number): number {
   switch (backend) {
     case 'wasm': return threads > 1 ? 28 : 18;
@@ -35,6 +49,9 @@ function throughput(backend: Backend, threads: number): number {
     case 'webgpu': return 500;
   }
 }
+
+/** The default GPU memory budget: WebGPU does not report a device's memory, so the user sets it (domlora.gpuMemoryGiB). */
+export const DEFAULT_GPU_MEMORY_GIB = 8;
 
 export interface EstimateInput {
   cfg: ModelConfig; backend: Backend; threads: number;
@@ -46,48 +63,112 @@ export interface EstimateInput {
   backwardPasses: number; forwardPasses?: number; lowestLayer?: number;
   /** PAGE taps (the default, the most memory), LoRA paths, or none. */
   taps?: JobTaps;
+  /** Records one layer-major pass would take at once (the probe's N, a training step's batch); 1 when absent. */
+  recordsPerPass?: number;
+  /** Bytes per stored weight (2 for BF16/F16 files), for the host buffers of streamed layers. 4 when absent. */
+  storedBytes?: number;
+  /** The GPU memory budget in GiB (webgpu); DEFAULT_GPU_MEMORY_GIB when absent. */
+  gpuMemoryGiB?: number;
+}
+
+/** The part of a streamed vocabulary table one upload brings: its rows and their transpose. */
+export const STREAMED_PART_BYTES = 64 * 1024 ** 2;
+
+/** Bytes the backend may hold for a job. DOMLORA_MEMORY_BUDGET (bytes) lowers it: a small model then plans as a big one. */
+function budgetOf(e: EstimateInput): number {
+  const forced = Number(process.env.DOMLORA_MEMORY_BUDGET);
+  if (Number.isFinite(forced) && forced > 0) return forced;
+  const machine = 0.85 * os.totalmem();
+  if (e.backend === 'wasm') return Math.min(WASM_USABLE, machine);
+  if (e.backend === 'webgpu') return (e.gpuMemoryGiB ?? DEFAULT_GPU_MEMORY_GIB) * 1024 ** 3;
+  return machine;
 }
 
 export function estimateJob(e: EstimateInput): JobEstimate {
   const { cfg } = e;
-  const T = e.tokensPerRecord;
+  const T = e.tokensPerRecord, H = cfg.hiddenSize, L = cfg.numLayers;
+  const wasm = e.backend === 'wasm';
   // Fused modules (qkv_proj, gate_up_proj, c_attn) count with their real [d_in, d_out].
-  const linears = candidateModules(cfg).reduce((s, m) => s + m.dIn * m.dOut, 0);
-  const embed = cfg.vocabSize * cfg.hiddenSize;
-  // The embedding, its transpose for the head and XNNPACK's packed copy of the head operand stay on the backend;
-  // so do GPT-2's learned position embeddings.
-  const positions = cfg.positions === 'learned' ? cfg.maxPositionEmbeddings * cfg.hiddenSize : 0;
-  const embedBytes = 4 * (embed * 3 + (cfg.tieWordEmbeddings ? 0 : embed) + positions);
-  // Resident: every linear in both layouts, plus XNNPACK's packed copy of each matmul operand.
-  const residentWeights = 4 * linears * 4 + embedBytes;
-  // Streamed: one layer (two while one is released and the next uploaded) in both layouts with packed copies.
-  const streamWeights = 2 * 4 * (linears / cfg.numLayers) * 4 + embedBytes;
+  const modules = candidateModules({ ...cfg, numLayers: 1, slidingWindows: [null] });
+  const layerParams = modules.reduce((s, m) => s + m.dIn * m.dOut, 0);
+  const biggestModule = Math.max(...modules.map((m) => m.dIn * m.dOut));
+  const linears = layerParams * L;
+  const embed = cfg.vocabSize * H;
+  const positions = cfg.positions === 'learned' ? cfg.maxPositionEmbeddings * H : 0;
+  // The embedding (gathered, never packed) and the head's transpose stay on the backend; on wasm XNNPACK keeps a
+  // packed copy of each matmul operand: the transpose (logits), and for a backward pass the head's rows too
+  // (dL/dh = dL/dlogits . head). An untied head adds its own rows. GPT-2's learned positions stay as well.
+  const vocabTables = 1 + (cfg.tieWordEmbeddings ? 0 : 1) + 1 + (wasm ? 1 : 0) + (wasm && e.backwardPasses > 0 ? 1 : 0);
+  const vocabResident = 4 * (embed * vocabTables + positions);
+  // Streamed: one part of the head at a time, rows and transpose (and their packed copies on wasm).
+  const vocabStreamed = Math.min(STREAMED_PART_BYTES, 4 * embed) * (wasm ? 4 : 2) + 4 * positions;
+  // A linear on the backend: both layouts, each with XNNPACK's packed copy on wasm (a GPU packs nothing).
+  const copies = wasm ? 4 : 2;
+  const residentWeights = 4 * linears * copies + vocabResident;
+  // Streamed layers: one layer at a time; in both layouts, or one (the backward then transposes the largest module
+  // per use, with its packed copy).
+  const layerBoth = 4 * layerParams * copies, layerOne = 4 * layerParams * copies / 2 + 4 * biggestModule * copies / 2;
   // A forward-only job (evaluation, generation) keeps no layer's activations for a backward pass.
-  const layersKept = e.backwardPasses > 0 ? cfg.numLayers - (e.lowestLayer ?? 0) : 0;
+  const layersKept = e.backwardPasses > 0 ? L - (e.lowestLayer ?? 0) : 0;
   const taps = e.taps ?? 'page';
   const residentActs = recordActivationBytes(cfg, T, layersKept, false, taps);
-  // Checkpointed: each layer's input [T, H] plus one layer's activations.
-  const streamActs = recordActivationBytes(cfg, T, layersKept, true, taps);
-  const Tm = Math.min(T, e.meanTokensPerRecord ?? T);
-  const perTokenFwd = 2 * (linears + cfg.numLayers * 2 * Tm * cfg.numHeads * cfg.headDim) + 2 * embed;
+  // Layer-major: one record's layer at a time on the backend; every record's hidden state during the head.
+  const N = Math.max(1, e.recordsPerPass ?? 1);
+  const streamActs = recordActivationBytes(cfg, T, layersKept, true, taps) - 4 * T * H * layersKept + 4 * N * T * H * 2;
+  const budget = budgetOf(e);
   const machine = 0.85 * os.totalmem();
-  const limit = e.backend === 'wasm' ? Math.min(WASM_USABLE, machine) : machine;
-  const stream = residentWeights + residentActs > limit && streamWeights + streamActs <= limit && e.backend === 'wasm';
-  const weightsBytes = stream ? streamWeights : residentWeights;
-  const activationBytes = stream ? streamActs : residentActs;
-  const heapBytes = weightsBytes + activationBytes;
+  // The plan: resident if it fits (fastest); else layers streamed (vocabulary resident if it still fits), both layouts
+  // if they fit.
+  const plans = [
+    { stream: false, streamVocab: false, both: true, weights: residentWeights },
+    { stream: true, streamVocab: false, both: true, weights: layerBoth + vocabResident },
+    { stream: true, streamVocab: false, both: false, weights: layerOne + vocabResident },
+    { stream: true, streamVocab: true, both: true, weights: layerBoth + vocabStreamed },
+    { stream: true, streamVocab: true, both: false, weights: layerOne + vocabStreamed },
+  ];
+  const acts = (p: { stream: boolean }) => (p.stream ? streamActs : residentActs);
+  const plan = plans.find((p) => p.weights + acts(p) <= budget) ?? plans[plans.length - 1];
+  const activationBytes = acts(plan);
+  const heapBytes = plan.weights + activationBytes;
+  // Host memory of a layer-major pass: each record's input of every layer it recomputes, the gradients flowing down,
+  // and a layer read from the files (stored bytes, then f32).
+  const storedBytes = e.storedBytes ?? 4;
+  const groupBudget = Math.max(T * H * 4 * (layersKept + 2), 0.25 * machine);
+  const groupSize = plan.stream ? Math.max(1, Math.min(N, Math.floor(groupBudget / (4 * T * H * (layersKept + 2))))) : 1;
+  const hostBytes = plan.stream ? 4 * groupSize * T * H * (layersKept + 2) + layerParams * (storedBytes + 4) : 0;
+  const Tm = Math.min(T, e.meanTokensPerRecord ?? T);
+  const perTokenFwd = 2 * (linears + L * 2 * Tm * cfg.numHeads * cfg.headDim) + 2 * embed;
   // Streaming recomputes each layer's forward pass in backward: 4 passes of work per record instead of 3.
-  const flops = Tm * perTokenFwd * ((stream ? 4 : 3) * e.backwardPasses + (e.forwardPasses ?? 0));
-  const seconds = flops / (throughput(e.backend, e.threads) * 1e9);
-  let fits = true;
-  let note = stream ? `resident, the model would need ${gib(residentWeights)} of the 4 GiB wasm heap: its layers are streamed in one at a time` : '';
-  if (heapBytes > limit) {
+  const flops = Tm * perTokenFwd * ((plan.stream ? 4 : 3) * e.backwardPasses + (e.forwardPasses ?? 0));
+  // Layer-major: per group, the layers cross twice for a backward pass (forward, then backward), once forward only.
+  const groups = (passes: number) => Math.ceil(passes / groupSize);
+  const weightMoves = plan.stream ? 2 * groups(e.backwardPasses) + groups(e.forwardPasses ?? 0) : 1;
+  // Reading a layer from the files (page cache) and converting it runs at about 1 GB/s of f32 here.
+  const seconds = flops / (throughput(e.backend, e.threads) * 1e9) + (plan.stream ? (weightMoves * linears * 4) / 1e9 : 0);
+  let fits = heapBytes <= budget && heapBytes + hostBytes <= machine;
+  const params = `${(parameterCount(cfg) / 1e6).toFixed(0)}M parameters`;
+  let note = plan.stream
+    ? `the model (${params}) would need ${gib(residentWeights)} resident: its layers are streamed from the files one at a time, ` +
+      `layer-major over ${groupSize} record${groupSize === 1 ? '' : 's'} at once (the weights cross ${weightMoves} time${weightMoves === 1 ? '' : 's'})` +
+      (plan.streamVocab ? ', the embedding and head read in parts' : '')
+    : '';
+  if (!fits) {
     fits = false;
-    note = e.backend === 'wasm' && heapBytes <= machine
-      ? `needs about ${gib(heapBytes)} of the wasm heap even with its layers streamed, and the heap stops at 4 GiB (model of ${(parameterCount(cfg) / 1e6).toFixed(0)}M parameters)`
-      : `needs about ${gib(heapBytes)}, and this machine has ${gib(os.totalmem())}`;
+    note = heapBytes > budget
+      ? `needs about ${gib(heapBytes)} of ${budgetName(e)} even with its layers and vocabulary read from the files one part at a time (${params})`
+      : `needs about ${gib(heapBytes + hostBytes)}, and this machine has ${gib(os.totalmem())}`;
   }
-  return { heapBytes, weightsBytes, activationBytes, flops, seconds, fits, note, stream };
+  return {
+    heapBytes, weightsBytes: plan.weights, activationBytes, hostBytes, budgetBytes: budget, flops, seconds, fits, note,
+    stream: plan.stream, streamVocab: plan.streamVocab, bothLayouts: plan.both, schedule: plan.stream ? 'layer-major' : 'record-major',
+    groupSize, weightMoves,
+  };
+}
+
+function budgetName(e: EstimateInput): string {
+  if (e.backend === 'wasm') return 'the 4 GiB wasm heap';
+  if (e.backend === 'webgpu') return `the ${e.gpuMemoryGiB ?? DEFAULT_GPU_MEMORY_GIB} GiB GPU budget (domlora.gpuMemoryGiB, --gpu-memory)`;
+  return 'this machine\'s memory';
 }
 
 export function gib(bytes: number): string {
@@ -96,8 +177,8 @@ export function gib(bytes: number): string {
 
 export function describeEstimate(est: JobEstimate, backend: Backend): string {
   const mins = est.seconds >= 90 ? `${(est.seconds / 60).toFixed(1)} min` : `${Math.max(1, Math.round(est.seconds))} s`;
-  return `estimate on ${backend}: about ${gib(est.heapBytes)} of memory (weights ${gib(est.weightsBytes)}, activations ${gib(est.activationBytes)}), ~${mins}` +
-    (est.stream ? `; ${est.note}` : '');
+  return `estimate on ${backend}: about ${gib(est.heapBytes)} of memory (weights ${gib(est.weightsBytes)}, activations ${gib(est.activationBytes)})` +
+    `${est.hostBytes ? ` and ${gib(est.hostBytes)} of host memory` : ''}, ~${mins}; ${est.schedule}` + (est.stream ? `: ${est.note}` : '');
 }
 
 /** Throws a clear bad-input error when the job cannot fit, naming the backend that would. */
@@ -105,6 +186,8 @@ export function assertFits(est: JobEstimate, backend: Backend, modelDir?: string
   if (est.fits) return;
   const alt = backend === 'wasm'
     ? 'Install @tensorflow/tfjs-node (native CPU, no 4 GiB heap) or @tensorflow/tfjs-node-gpu and run with --backend tensorflow, or use --seq-len to shorten records'
-    : 'Use a machine with more memory, or --seq-len to shorten records';
+    : backend === 'webgpu'
+      ? 'Raise domlora.gpuMemoryGiB (--gpu-memory) if the GPU has more memory, or use --seq-len to shorten records'
+      : 'Use a machine with more memory, or --seq-len to shorten records';
   throw badInput(`this job will not fit: it ${est.note}. ${alt}.`, modelDir);
 }

@@ -27,12 +27,13 @@ export type JobShape = Omit<EstimateInput, 'cfg' | 'backend' | 'threads'>;
 /** Sizes the job (once), logs the estimate, throws a clear error when it cannot fit, then loads the weights. */
 export function loadForJob(job: OpenedJob, shape: JobShape, hooks: JobHooks = {}): { model: Decoder; estimate: JobEstimate; loadSeconds: number } {
   const { folder, backend } = job;
-  const estimate = estimateJob({ cfg: folder.cfg, backend: backend.backend, threads: backend.threads, ...shape });
+  const estimate = estimateJob({ cfg: folder.cfg, backend: backend.backend, threads: backend.threads,
+    storedBytes: folder.store.dtypeBytes, ...shape });
   hooks.log?.('info', describeEstimate(estimate, backend.backend));
   assertFits(estimate, backend.backend, folder.dir);
-  hooks.onProgress?.({ phase: 'load', done: 0, total: 1, message: estimate.stream ? 'loading model (layers streamed)' : 'loading model' });
+  hooks.onProgress?.({ phase: 'load', done: 0, total: 1, message: estimate.stream ? 'loading model (layers read from the files when used)' : 'loading model' });
   const t0 = Date.now();
-  const model = Decoder.load(folder.cfg, folder.store, { stream: estimate.stream });
+  const model = Decoder.load(folder.cfg, folder.store, { stream: estimate.stream, streamVocab: estimate.streamVocab, keepBothLayouts: estimate.bothLayouts });
   return { model, estimate, loadSeconds: (Date.now() - t0) / 1000 };
 }
 

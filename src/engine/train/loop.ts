@@ -15,6 +15,7 @@ import { badInput } from '../runtime/errors';
 import { JobHooks, eta, runStepsAsync, throwIfCancelled, yieldToEvents } from '../runtime/jobs';
 import { adapterParams, checkRank, disposeAdapter, initLoraA, loraScale, makeAdapter } from '../model/lora';
 import type { Decoder } from '../model/decoder';
+import { backwardLayerMajor } from '../model/schedule';
 import type { LoraAdapter, LoraGrads } from '../model/types';
 import { peftKey } from '../export/peft';
 import { permutation } from '../runtime/rng';
@@ -63,11 +64,13 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
     const perStep = plan.batchSize * plan.gradAccum;
     // One estimate, from the records' real lengths: it decides whether the layers are streamed, and refuses a job
     // that cannot fit before any weight is read.
-    model = loadForJob(job, {
+    const loaded = loadForJob(job, {
       tokensPerRecord: recordLengths([...train, ...evalSet]).tokensPerRecord,
       meanTokensPerRecord: recordLengths(train).meanTokensPerRecord, taps: 'lora', lowestLayer: lora.lowestLayer,
       backwardPasses: (plan.steps - (state?.step ?? 0)) * perStep, forwardPasses: evalSet.length * (1 + Math.ceil(plan.steps / plan.evalEvery)),
-    }, hooks).model;
+      recordsPerPass: perStep, gpuMemoryGiB: params.gpuMemoryGiB,
+    }, hooks);
+    model = loaded.model;
     const trainable = lora.trainableParams();
     const vanilla = modules.reduce((s, m) => s + adapterParams(m, plan.rank), 0);
     hooks.log?.('info', `training ${plan.preset} at ${plan.targets.length === 1 ? plan.targets[0] : `${plan.targets.length} modules`}: ` +
@@ -76,7 +79,7 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
     const save = (st: TrainerState, final: boolean) => writeCheckpoint(outDir, st, targets, lora!.params, lora!.moments, {
       baseModel: path.resolve(params.modelDir), final, provenance: provenance(plan, params.fromReport),
     }, folder.cfg.numLayers);
-    const run = await trainLoop(model, lora, plan, { train, evalSet }, state, save, params.cacheLowerLayers !== false, hooks);
+    const run = await trainLoop(model, lora, plan, { train, evalSet }, state, save, params.cacheLowerLayers !== false, hooks, loaded.estimate.groupSize);
     const trainPoints = run.curve.filter((c) => c.loss !== undefined);
     const evals = run.curve.filter((c) => c.evalLoss !== undefined);
     return {
@@ -160,13 +163,13 @@ class LoraState {
 
 /** The optimizer steps from where the state left off: batches, AdamW, evaluation, checkpoints and progress. */
 async function trainLoop(net: Decoder, lora: LoraState, plan: RunPlan, data: { train: TokenizedRecord[]; evalSet: TokenizedRecord[] },
-  state: TrainerState | undefined, save: (st: TrainerState, final: boolean) => Promise<void>, cacheBelow: boolean, hooks: JobHooks):
+  state: TrainerState | undefined, save: (st: TrainerState, final: boolean) => Promise<void>, cacheBelow: boolean, hooks: JobHooks, groupSize: number):
   Promise<{ curve: TrainCurvePoint[]; evalLossBefore?: number; trainLossFirst?: number }> {
   const { train, evalSet } = data;
   const perStep = plan.batchSize * plan.gradAccum;
   const evalLoss = async (): Promise<number | undefined> => {
     if (!evalSet.length) return undefined;
-    const r = await evalRecords(net, evalSet, lora.adapters, { signal: hooks.signal });
+    const r = await evalRecords(net, evalSet, lora.adapters, { signal: hooks.signal }, groupSize);
     return r.losses.reduce((a, b) => a + b, 0) / r.losses.length;
   };
   const curve: TrainCurvePoint[] = state?.curve ?? [];
@@ -193,19 +196,29 @@ async function trainLoop(net: Decoder, lora: LoraState, plan: RunPlan, data: { t
     const grads = new Map<string, LoraGrads>();
     let lossSum = 0;
     try {
-      for (const i of idx) {
+      if (net.plan.streamLayers) {
+        // The layers are read from the files: the step's records go through each layer together (schedule.ts).
         await yieldToEvents();
         throwIfCancelled(hooks);
-        const rec = train[i];
-        const below = await belowCache.get(i, () => runStepsAsync(net.hiddenBelowSteps(rec.inputIds, lowestLayer), hooks));
-        let r;
-        try {
-          r = await runStepsAsync(net.recordBackwardSteps(rec.inputIds, rec.lossMask, { adapters: lora.adapters, loraGrads: grads, lowestKinds }, lowestLayer, below), hooks);
-        } finally {
-          below?.dispose();
+        const ctx = { adapters: lora.adapters, loraGrads: grads, lowestKinds };
+        const passes = await runStepsAsync(backwardLayerMajor(net, idx.map((i) => ({ ids: train[i].inputIds, mask: train[i].lossMask, ctx })), lowestLayer), hooks);
+        for (const p of passes) lossSum += p.loss;
+        for (const i of idx) tokensSeen += train[i].inputIds.length;
+      } else {
+        for (const i of idx) {
+          await yieldToEvents();
+          throwIfCancelled(hooks);
+          const rec = train[i];
+          const below = await belowCache.get(i, () => runStepsAsync(net.hiddenBelowSteps(rec.inputIds, lowestLayer), hooks));
+          let r;
+          try {
+            r = await runStepsAsync(net.recordBackwardSteps(rec.inputIds, rec.lossMask, { adapters: lora.adapters, loraGrads: grads, lowestKinds }, lowestLayer, below), hooks);
+          } finally {
+            below?.dispose();
+          }
+          lossSum += r.loss;
+          tokensSeen += rec.inputIds.length;
         }
-        lossSum += r.loss;
-        tokensSeen += rec.inputIds.length;
       }
       // The batch loss is the mean of the records' losses, so each record's gradient gets weight 1 / perStep.
       const lr = learningRate(plan, step);
