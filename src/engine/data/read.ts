@@ -5,7 +5,9 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import { badInput } from '../runtime/errors';
-import { detectFormat, tryParse, unknownShape, type RecordFormat } from './shapes';
+import { detectFormat, SHAPES, tryParse, unknownShape, type RecordFormat } from './shapes';
+
+export interface ShapeCount { format: RecordFormat; count: number; /** 1-based line of its first record. */ firstLine: number }
 
 export interface Dataset {
   file: string;
@@ -15,6 +17,10 @@ export interface Dataset {
   compression?: 'gzip';
   /** The most common record format in the file (records may mix formats). */
   format: RecordFormat;
+  /** How many records have each shape, most common first. */
+  shapes: ShapeCount[];
+  /** Things the user should know before the data is used (a file that mixes shapes), one sentence each. */
+  warnings: string[];
   count: number;
   /** The parsed records, in file order. */
   raw: unknown[];
@@ -72,17 +78,30 @@ export function readDataset(file: string): Dataset {
   const { raw, lines } = text.trimStart().startsWith('[') ? parseJsonArray(text, file) : parseJsonLines(text, file);
   if (raw.length === 0) throw badInput(empty, file);
 
-  const counts = new Map<RecordFormat, number>();
+  // Map iteration follows first appearance, so a tie goes to the format seen first.
+  const counts = new Map<RecordFormat, ShapeCount>();
   raw.forEach((record, i) => {
     const format = detectFormat(record);
     if (!format) throw unknownShape(record, { index: i, line: lines[i] ?? 0, file });
-    counts.set(format, (counts.get(format) ?? 0) + 1);
+    const c = counts.get(format);
+    if (c) c.count++;
+    else counts.set(format, { format, count: 1, firstLine: lines[i] ?? 0 });
   });
-  // Map iteration follows first appearance, so a tie goes to the format seen first.
-  let format: RecordFormat = 'text';
-  let best = 0;
-  for (const [f, n] of counts) if (n > best) { format = f; best = n; }
-  return { file, sha256, ...(compression ? { compression } : {}), format, count: raw.length, raw, lines };
+  const shapes = [...counts.values()].sort((a, b) => b.count - a.count);
+  const warnings = shapes.length > 1 ? [mixedShapes(shapes)] : [];
+  return { file, sha256, ...(compression ? { compression } : {}), format: shapes[0]!.format, shapes, warnings, count: raw.length, raw, lines };
+}
+
+/**
+ * A file whose records have different shapes is often a mistake (two files concatenated, a few records written by
+ * hand): each record is still read by its own shape, but plain text supervises every token while the others
+ * supervise only the answers, so the user should know.
+ */
+function mixedShapes(shapes: ShapeCount[]): string {
+  const list = shapes.map((s) => `${s.count} ${s.format} ${SHAPES[s.format].keys} (first at line ${s.firstLine})`).join(', ');
+  const text = shapes.some((s) => s.format === 'text')
+    ? '; the plain-text records are supervised on every token, the others only on their answers' : '';
+  return `the file mixes record shapes: ${list}. Each record is read by its own shape${text}`;
 }
 
 function parseJsonArray(text: string, file: string): { raw: unknown[]; lines: number[] } {
