@@ -75,7 +75,10 @@ function loadInScope(cfg: ModelConfig, store: WeightStore, opts: ModelOptions): 
     return parts;
   };
   const untied = !cfg.tieWordEmbeddings && store.has(names.head);
-  const embed = vocabParts(names.embed, !untied);
+  // A tied table may be stored under either name (transformers drops one of the two when it saves tied weights, and
+  // loads whichever is there into the shared parameter), so a checkpoint with only the head's name is the same model.
+  const table = !untied && !has(key(names.embed)) && has(key(names.head)) ? names.head : names.embed;
+  const embed = vocabParts(table, !untied);
   const head = untied ? vocabParts(names.head, true) : embed;
   const positions = names.positions ? t2(names.positions, [cfg.maxPositionEmbeddings, H]) : undefined;
   const layers: LayerWeights[] = [];
