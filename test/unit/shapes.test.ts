@@ -137,11 +137,13 @@ test('MT-Bench {turns, reference}: each turn a user message, each reference answ
   assert.match(tok.decode(records[0]!.inputIds), /User: What is 2 times 3\?\nAssistant: 6<\/s> User: And that times 2\?\nAssistant: 12<\/s>$/);
 });
 
-test('ShareGPT weights (SlimOrca): a gpt turn with weight 0 is not supervised; LIMA string conversations alternate', () => {
+test('ShareGPT weights (SlimOrca): a gpt turn with weight 0 is not supervised; {role, content} turns; LIMA string conversations alternate', () => {
   const slim = fixture('slimorca_weights.jsonl', 'sharegpt');
   assert.deepEqual(supervisedRuns(slim.records[0]!), ['Yes.</s>']);
   assert.deepEqual(supervisedRuns(slim.records[1]!), ['Final answer.</s>']);
   assert.match(tok.decode(slim.records[1]!.inputIds), /Assistant: Draft answer\.<\/s> User: Again\?/);
+  const roles = writeTemp('roles.jsonl', jsonl([{ conversations: [{ role: 'user', content: 'Hi?' }, { role: 'assistant', content: 'Hello.' }] }]));
+  assert.deepEqual(supervisedRuns(tokenizeAll(roles)[0]!), ['Hello.</s>']);
   const lima = fixture('lima.jsonl', 'sharegpt');
   assert.deepEqual(supervisedRuns(lima.records[0]!), ['Put it in boiling water for nine minutes.</s>', 'Six minutes.</s>']);
   assert.match(tok.decode(lima.records[0]!.inputIds), /User: How do I boil an egg\?\nAssistant: Put it/);

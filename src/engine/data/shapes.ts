@@ -24,7 +24,7 @@ export const SHAPES: Record<RecordFormat, ShapeInfo> = {
   preference: { keys: '{prompt? | instruction? | question?, chosen, rejected?}', examples: 'UltraFeedback, HH-RLHF, DPO pairs', supervised: 'chosen (rejected is not used)' },
   'mt-bench': { keys: '{turns: [...], reference: [...]}', examples: 'MT-Bench with reference answers', supervised: 'each reference answer' },
   messages: { keys: '{messages: [{role, content}]}', examples: 'OpenAI chat, UltraChat, Tulu, No Robots', supervised: 'the assistant turns' },
-  sharegpt: { keys: '{conversations: [{from, value}] | [strings]} or {conversation: [{input, output}]}', examples: 'ShareGPT, OpenHermes, SlimOrca, LIMA, Capybara', supervised: 'the gpt/assistant turns' },
+  sharegpt: { keys: '{conversations: [{from, value} | {role, content} | strings]} or {conversation: [{input, output}]}', examples: 'ShareGPT, OpenHermes, SlimOrca, LIMA, Capybara', supervised: 'the gpt/assistant turns' },
   segments: { keys: '{segments: [{label, text}]}', examples: 'Axolotl input_output', supervised: 'the segments labelled true' },
   text: { keys: '{text}', examples: 'plain text corpora', supervised: 'every token' },
   tokenized: { keys: '{input_ids, loss_mask | labels}', examples: 'pre-tokenized', supervised: 'the tokens the mask or labels mark' },
@@ -360,12 +360,15 @@ export function toConversation(record: Rec, format: Exclude<RecordFormat, 'text'
         }
         const turns = list.map((m, i): Turn => {
           const at = `conversations[${i}]`;
-          if (!isObject(m) || typeof m.from !== 'string') throw badInput(`${locate(where)}: ${at} must be an object {from, value}`, where.file);
-          const role = ROLE_NAMES[m.from];
+          // Some exports keep the ShareGPT column but write OpenAI's {role, content} inside it.
+          const [roleKey, textKey] = isObject(m) && m.from === undefined && typeof m.role === 'string' ? ['role', 'content'] : ['from', 'value'];
+          if (!isObject(m) || typeof m[roleKey] !== 'string') throw badInput(`${locate(where)}: ${at} must be an object {from, value} or {role, content}`, where.file);
+          const name = m[roleKey] as string;
+          const role = ROLE_NAMES[name];
           if (!role) {
-            throw badInput(`${locate(where)}: ${at}.from is "${m.from}"; expected one of ${Object.keys(ROLE_NAMES).join(', ')}`, where.file);
+            throw badInput(`${locate(where)}: ${at}.${roleKey} is "${name}"; expected one of ${Object.keys(ROLE_NAMES).join(', ')}`, where.file);
           }
-          return { role, content: fieldText(m.value, `${at}.value`, where), train: role === 'assistant' && weighted(m, where, at) };
+          return { role, content: fieldText(m[textKey], `${at}.${textKey}`, where), train: role === 'assistant' && weighted(m, where, at) };
         });
         return { turns: [...systemTurn(record, where), ...turns], ...toolsOf(record) };
       }
