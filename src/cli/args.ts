@@ -17,7 +17,7 @@ Usage:
                 [--rank 8] [--alpha 16] [--lr 2e-3] [--steps N | --epochs E] [--batch-size 4] [--grad-accum 1]
                 [--seq-len 512] [--eval-data FILE | --eval-split 0.05] [--seed 0] [--out ADAPTER_DIR]
                 [--resume ADAPTER_DIR] [--force] [--json]
-  domlora export ADAPTER_DIR --format merged|peft-config|axolotl|llamafactory|mlx --out PATH [--model MODEL_DIR] [--gpus 8]
+  domlora export ADAPTER_DIR --format merged|peft-config|axolotl|llamafactory|mlx --out PATH [--model MODEL_DIR] [--gpus N]
   domlora make-demo-model DIR [--data FILE]
   domlora demo [--dir demo-output]
 

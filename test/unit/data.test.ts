@@ -4,6 +4,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import * as zlib from 'node:zlib';
 import { readDataset } from '../../src/engine/data/read';
 import { tokenizeDataset, tokenizeRecord } from '../../src/engine/data/tokenize';
 import type { RecordFormat } from '../../src/engine/data/shapes';
@@ -21,7 +22,7 @@ const tempRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'domlora-data-'));
 after(() => fs.rmSync(tempRoot, { recursive: true, force: true }));
 let tempCount = 0;
 
-function writeTemp(name: string, text: string): string {
+function writeTemp(name: string, text: string | Buffer): string {
   const file = path.join(tempRoot, `${tempCount++}-${name}`);
   fs.writeFileSync(file, text);
   return file;
@@ -434,4 +435,45 @@ test('random sampling is deterministic by seed and differs across seeds', () => 
   assert.ok(a.every((i) => Number.isInteger(i) && i >= 0 && i < ds.count));
   assert.notDeepEqual([...a].sort((x, y) => x - y), [0, 1, 2, 3, 4, 5, 6, 7]);
   assert.deepEqual(tokenizeDataset(ds, tok, { seqLen: 512, limit: 8 }).records.map((r) => r.index), [0, 1, 2, 3, 4, 5, 6, 7]);
+});
+
+// ---- Compressed files ----------------------------------------------------------------------------------------------
+
+test('a gzip file is read transparently whatever its name; its sha256 is that of the file as stored', () => {
+  const text = jsonl([{ question: 'What is 2+2?', answer: '4' }, { instruction: 'Say hi.', output: 'Hi.' }]);
+  const plain = writeTemp('plain.jsonl', text);
+  const gz = zlib.gzipSync(Buffer.from(text));
+  const expected = tokenizeAll(plain);
+  // HumanEval ships as HumanEval.jsonl.gz; the bytes decide, not the name.
+  for (const name of ['HumanEval.jsonl.gz', 'HumanEval.jsonl', 'data.json']) {
+    const file = writeTemp(name, gz);
+    const ds = readDataset(file);
+    assert.equal(ds.compression, 'gzip');
+    assert.equal(ds.sha256, crypto.createHash('sha256').update(gz).digest('hex'));
+    assert.equal(ds.count, 2);
+    assert.deepEqual(tokenizeAll(file).map((r) => r.inputIds), expected.map((r) => r.inputIds));
+  }
+  // A JSON array compressed, and a plain file that is merely named .gz.
+  const array = writeTemp('array.json.gz', zlib.gzipSync(JSON.stringify([{ question: 'Q?', answer: 'A.' }])));
+  assert.equal(readDataset(array).format, 'qa');
+  const named = writeTemp('plain.jsonl.gz', text);
+  assert.equal(readDataset(named).compression, undefined);
+  assert.equal(readDataset(plain).compression, undefined);
+  // A truncated download is named as such.
+  const cut = writeTemp('cut.jsonl.gz', gz.subarray(0, gz.length - 12));
+  assert.throws(() => readDataset(cut), isBadInput(cut, /gzip-compressed but cannot be decompressed/));
+});
+
+test('other compressed and binary files say what they are instead of "invalid JSON"', () => {
+  const cases: [number[], RegExp][] = [
+    [[0x28, 0xb5, 0x2f, 0xfd, 0, 0], /zstd-compressed, not JSON or JSON Lines: decompress it first/],
+    [[0x42, 0x5a, 0x68, 0x39, 0x31], /bzip2-compressed/],
+    [[0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00, 0], /xz-compressed/],
+    [[0x50, 0x4b, 0x03, 0x04, 0], /a zip archive/],
+    [[0x50, 0x41, 0x52, 0x31, 0], /a Parquet file, not JSON or JSON Lines: convert it to JSON Lines first/],
+  ];
+  for (const [bytes, pattern] of cases) {
+    const file = writeTemp('data.jsonl', Buffer.from(bytes));
+    assert.throws(() => readDataset(file), isBadInput(file, pattern));
+  }
 });

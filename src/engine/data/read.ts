@@ -1,21 +1,65 @@
-// Reading a dataset file: a JSON array or JSON Lines (detected by content, not by extension), every record checked
-// to have a known shape, with the line each record starts on so errors point into the file.
+// Reading a dataset file: a JSON array or JSON Lines (detected by content, not by extension), gzip-compressed or not
+// (detected by its magic bytes), every record checked to have a known shape, with the line each record starts on so
+// errors point into the file.
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
+import * as zlib from 'node:zlib';
 import { badInput } from '../runtime/errors';
-import { detectFormat, tryParse, unknownShape, type RecordFormat } from './shapes';
+import { detectFormat, SHAPES, tryParse, unknownShape, type RecordFormat } from './shapes';
+
+export interface ShapeCount { format: RecordFormat; count: number; /** 1-based line of its first record. */ firstLine: number }
 
 export interface Dataset {
   file: string;
-  /** Hex SHA-256 of the file's bytes, so a report names exactly the data it was computed on. */
+  /** Hex SHA-256 of the file's bytes (compressed, if it is), so a report names exactly the file it was computed on. */
   sha256: string;
+  /** Set when the file was decompressed on reading. */
+  compression?: 'gzip';
   /** The most common record format in the file (records may mix formats). */
   format: RecordFormat;
+  /** How many records have each shape, most common first. */
+  shapes: ShapeCount[];
+  /** Things the user should know before the data is used (a file that mixes shapes), one sentence each. */
+  warnings: string[];
   count: number;
   /** The parsed records, in file order. */
   raw: unknown[];
   /** lines[i] is the 1-based line where record i starts. */
   lines: number[];
+}
+
+/**
+ * Compressed and binary formats, by the magic bytes that start them: a dataset saved as one of these would otherwise
+ * reach the JSON parser and fail with "Unexpected token".
+ */
+const UNREADABLE: { magic: number[]; what: string; fix: string }[] = [
+  { magic: [0x28, 0xb5, 0x2f, 0xfd], what: 'zstd-compressed', fix: 'decompress it first (zstd -d FILE)' },
+  { magic: [0x42, 0x5a, 0x68], what: 'bzip2-compressed', fix: 'decompress it first (bunzip2 -k FILE)' },
+  { magic: [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], what: 'xz-compressed', fix: 'decompress it first (xz -dk FILE)' },
+  { magic: [0x50, 0x4b, 0x03, 0x04], what: 'a zip archive', fix: 'extract the JSON or JSON Lines file from it first' },
+  { magic: [0x50, 0x41, 0x52, 0x31], what: 'a Parquet file', fix: 'convert it to JSON Lines first (e.g. pandas.read_parquet(FILE).to_json(OUT, orient="records", lines=True))' },
+];
+
+const startsWith = (bytes: Buffer, magic: number[]) => bytes.length >= magic.length && magic.every((b, i) => bytes[i] === b);
+
+/** The file's text: decompressed when it is gzip (by its magic bytes, whatever its name), refused when it is binary. */
+function datasetText(bytes: Buffer, file: string): { text: string; compression?: 'gzip' } {
+  let data = bytes;
+  let compression: 'gzip' | undefined;
+  if (startsWith(bytes, [0x1f, 0x8b])) {
+    try {
+      data = zlib.gunzipSync(bytes);
+    } catch (err) {
+      throw badInput(`the dataset is gzip-compressed but cannot be decompressed (${err instanceof Error ? err.message : String(err)}); ` +
+        'is the file complete?', file);
+    }
+    compression = 'gzip';
+  }
+  for (const u of UNREADABLE) {
+    if (startsWith(data, u.magic)) throw badInput(`the dataset is ${u.what}, not JSON or JSON Lines: ${u.fix.replace('FILE', file)}`, file);
+  }
+  // Editors on Windows like to start UTF-8 files with a byte-order mark, which JSON.parse rejects.
+  return { text: data.toString('utf8').replace(/^\uFEFF/, ''), ...(compression ? { compression } : {}) };
 }
 
 /** Reads a dataset file, parses it (by content, not by extension) and checks every record has a known shape. */
@@ -27,25 +71,37 @@ export function readDataset(file: string): Dataset {
     throw badInput(`cannot read the dataset: ${err instanceof Error ? err.message : String(err)}`, file);
   }
   const sha256 = crypto.createHash('sha256').update(bytes).digest('hex');
-  // Editors on Windows like to start UTF-8 files with a byte-order mark, which JSON.parse rejects.
-  const text = bytes.toString('utf8').replace(/^\uFEFF/, '');
+  const { text, compression } = datasetText(bytes, file);
   const empty = 'the dataset is empty: expected a JSON array of records or JSON Lines (one record per line)';
   if (text.trim() === '') throw badInput(empty, file);
 
   const { raw, lines } = text.trimStart().startsWith('[') ? parseJsonArray(text, file) : parseJsonLines(text, file);
   if (raw.length === 0) throw badInput(empty, file);
 
-  const counts = new Map<RecordFormat, number>();
+  // Map iteration follows first appearance, so a tie goes to the format seen first.
+  const counts = new Map<RecordFormat, ShapeCount>();
   raw.forEach((record, i) => {
     const format = detectFormat(record);
     if (!format) throw unknownShape(record, { index: i, line: lines[i] ?? 0, file });
-    counts.set(format, (counts.get(format) ?? 0) + 1);
+    const c = counts.get(format);
+    if (c) c.count++;
+    else counts.set(format, { format, count: 1, firstLine: lines[i] ?? 0 });
   });
-  // Map iteration follows first appearance, so a tie goes to the format seen first.
-  let format: RecordFormat = 'text';
-  let best = 0;
-  for (const [f, n] of counts) if (n > best) { format = f; best = n; }
-  return { file, sha256, format, count: raw.length, raw, lines };
+  const shapes = [...counts.values()].sort((a, b) => b.count - a.count);
+  const warnings = shapes.length > 1 ? [mixedShapes(shapes)] : [];
+  return { file, sha256, ...(compression ? { compression } : {}), format: shapes[0]!.format, shapes, warnings, count: raw.length, raw, lines };
+}
+
+/**
+ * A file whose records have different shapes is often a mistake (two files concatenated, a few records written by
+ * hand): each record is still read by its own shape, but plain text supervises every token while the others
+ * supervise only the answers, so the user should know.
+ */
+function mixedShapes(shapes: ShapeCount[]): string {
+  const list = shapes.map((s) => `${s.count} ${s.format} ${SHAPES[s.format].keys} (first at line ${s.firstLine})`).join(', ');
+  const text = shapes.some((s) => s.format === 'text')
+    ? '; the plain-text records are supervised on every token, the others only on their answers' : '';
+  return `the file mixes record shapes: ${list}. Each record is read by its own shape${text}`;
 }
 
 function parseJsonArray(text: string, file: string): { raw: unknown[]; lines: number[] } {

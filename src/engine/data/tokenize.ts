@@ -5,7 +5,7 @@ import { badInput } from '../runtime/errors';
 import { permutation } from '../runtime/rng';
 import type { ChatMessage, ModelTokenizer } from '../hf/tokenizer';
 import type { Dataset } from './read';
-import { detectFormat, isObject, locate, toConversation, unknownShape, type Conversation, type RecordFormat, type Rec, type Turn, type Where } from './shapes';
+import { detectFormat, isObject, locate, segmentsOf, toConversation, unknownShape, type Conversation, type RecordFormat, type Rec, type Turn, type Where } from './shapes';
 
 export interface TokenizedRecord {
   inputIds: number[];
@@ -23,6 +23,12 @@ export interface TokenizeResult {
   skipped: number;
   /** Why records were skipped, one line each; only the first MAX_SKIP_REASONS are kept (`skipped` counts all). */
   skippedReasons: string[];
+  /** Tokens in the kept records, after truncation to the sequence length. */
+  tokens: number;
+  /** Of those, the prediction targets: what the loss, PAGE and training are computed on. */
+  supervisedTokens: number;
+  /** The same counts per record shape, in order of first appearance (describeTokens prints them). */
+  byFormat: { format: RecordFormat; records: number; tokens: number; supervisedTokens: number }[];
 }
 
 const MAX_SKIP_REASONS = 50;
@@ -179,6 +185,9 @@ function encodeRecord(raw: unknown, tok: ModelTokenizer, where: Where): { inputI
   } else if (format === 'text') {
     const inputIds = tok.encode(raw.text as string);
     encoded = { inputIds, lossMask: inputIds.map(() => 1) };
+  } else if (format === 'segments') {
+    // Template-free by definition: no chat template, the texts as written.
+    encoded = segmentsToRecord(segmentsOf(raw, where).map((s) => ({ ...s, eos: false })), tok);
   } else {
     const conv = toConversation(raw, format, where);
     encoded = segmentsToRecord(tok.chatTemplate !== undefined ? chatTemplateSegments(conv, tok, where) : plainSegments(conv, tok), tok);
@@ -216,7 +225,7 @@ export function tokenizeDataset(ds: Dataset, tok: ModelTokenizer,
     ? permutation(ds.count, opts.seed ?? 0)
     : Array.from({ length: ds.count }, (_, i) => i);
 
-  const result: TokenizeResult = { records: [], skipped: 0, skippedReasons: [] };
+  const result: TokenizeResult = { records: [], skipped: 0, skippedReasons: [], tokens: 0, supervisedTokens: 0, byFormat: [] };
   for (const index of order) {
     if (result.records.length >= limit) break;
     const where = { index, line: ds.lines[index] ?? 0, file: ds.file };
@@ -231,9 +240,16 @@ export function tokenizeDataset(ds: Dataset, tok: ModelTokenizer,
       }
       continue;
     }
-    result.records.push({
-      inputIds: inputIds.slice(0, opts.seqLen), lossMask: lossMask.slice(0, opts.seqLen), index, line: where.line, format,
-    });
+    const rec = { inputIds: inputIds.slice(0, opts.seqLen), lossMask: lossMask.slice(0, opts.seqLen), index, line: where.line, format };
+    result.records.push(rec);
+    const supervised = rec.lossMask.reduce((a, m) => a + m, 0);
+    let counts = result.byFormat.find((c) => c.format === format);
+    if (!counts) result.byFormat.push(counts = { format, records: 0, tokens: 0, supervisedTokens: 0 });
+    counts.records++;
+    counts.tokens += rec.inputIds.length;
+    counts.supervisedTokens += supervised;
+    result.tokens += rec.inputIds.length;
+    result.supervisedTokens += supervised;
   }
   return result;
 }

@@ -11,7 +11,7 @@ import { readHeader, writeSafetensorsStreaming } from '../hf/safetensors';
 import { writeDirAtomic, writeFileAtomic } from '../runtime/atomic';
 import { loraScale } from '../model/lora';
 import { archOf, SUPPORTED_MODEL_TYPES } from '../arch/registry';
-import { storedName, parseModuleName } from '../hf/modules';
+import { moduleName, storedName, parseModuleName } from '../hf/modules';
 
 /** What vLLM, llama.cpp and Ollama refuse, checked before anyone tries. */
 export function runtimeChecks(cfg: PeftConfig, modelType: string, tensorNames: string[] = []): { warnings: string[]; loadCommands: string[] } {
@@ -35,17 +35,121 @@ export function runtimeChecks(cfg: PeftConfig, modelType: string, tensorNames: s
   return { warnings, loadCommands };
 }
 
-/** The layers and module kinds of a placement, as trainers name them. */
-function placement(cfg: PeftConfig, numLayers: number, modelType: string): { kinds: string[]; layers: number[] | null; singleLayer: boolean; fullNames: boolean } {
+/**
+ * The adapter's placement as trainers can express it: its full module names (the model's own, as PEFT matches them),
+ * the kinds and layers they span, and whether they are exactly every kind at every one of those layers (a product,
+ * which target_modules + layers_to_transform can say).
+ */
+interface Placement { modules: string[]; kinds: string[]; layers: number[]; product: boolean; allLayers: boolean }
+
+function placementOf(cfg: PeftConfig, numLayers: number, modelType: string): Placement {
   // target_modules holds either module kinds (GPT-2's contain a dot: `attn.c_proj`) or full module names.
   const full = cfg.target_modules.map((t) => parseModuleName(t, modelType)).filter((x): x is { layer: number; kind: string } => Boolean(x));
-  if (full.length) {
-    const kinds = [...new Set(full.map((t) => t.kind))];
-    const layers = [...new Set(full.map((t) => t.layer))].sort((a, b) => a - b);
-    return { kinds, layers, singleLayer: layers.length < numLayers, fullNames: true };
+  const pairs = full.length ? full
+    : (cfg.layers_to_transform ?? Array.from({ length: numLayers }, (_, l) => l)).flatMap((layer) => cfg.target_modules.map((kind) => ({ layer, kind })));
+  const kinds = [...new Set(pairs.map((p) => p.kind))];
+  const layers = [...new Set(pairs.map((p) => p.layer))].sort((a, b) => a - b);
+  const modules = [...new Set(pairs.map((p) => moduleName(p.layer, p.kind, modelType)))];
+  return { modules, kinds, layers, product: kinds.length * layers.length === modules.length, allLayers: layers.length === numLayers };
+}
+
+/** The value users must set before running an exported config; every tool fails loudly on it if left as is. */
+export const FILL_IN = 'FILL_IN';
+
+const HEADER = (p: Placement) => [
+  `# LoRA placement found by DomLoRA (PAGE): ${p.modules.length === 1 ? p.modules[0] : `${p.modules.length} modules (${p.kinds.join(', ')} at layer${p.layers.length > 1 ? 's' : ''} ${p.layers.join(', ')})`}.`,
+  `# Set the fields marked ${FILL_IN} before running; the rest is the adapter's placement and a working default.`,
+];
+
+/** A YAML scalar: plain when it cannot be misread (names, paths, numbers), else double-quoted (JSON is valid YAML). */
+function yamlValue(v: string | number | boolean): string {
+  if (typeof v === 'boolean') return String(v);
+  if (typeof v === 'number') {
+    // PyYAML (which LLaMA-Factory, Axolotl and MLX-LM read with) takes 1e-4 for a string: a float needs its dot.
+    const t = String(v);
+    return /e/.test(t) && !t.includes('.') ? t.replace('e', '.0e') : t;
   }
-  const layers = cfg.layers_to_transform ?? null;
-  return { kinds: cfg.target_modules, layers, singleLayer: Boolean(layers && layers.length < numLayers), fullNames: false };
+  return /^[A-Za-z0-9_./][A-Za-z0-9_./,-]*$/.test(v) && !/^(true|false|yes|no|on|off|null|~|[\d.]+)$/i.test(v) ? v : JSON.stringify(v);
+}
+
+/** A shell word, quoted when it needs to be, for the launch lines. */
+function shellWord(s: string): string {
+  return /^[A-Za-z0-9_./:=@%+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+const gpuCount = (n: number) => `${n} GPU${n === 1 ? '' : 's'}`;
+
+/** The learning rate the adapter was trained with (its provenance), else PEFT's usual LoRA default. */
+function learningRate(metadata: Record<string, string>): number {
+  const lr = Number(metadata['domlora.lr']);
+  return Number.isFinite(lr) && lr > 0 ? lr : 1e-4;
+}
+
+function peftConfigPy(cfg: PeftConfig, p: Placement, gpus: number | undefined): string {
+  const args: Record<string, unknown> = {
+    r: cfg.r, lora_alpha: cfg.lora_alpha, lora_dropout: cfg.lora_dropout, target_modules: cfg.target_modules,
+    layers_to_transform: cfg.layers_to_transform, bias: 'none', task_type: 'CAUSAL_LM',
+    // GPT-2's Conv1D stores W as [in, out]; rsLoRA scales by alpha / sqrt(r): both change what the adapter computes.
+    ...(cfg.fan_in_fan_out ? { fan_in_fan_out: true } : {}), ...(cfg.use_rslora ? { use_rslora: true } : {}),
+  };
+  return [...HEADER(p).slice(0, 1),
+    '# Use it with PEFT (model = get_peft_model(AutoModelForCausalLM.from_pretrained(BASE), lora_config)) or pass',
+    '# peft_config=lora_config to TRL\'s SFTTrainer or any PEFT trainer.',
+    'from peft import LoraConfig', '',
+    'lora_config = LoraConfig(', ...Object.entries(args).map(([k, v]) => `    ${k}=${pyValue(v)},`), ')', '',
+    ...(gpus ? [`# On ${gpuCount(gpus)}: accelerate launch --num_processes ${gpus} YOUR_TRAIN_SCRIPT.py`] : []), ''].join('\n');
+}
+
+function axolotlYaml(cfg: PeftConfig, p: Placement, baseModel: string, lr: number): string {
+  // lora_target_modules goes to PEFT's target_modules: kinds with peft_layers_to_transform for a product of kinds and
+  // layers, else the full module names, which PEFT matches exactly.
+  const [targets, layers] = !p.product ? [p.modules, null] : p.allLayers ? [p.kinds, null] : [p.kinds, p.layers];
+  return [...HEADER(p),
+    `base_model: ${yamlValue(baseModel)}`, 'adapter: lora',
+    `lora_r: ${cfg.r}`, `lora_alpha: ${yamlValue(cfg.lora_alpha)}`, `lora_dropout: ${yamlValue(cfg.lora_dropout)}`,
+    'lora_target_modules:', ...targets.map((k) => `  - ${yamlValue(k)}`),
+    ...(layers ? ['peft_layers_to_transform:', ...layers.map((l) => `  - ${l}`)] : []),
+    ...(cfg.fan_in_fan_out ? ['lora_fan_in_fan_out: true'] : []), ...(cfg.use_rslora ? ['peft_use_rslora: true'] : []),
+    '', 'datasets:',
+    `  - path: ${FILL_IN}  # your data file or Hugging Face dataset`,
+    `    type: ${FILL_IN}  # its format: alpaca, chat_template, completion, ... (docs.axolotl.ai/docs/dataset-formats)`,
+    `learning_rate: ${yamlValue(lr)}`, 'micro_batch_size: 1', 'gradient_accumulation_steps: 8', 'num_epochs: 1',
+    `output_dir: ${yamlValue(`./outputs/${path.basename(baseModel)}-domlora`)}`, ''].join('\n');
+}
+
+function llamaFactoryYaml(cfg: PeftConfig, p: Placement, baseModel: string, lr: number): string {
+  // lora_target goes to PEFT's target_modules as it is (for text models), and PEFT matches a full module name exactly,
+  // so any placement is expressible: kinds when they cover every layer, else the modules by name.
+  const target = p.allLayers && p.product ? p.kinds : p.modules;
+  return [...HEADER(p),
+    '### model', `model_name_or_path: ${yamlValue(baseModel)}`, '',
+    '### method', 'stage: sft', 'do_train: true', 'finetuning_type: lora',
+    `lora_rank: ${cfg.r}`, `lora_alpha: ${yamlValue(cfg.lora_alpha)}`, `lora_dropout: ${yamlValue(cfg.lora_dropout)}`,
+    `lora_target: ${target.join(',')}`, ...(cfg.use_rslora ? ['use_rslora: true'] : []), '',
+    '### dataset',
+    `dataset: ${FILL_IN}  # a dataset name from data/dataset_info.json (add yours there; see data/README.md)`,
+    `template: ${FILL_IN}  # the model's chat template name (llama3, qwen, mistral, ...; default for a base model)`, '',
+    '### output', `output_dir: ${yamlValue(`saves/${path.basename(baseModel)}-domlora`)}`, '',
+    '### train', 'per_device_train_batch_size: 1', 'gradient_accumulation_steps: 8', `learning_rate: ${yamlValue(lr)}`,
+    'num_train_epochs: 1.0', ''].join('\n');
+}
+
+function mlxYaml(cfg: PeftConfig, p: Placement, baseModel: string, modelType: string, numLayers: number, lr: number): string {
+  const lowest = p.layers[0]!;
+  return [...HEADER(p),
+    `model: ${yamlValue(baseModel)}`, 'train: true', 'fine_tune_type: lora',
+    `data: ${FILL_IN}  # a folder with train.jsonl and valid.jsonl (mlx-lm's chat, completions or text records)`,
+    '# Only the answers are supervised, as DomLoRA trained the adapter (set false for plain {"text"} records).',
+    'mask_prompt: true',
+    // MLX-LM adapts the last num_layers layers (-1: all); its keys are the module paths under a layer.
+    `num_layers: ${p.allLayers ? -1 : numLayers - lowest}`,
+    'lora_parameters:',
+    `  keys: [${p.kinds.map((k) => JSON.stringify(archOf(modelType).modules.paths[k] ?? k)).join(', ')}]`,
+    `  rank: ${cfg.r}`,
+    // MLX-LM multiplies by `scale` itself: alpha / r, or alpha / sqrt(r) for rsLoRA.
+    `  scale: ${yamlValue(loraScale(cfg.lora_alpha, cfg.r, Boolean(cfg.use_rslora)))}`,
+    `  dropout: ${yamlValue(cfg.lora_dropout)}`,
+    `learning_rate: ${yamlValue(lr)}`, 'batch_size: 4', 'iters: 1000', 'adapter_path: adapters', ''].join('\n');
 }
 
 export async function runExport(params: ExportParams, hooks: JobHooks = {}): Promise<ExportResult> {
@@ -54,15 +158,24 @@ export async function runExport(params: ExportParams, hooks: JobHooks = {}): Pro
   if (!fs.existsSync(cfgFile)) throw badInput('not a PEFT adapter folder: it has no adapter_config.json', adapterDir);
   let peftCfg: PeftConfig;
   try { peftCfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as PeftConfig; } catch (e) { throw badInput(`invalid JSON (${(e as Error).message})`, cfgFile); }
+  const gpus = params.gpus;
+  if (gpus !== undefined && (!Number.isInteger(gpus) || gpus < 1)) throw badInput(`--gpus must be a positive integer, got ${gpus}`);
   const modelDir = params.modelDir ?? peftCfg.base_model_name_or_path;
   if (!modelDir || !fs.existsSync(modelDir)) throw badInput(`the base model "${modelDir}" named in adapter_config.json was not found; pass --model MODEL_DIR`, cfgFile);
   const folder = openModelFolder(modelDir);
   const out = path.resolve(params.out);
+  if (params.format === 'llamafactory' && !/\.ya?ml$/i.test(out)) {
+    // llamafactory-cli reads its arguments from a file only when the name ends in .yaml or .yml.
+    throw badInput('LLaMA-Factory reads a config only from a .yaml or .yml file (llamafactory-cli train FILE.yaml); name --out accordingly', out);
+  }
   if (fs.existsSync(out) && !params.force) throw badInput('already exists; choose another --out or pass --force', out);
   const stFile = path.join(adapterDir, 'adapter_model.safetensors');
-  const checks = runtimeChecks(peftCfg, folder.cfg.modelType, fs.existsSync(stFile) ? [...readHeader(stFile).tensors.keys()] : []);
-  const gpus = params.gpus ?? 8;
-  const { kinds, layers, singleLayer, fullNames } = placement(peftCfg, folder.cfg.numLayers, folder.cfg.modelType);
+  const header = fs.existsSync(stFile) ? readHeader(stFile) : undefined;
+  const checks = runtimeChecks(peftCfg, folder.cfg.modelType, header ? [...header.tensors.keys()] : []);
+  const p = placementOf(peftCfg, folder.cfg.numLayers, folder.cfg.modelType);
+  const baseModel = peftCfg.base_model_name_or_path || modelDir;
+  const lr = learningRate(header?.metadata ?? {});
+  const fill = (fields: string) => `fill in ${fields} (marked ${FILL_IN}), then`;
   const lines: string[] = [];
   switch (params.format) {
     case 'merged': {
@@ -71,53 +184,37 @@ export async function runExport(params: ExportParams, hooks: JobHooks = {}): Pro
       break;
     }
     case 'peft-config': {
-      const args = { r: peftCfg.r, lora_alpha: peftCfg.lora_alpha, lora_dropout: peftCfg.lora_dropout, target_modules: peftCfg.target_modules,
-        layers_to_transform: peftCfg.layers_to_transform, bias: 'none', task_type: 'CAUSAL_LM' };
-      const py = `# LoRA placement found by DomLoRA (PAGE). Use with any PEFT trainer (TRL SFTTrainer, HF Trainer).\nfrom peft import LoraConfig\n\n` +
-        `lora_config = LoraConfig(\n${Object.entries(args).map(([k, v]) => `    ${k}=${pyValue(v)},`).join('\n')}\n)\n\n` +
-        `# Multi-GPU: accelerate launch --num_processes ${gpus} train.py   (or: torchrun --nproc_per_node ${gpus} train.py)\n`;
-      writeFileAtomic(out, py);
-      lines.push(`PEFT LoraConfig written to ${out}`, `launch on ${gpus} GPUs: accelerate launch --num_processes ${gpus} train.py`);
+      writeFileAtomic(out, peftConfigPy(peftCfg, p, gpus));
+      lines.push(`PEFT LoraConfig written to ${out}`,
+        gpus ? `train on ${gpuCount(gpus)}: accelerate launch --num_processes ${gpus} YOUR_TRAIN_SCRIPT.py` : 'train: python YOUR_TRAIN_SCRIPT.py');
       break;
     }
     case 'axolotl': {
-      const yaml = [`# LoRA placement found by DomLoRA (PAGE).`, `base_model: ${peftCfg.base_model_name_or_path}`, 'adapter: lora',
-        `lora_r: ${peftCfg.r}`, `lora_alpha: ${peftCfg.lora_alpha}`, `lora_dropout: ${peftCfg.lora_dropout}`,
-        'lora_target_modules:', ...kinds.map((k) => `  - ${k}`),
-        ...(layers && singleLayer ? ['peft_layers_to_transform:', ...layers.map((l) => `  - ${l}`)] : []),
-        '# datasets, sequence_len, micro_batch_size, num_epochs, learning_rate: fill in for your run', ''].join('\n');
-      if (fullNames && kinds.length * (layers?.length ?? 1) !== peftCfg.target_modules.length) {
-        throw badInput('this placement pairs different module kinds with different layers, which Axolotl\'s lora_target_modules + peft_layers_to_transform cannot express; use --format peft-config');
-      }
-      writeFileAtomic(out, yaml);
-      lines.push(`Axolotl config written to ${out}`, `launch on ${gpus} GPUs: accelerate launch --num_processes ${gpus} -m axolotl.cli.train ${out}`);
+      writeFileAtomic(out, axolotlYaml(peftCfg, p, baseModel, lr));
+      lines.push(`Axolotl config written to ${out}`, `${fill('datasets')} train` + (gpus
+        ? ` on ${gpuCount(gpus)}: axolotl train ${shellWord(out)} --launcher accelerate -- --num_processes=${gpus}`
+        : `: axolotl train ${shellWord(out)}`));
       break;
     }
     case 'llamafactory': {
-      if (singleLayer) {
-        throw badInput(`LLaMA-Factory's lora_target takes module kinds for every layer and cannot restrict them to layer${layers!.length > 1 ? 's' : ''} ${layers!.join(', ')}: ` +
-          'a config would train a different placement. Use --format peft-config (or axolotl) for this adapter.');
-      }
-      const yaml = [`# LoRA placement found by DomLoRA (PAGE).`, `model_name_or_path: ${peftCfg.base_model_name_or_path}`, 'stage: sft', 'finetuning_type: lora',
-        `lora_rank: ${peftCfg.r}`, `lora_alpha: ${peftCfg.lora_alpha}`, `lora_target: ${kinds.join(',')}`, ''].join('\n');
-      writeFileAtomic(out, yaml);
-      lines.push(`LLaMA-Factory config written to ${out}`, `launch on ${gpus} GPUs: FORCE_TORCHRUN=1 NPROC_PER_NODE=${gpus} llamafactory-cli train ${out}`);
+      writeFileAtomic(out, llamaFactoryYaml(peftCfg, p, baseModel, lr));
+      // llamafactory-cli trains on every visible GPU by itself; a count is set with NPROC_PER_NODE (and one GPU by
+      // hiding the others).
+      const launch = gpus === undefined ? '' : gpus === 1 ? 'CUDA_VISIBLE_DEVICES=0 ' : `FORCE_TORCHRUN=1 NPROC_PER_NODE=${gpus} `;
+      lines.push(`LLaMA-Factory config written to ${out}`,
+        `${fill('dataset and template')} train${gpus ? ` on ${gpuCount(gpus)}` : ''}: ${launch}llamafactory-cli train ${shellWord(out)}`);
       break;
     }
     case 'mlx': {
       const L = folder.cfg.numLayers;
-      const lowest = layers ? Math.min(...layers) : 0;
-      const contiguousTop = layers && layers.length === L - lowest && layers.every((l, i) => l === lowest + i);
-      if (singleLayer && !contiguousTop) {
-        throw badInput(`MLX-LM adapts the last N layers (num_layers) and cannot target only layer${layers!.length > 1 ? 's' : ''} ${layers!.join(', ')} of ${L}; ` +
+      const top = p.layers.length === L - p.layers[0]! && p.layers.every((l, i) => l === p.layers[0]! + i);
+      if (!p.product || !top) {
+        throw badInput(`MLX-LM adapts the same module paths in each of the last N layers (num_layers), which cannot express ${p.modules.length === 1 ? p.modules[0] : `this placement (${p.modules.join(', ')})`} in a ${L}-layer model; ` +
           'an MLX config would train a different placement. Use --format peft-config, or train with DomLoRA and convert the PEFT adapter.');
       }
-      const yaml = [`# LoRA placement found by DomLoRA (PAGE).`, `model: ${peftCfg.base_model_name_or_path}`, 'fine_tune_type: lora',
-        // MLX-LM's keys are the module paths under a layer (`self_attn.q_proj`, Phi-3's `mlp.gate_up_proj`).
-        `num_layers: ${layers ? L - lowest : -1}`, 'lora_parameters:', `  keys: [${kinds.map((k) => `"${archOf(folder.cfg.modelType).modules.paths[k] ?? k}"`).join(', ')}]`,
-        `  rank: ${peftCfg.r}`, `  scale: ${loraScale(peftCfg.lora_alpha, peftCfg.r)}`, `  dropout: ${peftCfg.lora_dropout}`, ''].join('\n');
-      writeFileAtomic(out, yaml);
-      lines.push(`MLX-LM config written to ${out}`, `run: mlx_lm.lora --config ${out} --train (MLX runs on one Apple-silicon machine)`);
+      writeFileAtomic(out, mlxYaml(peftCfg, p, baseModel, folder.cfg.modelType, L, lr));
+      lines.push(`MLX-LM config written to ${out}`, `${fill('data')} train: mlx_lm.lora --config ${shellWord(out)}` +
+        (gpus ? ` (--gpus does not apply: MLX trains on one Apple-silicon machine)` : ''));
       break;
     }
     default:
@@ -130,6 +227,7 @@ export async function runExport(params: ExportParams, hooks: JobHooks = {}): Pro
 
 function pyValue(v: unknown): string {
   if (v === null || v === undefined) return 'None';
+  if (typeof v === 'boolean') return v ? 'True' : 'False';
   if (Array.isArray(v)) return `[${v.map(pyValue).join(', ')}]`;
   if (typeof v === 'string') return JSON.stringify(v);
   return String(v);

@@ -72,15 +72,18 @@ function loadInScope(cfg: ModelConfig, store: WeightStore, opts: ModelOptions): 
   };
   // The embedding and the head: in parts the backend can bind, resident or left in the files.
   const untied = !cfg.tieWordEmbeddings && store.has(names.head);
+  // A tied table may be stored under either name (transformers drops one of the two when it saves tied weights, and
+  // loads whichever is there into the shared parameter), so a checkpoint with only the head's name is the same model.
+  const table = key(!untied && !has(key(names.embed)) && has(key(names.head)) ? names.head : names.embed);
   const rows = partRows(H, Boolean(opts.streamVocab));
   let embed: Vocab, head: Vocab;
   if (opts.streamVocab) {
-    store.check(key(names.embed), [cfg.vocabSize, H]);
+    store.check(table, [cfg.vocabSize, H]);
     if (untied) store.check(names.head, [cfg.vocabSize, H]);
-    embed = new StreamedVocab(store, key(names.embed), cfg.vocabSize, H, rows);
+    embed = new StreamedVocab(store, table, cfg.vocabSize, H, rows);
     head = untied ? new StreamedVocab(store, names.head, cfg.vocabSize, H, rows) : embed;
   } else {
-    const e = new ResidentVocab(store.read(key(names.embed), [cfg.vocabSize, H]), cfg.vocabSize, H, rows, false);
+    const e = new ResidentVocab(store.read(table, [cfg.vocabSize, H]), cfg.vocabSize, H, rows, false);
     embed = e;
     head = untied ? new ResidentVocab(store.read(names.head, [cfg.vocabSize, H]), cfg.vocabSize, H, rows, true) : ResidentVocab.tiedHead(e);
   }
