@@ -1,29 +1,8 @@
 // `domlora models` as text: where the cache is, then one line per model folder (repository or folder, revision,
 // architecture, parameters, size on disk, dtype, and "supported" or the reason it is not).
 import * as path from 'node:path';
+import { formatBytes, formatParams, looksSparse } from '../protocol/format';
 import { hfSnapshotOf, type ModelEntry, type ModelsResult } from '../protocol/messages';
-
-/** Decimal units, as huggingface-cli scan-cache and the Hub's own pages size models. */
-export function formatBytes(n: number): string {
-  const units = ['B', 'KB', 'MB', 'GB', 'TB', 'PB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1000 && i < units.length - 1) { v /= 1000; i++; }
-  return i === 0 ? `${v} B` : `${v >= 100 ? v.toFixed(0) : v.toFixed(1)} ${units[i]}`;
-}
-
-/** 260K, 135M, 12.2B. */
-export function formatParams(n: number | undefined): string {
-  if (n === undefined) return '-';
-  const [d, s] = n >= 1e9 ? [1e9, 'B'] : n >= 1e6 ? [1e6, 'M'] : n >= 1e3 ? [1e3, 'K'] : [1, ''];
-  const v = n / d;
-  return `${v >= 100 || d === 1 ? v.toFixed(0) : v.toFixed(1)}${s}`;
-}
-
-/** A file far smaller on disk than its length (sparse, or preallocated lazily): worth a footnote. */
-function looksSparse(m: ModelEntry): boolean {
-  return m.bytes > m.diskBytes * 1.1 + 65536;
-}
 
 function revisionText(m: ModelEntry): string {
   if (!m.revision) return '-';

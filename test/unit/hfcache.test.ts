@@ -12,7 +12,8 @@ import { hubCacheDir, listModels } from '../../src/engine/hf/cache';
 import { modelInfo } from '../../src/engine/hf/folder';
 import { hfSnapshotOf, type ModelEntry, type ModelsResult } from '../../src/protocol/messages';
 import { SUPPORTED_MODEL_TYPES } from '../../src/engine/arch/registry';
-import { defaultAdapterDir, formatBytes, formatParams } from '../../src/cli/models';
+import { defaultAdapterDir } from '../../src/cli/models';
+import { formatBytes, formatParams } from '../../src/protocol/format';
 import type { SynthShape } from '../../src/engine/arch/types';
 import { addSnapshot, folderFiles, repoFolder, safetensorsHeader, shardedWeights, sparseModelFiles, touch } from '../helpers/hfcache';
 
