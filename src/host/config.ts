@@ -17,10 +17,13 @@ export interface Settings {
   dataset?: string;
   /** Absolute path of the folder trained adapters go to, or undefined for the model's `.domlora` folder. */
   adapterDirectory?: string;
+  /** Absolute path of the Hugging Face hub cache the Models view lists, or undefined for the environment's. */
+  huggingFaceCache?: string;
 }
 
 export const SETTING_DEFAULTS = {
   backend: 'auto', rank: 8, alpha: 16, samples: 32, seqLen: 512, learningRate: 1e-3, steps: 100, dataset: '', adapterDirectory: '',
+  huggingFaceCache: '',
 } as const;
 
 /** Resolves a leading `~`, `${workspaceFolder}` and relative paths (against the folder that owns the setting, or the first one). */
@@ -55,5 +58,6 @@ export function readSettings(scope?: vscode.Uri): Settings {
     steps: positive(c.get('steps'), SETTING_DEFAULTS.steps, true),
     dataset: resolveSettingPath(c.get<string>('dataset', ''), scope),
     adapterDirectory: resolveSettingPath(c.get<string>('adapterDirectory', ''), scope),
+    huggingFaceCache: resolveSettingPath(c.get<string>('huggingFaceCache', ''), scope),
   };
 }
