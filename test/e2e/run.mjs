@@ -645,6 +645,8 @@ async function runJourneys(browser, cs, ws, hfCache) {
   });
 
   await journey(page, 'the Models view: workspace and Hugging Face cache models, a cache model probed inline', async () => {
+    // Run alone (--only), the journey must wait for the extension like the first one does.
+    await waitFor(async () => /DomLoRA/.test(await statusText(page)), 60_000, 'the DomLoRA status bar item (activation)');
     await clearNotifications(page);
     await runPaletteCommand(page, 'View: Close All Editors');
     const cacheBefore = treeState(hfCache);
@@ -695,6 +697,8 @@ async function runJourneys(browser, cs, ws, hfCache) {
   });
 
   await journey(page, 'Probe a Model…: the same list in a quick pick; an unsupported pick says why', async () => {
+    // Run alone (--only), the journey must wait for the extension like the first one does.
+    await waitFor(async () => /DomLoRA/.test(await statusText(page)), 60_000, 'the DomLoRA status bar item (activation)');
     await clearNotifications(page);
     await runPaletteCommand(page, 'DomLoRA: Probe a Model…');
     await quickPick(page, 'Probe a Model');
@@ -702,7 +706,7 @@ async function runJourneys(browser, cs, ws, hfCache) {
     await items.filter({ hasText: 'TheBloke/arith-tiny-GGUF' }).first().waitFor({ timeout: 60_000 });
     const all = (await items.allTextContents()).join(' | ');
     for (const t of ['tiny', 'deep80', 'domlora-demo/arith-tiny', '@ 1111111']) assert(all.includes(t), `the pick lists ${t} (${all})`);
-    await page.mouse.move(900, 800);
+    await page.mouse.move(200, 700); // the side bar's empty part: no hover tooltip over the screenshot
     await shot(page, '19-probe-a-model.png');
     await pickItem(page, 'GGUF', 'arith-tiny-GGUF');
     const toast = notification(page, 'cannot probe TheBloke/arith-tiny-GGUF');
