@@ -17,6 +17,8 @@ export function activate(context: vscode.ExtensionContext): Ctx {
   ctx.registerCommand('export', commands.exportAdapter);
   ctx.registerCommand('revealPanel', commands.revealPanel);
   ctx.registerCommand('showLog', commands.showLog);
+  ctx.registerCommand('refreshModels', commands.refreshModels);
+  ctx.registerCommand('probeModel', commands.probeModel);
   // The host tests read the context (status, models, panels, notices) through the extension's exports.
   return ctx;
 }

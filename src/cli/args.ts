@@ -8,6 +8,7 @@ export const VERSION = typeof DOMLORA_VERSION === 'string' ? DOMLORA_VERSION : '
 export const USAGE = `domlora ${VERSION}: find where a LoRA adapter belongs (PAGE), and train it there.
 
 Usage:
+  domlora models [MODEL_DIR ...] [--cache DIR | --no-cache] [--json]
   domlora info MODEL_DIR [--rank 8] [--json]
   domlora eval MODEL_DIR --data FILE [--adapter DIR] [--seq-len 512] [--max-samples N] [--json]
   domlora generate MODEL_DIR --prompt TEXT [--max-new-tokens 20] [--adapter DIR] [--json]

@@ -5,6 +5,7 @@ import type { ProbeReport } from '../protocol/messages';
 import { badInput, type JobHooks } from '../engine';
 import { backendOf, emit, num, oneModel, parse, progressHooks, required } from './args';
 import { formatProbe, fmtPct, useColour } from './format';
+import { defaultAdapterDir, formatModels } from './models';
 
 /** What every command gets besides its arguments: the job hooks' abort signal. */
 export interface CommandContext { controller: AbortController }
@@ -118,7 +119,7 @@ export const train: Command = async (argv, c) => {
     epochs: num(a.values.epochs, 'epochs'), batchSize: num(a.values['batch-size'], 'batch-size', true), gradAccum: num(a.values['grad-accum'], 'grad-accum', true),
     seqLen: num(a.values['seq-len'], 'seq-len', true), evalData: a.values['eval-data'], evalSplit: num(a.values['eval-split'], 'eval-split'),
     evalEvery: num(a.values['eval-every'], 'eval-every', true), seed: num(a.values.seed, 'seed', true),
-    out: a.values.out ?? a.values.resume ?? path.join(path.dirname(path.resolve(modelDir)), `${path.basename(path.resolve(modelDir))}-${preset}-adapter`),
+    out: a.values.out ?? a.values.resume ?? defaultAdapterDir(modelDir, preset),
     resume: a.values.resume, force: Boolean(a.values.force), backend: backendOf(a.values.backend), gpuMemoryGiB: num(a.values['gpu-memory'], 'gpu-memory'),
     checkpointEvery: num(a.values['checkpoint-every'], 'checkpoint-every', true), warmupSteps: num(a.values['warmup-steps'], 'warmup-steps', true),
     weightDecay: num(a.values['weight-decay'], 'weight-decay'), maxSamples: num(a.values['max-samples'], 'max-samples', true),
@@ -165,6 +166,21 @@ export const demo: Command = async (argv, c) => {
   return 0;
 };
 
+/** `domlora models`: the Hugging Face cache's model snapshots and the given folders, one line each, from headers alone. */
+export const models: Command = async (argv) => {
+  const a = parse(argv, { cache: { type: 'string' }, 'no-cache': { type: 'boolean' } });
+  if (a.values.cache !== undefined && a.values['no-cache']) throw badInput('--cache and --no-cache exclude each other');
+  for (const f of a.positionals) {
+    if (!fs.existsSync(f)) throw badInput('model folder does not exist', path.resolve(f));
+    if (!fs.statSync(f).isDirectory()) throw badInput('is not a folder (expected a Hugging Face model folder)', path.resolve(f));
+  }
+  const { listModels } = await import('../engine');
+  const r = listModels({ folders: a.positionals, cacheDir: a.values.cache, noCache: Boolean(a.values['no-cache']) });
+  emit(Boolean(a.values.json), r, () => formatModels(r));
+  return 0;
+};
+
 export const COMMANDS: Record<string, Command> = {
+  models,
   info, eval: evaluate, generate, probe, train, export: exportAdapter, 'make-demo-model': makeDemoModel, demo,
 };

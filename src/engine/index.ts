@@ -2,7 +2,8 @@
 // own business (see the folders: arch/ hf/ model/ probe/ train/ data/ eval/ export/ runtime/).
 export { modelInfo, openModelFolder, loadModel, summarise, type ModelFolder, type LoadedModel } from './hf/folder';
 export { candidateModules, type ModuleSpec } from './hf/modules';
-export { writeSynthModel, synthDataset, synthTokenizer, DEMO_SHAPE } from './hf/synth';
+export { listModels, hubCacheDir } from './hf/cache';
+export { writeSynthModel, synthDataset, synthTokenizer, synthLayout, DEMO_SHAPE } from './hf/synth';
 export { SUPPORTED_MODEL_TYPES } from './arch/registry';
 export type { SynthShape } from './arch/types';
 export { runEval, runGenerate, evalRecords, type GenerateResult } from './eval/evaluate';

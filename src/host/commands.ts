@@ -10,7 +10,8 @@ import type { Preset, RunView } from '../protocol/webview';
 import { readSettings, type Settings } from './config';
 import type { CommandFactory, Ctx } from './ctx';
 import * as notify from './notify';
-import { ensureFolder, isModelFolder } from './store';
+import { modelUriOf, pickAndProbe, type ModelsNode } from './modelsView';
+import { ensureFolder, isModelFolder, modelName } from './store';
 import { JobError } from './worker';
 
 export interface ProbeOptions { data?: string; samples?: number; seqLen?: number; out?: string }
@@ -22,8 +23,10 @@ const PROBE_REQUIREMENTS = 'A model folder holds a Hugging Face config.json, the
 // ---- Resolving what a command works on --------------------------------------------------------------------------
 
 /** Turns the command's argument into a model folder path, or explains why it is not one. */
-export async function resolveModelFolder(ctx: Ctx, uri: vscode.Uri | undefined, purpose: string): Promise<string | undefined> {
-  if (!(uri instanceof vscode.Uri)) {
+export async function resolveModelFolder(ctx: Ctx, arg: unknown, purpose: string): Promise<string | undefined> {
+  // A URI from the Explorer or a caller, or an element of the Models view.
+  let uri = modelUriOf(arg);
+  if (!uri) {
     uri = await pickModelFolder(ctx, purpose);
     if (!uri) return undefined;
   }
@@ -99,7 +102,7 @@ export async function pickDataset(ctx: Ctx, modelDir: string, settings: Settings
   items.push({ label: '', kind: vscode.QuickPickItemKind.Separator });
   items.push({ label: '$(folder-opened) Browse…', description: 'a JSON or JSONL file anywhere' });
   const picked = await vscode.window.showQuickPick(items, {
-    title: `DomLoRA: the dataset to ${purpose} ${path.basename(modelDir)}`,
+    title: `DomLoRA: the dataset to ${purpose} ${modelName(modelDir)}`,
     placeHolder: 'JSON or JSONL: alpaca (instruction/input/output), sharegpt or chat messages, or plain text',
     matchOnDescription: true,
   });
@@ -182,10 +185,10 @@ function refuseWhileBusy(ctx: Ctx): boolean {
   return true;
 }
 
-export const runProbe: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: ProbeOptions = {}) => {
+export const runProbe: CommandFactory = (ctx) => async (uri?: vscode.Uri | ModelsNode, opts: ProbeOptions = {}) => {
   const modelDir = await resolveModelFolder(ctx, uri, 'probe');
   if (!modelDir) return undefined;
-  const model = path.basename(modelDir);
+  const model = modelName(modelDir);
   if (refuseWhileBusy(ctx)) return undefined;
   const settings = readSettings(vscode.Uri.file(modelDir));
   const data = opts.data ?? await pickDataset(ctx, modelDir, settings, 'probe');
@@ -222,12 +225,12 @@ export function adapterParams(report: ProbeReport | undefined, targets: string[]
   return mods.reduce((s, m) => s + rank * (m.dIn + m.dOut), 0);
 }
 
-export const train: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: TrainOptions = {}) => {
+export const train: CommandFactory = (ctx) => async (uri?: vscode.Uri | ModelsNode, opts: TrainOptions = {}) => {
   const preset: Preset = opts.preset ?? 'domlora';
-  const modelDir = uri instanceof vscode.Uri ? await resolveModelFolder(ctx, uri, 'train')
+  const modelDir = modelUriOf(uri) ? await resolveModelFolder(ctx, uri, 'train')
     : ctx.panels.activeModel() ?? await resolveModelFolder(ctx, undefined, 'train');
   if (!modelDir) return undefined;
-  const model = path.basename(modelDir);
+  const model = modelName(modelDir);
   if (refuseWhileBusy(ctx)) return undefined;
   const rep = ctx.models.report(modelDir);
   let targets: string[] | undefined;
@@ -290,12 +293,12 @@ export const train: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: Tra
   }
 };
 
-export const trainVanilla: CommandFactory = () => (uri?: vscode.Uri, opts: TrainOptions = {}) =>
+export const trainVanilla: CommandFactory = () => (uri?: vscode.Uri | ModelsNode, opts: TrainOptions = {}) =>
   vscode.commands.executeCommand('domlora.train', uri, { ...opts, preset: 'vanilla' });
 
-export const showHeatmap: CommandFactory = (ctx) => async (uri?: vscode.Uri) => {
+export const showHeatmap: CommandFactory = (ctx) => async (uri?: vscode.Uri | ModelsNode) => {
   let modelDir: string | undefined;
-  if (uri instanceof vscode.Uri) {
+  if (modelUriOf(uri)) {
     modelDir = await resolveModelFolder(ctx, uri, 'show');
   } else {
     modelDir = ctx.panels.activeModel() ?? ctx.store.lastModel();
@@ -304,7 +307,7 @@ export const showHeatmap: CommandFactory = (ctx) => async (uri?: vscode.Uri) => 
   if (!modelDir) return undefined;
   const rep = ctx.models.report(modelDir);
   if (!rep) {
-    notify.info(`DomLoRA: there is no PAGE report for ${path.basename(modelDir)} yet.`,
+    notify.info(`DomLoRA: there is no PAGE report for ${modelName(modelDir)} yet.`,
       { title: 'Run PAGE Probe', run: () => vscode.commands.executeCommand('domlora.runProbe', vscode.Uri.file(modelDir!)) });
     return undefined;
   }
@@ -332,6 +335,12 @@ export const revealPanel: CommandFactory = (ctx) => () => {
 
 export const showLog: CommandFactory = (ctx) => () => ctx.output.show();
 
+/** The Models view's refresh button. */
+export const refreshModels: CommandFactory = (ctx) => () => ctx.modelsView.refresh();
+
+/** "DomLoRA: Probe a Model…": the Models view's list in a quick pick; the pick is probed (options as runProbe's). */
+export const probeModel: CommandFactory = (ctx) => (opts?: ProbeOptions) => pickAndProbe(ctx.modelsView, opts);
+
 /** Export targets. The adapter folder itself is already a PEFT adapter; these carry the placement elsewhere. */
 const EXPORT_FORMATS: { format: ExportParams['format']; label: string; detail: string; file: (adapter: string) => string }[] = [
   { format: 'merged', label: 'Merged model', detail: 'The base model with the adapter folded into its weights: a plain Hugging Face folder', file: (a) => `${path.basename(a)}-merged` },
@@ -341,11 +350,11 @@ const EXPORT_FORMATS: { format: ExportParams['format']; label: string; detail: s
   { format: 'mlx', label: 'MLX-LM config (YAML)', detail: 'An mlx_lm.lora config for Apple silicon', file: () => 'mlx_lora.yaml' },
 ];
 
-export const exportAdapter: CommandFactory = (ctx) => async (uri?: vscode.Uri, opts: ExportOptions = {}) => {
-  const modelDir = uri instanceof vscode.Uri ? await resolveModelFolder(ctx, uri, 'export')
+export const exportAdapter: CommandFactory = (ctx) => async (uri?: vscode.Uri | ModelsNode, opts: ExportOptions = {}) => {
+  const modelDir = modelUriOf(uri) ? await resolveModelFolder(ctx, uri, 'export')
     : ctx.panels.activeModel() ?? await resolveModelFolder(ctx, undefined, 'export');
   if (!modelDir) return undefined;
-  const model = path.basename(modelDir);
+  const model = modelName(modelDir);
   const runs = ctx.store.runs(modelDir);
   const run = (opts.preset ? runs[opts.preset] : undefined) ?? runs.domlora ?? runs.vanilla;
   const adapterDir = run?.result?.adapterDir;

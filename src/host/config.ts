@@ -19,11 +19,14 @@ export interface Settings {
   adapterDirectory?: string;
   /** The GPU memory budget (GiB) the engine plans webgpu jobs for. */
   gpuMemoryGiB: number;
+  /** Absolute path of the Hugging Face hub cache the Models view lists, or undefined for the environment's. */
+  huggingFaceCache?: string;
 }
 
 export const SETTING_DEFAULTS = {
   backend: 'auto', rank: 8, alpha: 16, samples: 32, seqLen: 512, learningRate: 1e-3, steps: 100, dataset: '', adapterDirectory: '',
   gpuMemoryGiB: 8,
+  huggingFaceCache: '',
 } as const;
 
 /** Resolves a leading `~`, `${workspaceFolder}` and relative paths (against the folder that owns the setting, or the first one). */
@@ -59,5 +62,6 @@ export function readSettings(scope?: vscode.Uri): Settings {
     dataset: resolveSettingPath(c.get<string>('dataset', ''), scope),
     adapterDirectory: resolveSettingPath(c.get<string>('adapterDirectory', ''), scope),
     gpuMemoryGiB: positive(c.get('gpuMemoryGiB'), SETTING_DEFAULTS.gpuMemoryGiB, false),
+    huggingFaceCache: resolveSettingPath(c.get<string>('huggingFaceCache', ''), scope),
   };
 }

@@ -8,6 +8,7 @@ import { readSettings } from './config';
 import { Jobs } from './jobs';
 import { ModelFolders } from './modelFolders';
 import { Models } from './models';
+import { MODELS_VIEW, ModelsView } from './modelsView';
 import { onNotice, recentNotices, type Notice } from './notify';
 import { PanelManager } from './panel';
 import { StatusBar } from './status';
@@ -28,6 +29,7 @@ export class Ctx implements vscode.Disposable {
   readonly models: Models;
   readonly panels: PanelManager;
   readonly modelFolders: ModelFolders;
+  readonly modelsView: ModelsView;
   private readonly disposables: vscode.Disposable[] = [];
 
   constructor(readonly extension: vscode.ExtensionContext) {
@@ -52,6 +54,8 @@ export class Ctx implements vscode.Disposable {
       extensionUri: extension.extensionUri, models: this.models, store: this.store, log: (line) => this.log(line),
     }));
     this.modelFolders = this.own(new ModelFolders());
+    this.modelsView = this.own(new ModelsView(this.worker, this.modelFolders, (line) => this.log(line), { publishContext: true }));
+    this.own(vscode.window.createTreeView(MODELS_VIEW, { treeDataProvider: this.modelsView, showCollapseAll: true }));
     onNotice((n) => this.log(`[${n.level === 'warning' ? 'warn' : n.level}] ${n.message}`));
     this.own({ dispose: () => onNotice(undefined) });
     this.status.set({ kind: 'idle', backend: this.rememberedBackend(), backendIsRemembered: true });

@@ -21,7 +21,10 @@ export class ModelFolders implements vscode.Disposable {
   private readonly folders = new Map<string, vscode.Uri>();
   private readonly disposables: vscode.Disposable[] = [];
   private refreshTimer?: NodeJS.Timeout;
+  private readonly changed = new vscode.EventEmitter<void>();
   readonly ready: Promise<void>;
+  /** The set of model folders was published again (after a scan or a config.json came, changed or went). */
+  readonly onDidChange = this.changed.event;
 
   constructor() {
     const watcher = vscode.workspace.createFileSystemWatcher('**/config.json');
@@ -71,11 +74,13 @@ export class ModelFolders implements vscode.Disposable {
     for (const [key, uri] of this.folders) { keys.add(key); keys.add(uri.fsPath); }
     await vscode.commands.executeCommand('setContext', 'domlora.modelFolders', [...keys]);
     await vscode.commands.executeCommand('setContext', 'domlora.scanned', true);
+    this.changed.fire();
   }
 
   dispose(): void {
     if (this.refreshTimer) clearTimeout(this.refreshTimer);
     for (const d of this.disposables.splice(0)) d.dispose();
+    this.changed.dispose();
   }
 }
 

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { Backend, Progress, ProbeReport, TrainCurvePoint } from '../protocol/messages';
 import type { HeatmapReport, JobView, PanelState, Preset, RunView } from '../protocol/webview';
-import type { Store } from './store';
+import { modelName, type Store } from './store';
 
 /** The report without the per-record matrix, which the panel does not draw. */
 function slimReport(r: ProbeReport): HeatmapReport {
@@ -132,7 +132,7 @@ export class Models implements vscode.Disposable {
     if (live.liveRun) runs[live.liveRun.preset] = live.liveRun;
     return {
       modelDir: key,
-      modelName: path.basename(key),
+      modelName: modelName(key),
       report: rep ? slimReport(rep.report) : undefined,
       reportPath: rep?.path,
       placement: placement.module,

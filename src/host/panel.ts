@@ -11,7 +11,7 @@ import {
   type PanelState, type Preset, type WebviewMessage, type WebviewPersistedState,
 } from '../protocol/webview';
 import type { Models } from './models';
-import type { Store } from './store';
+import { modelName, type Store } from './store';
 
 export const VIEW_TYPE = 'domlora.heatmap';
 
@@ -43,7 +43,7 @@ export class HeatmapPanel implements vscode.Disposable {
       light: vscode.Uri.joinPath(ext, 'media', 'heatmap-light.svg'),
       dark: vscode.Uri.joinPath(ext, 'media', 'heatmap-dark.svg'),
     };
-    panel.title = `PAGE · ${path.basename(modelDir)}`;
+    panel.title = `PAGE · ${modelName(modelDir)}`;
     panel.webview.html = renderHtml(panel.webview, ext, modelDir);
     this.disposables.push(
       panel.webview.onDidReceiveMessage((m: WebviewMessage) => void this.onMessage(m)),
@@ -139,7 +139,7 @@ export class PanelManager implements vscode.Disposable {
       this.refresh(key);
       return existing;
     }
-    const panel = vscode.window.createWebviewPanel(VIEW_TYPE, `PAGE · ${path.basename(key)}`,
+    const panel = vscode.window.createWebviewPanel(VIEW_TYPE, `PAGE · ${modelName(key)}`,
       { viewColumn: vscode.ViewColumn.Active, preserveFocus }, {
         enableScripts: true,
         localResourceRoots: [vscode.Uri.joinPath(this.deps.extensionUri, 'dist'),
@@ -192,7 +192,7 @@ function renderHtml(webview: vscode.Webview, ext: vscode.Uri, modelDir: string):
 <meta name="viewport" content="width=device-width, initial-scale=1.0">
 <link rel="stylesheet" nonce="${n}" href="${asset('dist', 'codicon.css')}" id="vscode-codicon-stylesheet">
 <link rel="stylesheet" nonce="${n}" href="${asset('media', 'heatmap.css')}">
-<title>PAGE · ${esc(path.basename(modelDir))}</title>
+<title>PAGE · ${esc(modelName(modelDir))}</title>
 </head>
 <body data-model-dir="${esc(modelDir)}">
 <main id="app" aria-live="polite"><p class="loading">Loading the PAGE report…</p></main>

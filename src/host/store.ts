@@ -1,12 +1,13 @@
 // Where DomLoRA keeps things for a model folder: probe reports and adapters in `<workspace>/.domlora/<model>/`
 // (or the extension's global storage for a model outside every workspace folder; adapters go to the folder of the
 // `domlora.adapterDirectory` setting instead when it names one), and what it remembers per model
-// (the dataset last used, the adapter placement, the latest runs) in the workspace state.
+// (the dataset last used, the adapter placement, the latest runs) in the workspace state. A snapshot of the Hugging
+// Face cache is `<workspace>/.domlora/ORG--NAME/`: DomLoRA only reads the cache, it never writes there.
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { ProbeReport } from '../protocol/messages';
+import { hfSnapshotOf, type ProbeReport } from '../protocol/messages';
 import type { Preset, RunView } from '../protocol/webview';
 
 /** `20261129-011900`: sortable, readable, and safe in file names on every OS. */
@@ -70,6 +71,21 @@ export function ensureFolder(dir: string): string | undefined {
   return error;
 }
 
+/** The name a model goes by in titles and messages: `ORG/NAME` for a snapshot of the Hugging Face cache, else its folder's name. */
+export function modelName(modelDir: string): string {
+  return hfSnapshotOf(path.resolve(modelDir))?.repoId ?? path.basename(modelDir);
+}
+
+/** The name of a model's data folder: `ORG--NAME` for a snapshot of the Hugging Face cache (not its commit), else its folder's name. */
+export function modelFolderName(modelDir: string): string {
+  return hfSnapshotOf(path.resolve(modelDir))?.folderName ?? path.basename(modelDir);
+}
+
+function isInside(child: string, parent: string): boolean {
+  const rel = path.relative(parent, child);
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+}
+
 export function isModelFolder(dir: string): boolean {
   try {
     return fs.statSync(path.join(dir, 'config.json')).isFile();
@@ -83,6 +99,13 @@ export class Store {
 
   /** The folder holding a model's reports and adapters. */
   modelDataDir(modelDir: string): string {
+    const snapshot = hfSnapshotOf(path.resolve(modelDir));
+    if (snapshot) {
+      // The cache is read, never written: the first workspace folder that does not lie inside the cache holds it.
+      const home = vscode.workspace.workspaceFolders?.find((f) => f.uri.scheme === 'file' && !isInside(f.uri.fsPath, snapshot.cacheDir));
+      if (home) return path.join(home.uri.fsPath, '.domlora', snapshot.folderName);
+      return path.join(this.context.globalStorageUri.fsPath, 'models', snapshot.folderName);
+    }
     const folder = vscode.workspace.getWorkspaceFolder(vscode.Uri.file(modelDir));
     const name = path.basename(modelDir);
     if (folder && folder.uri.scheme === 'file') return path.join(folder.uri.fsPath, '.domlora', name);
@@ -98,7 +121,7 @@ export class Store {
   /** A new adapter folder: `<adapterDirectory>/<model>-<preset>-<timestamp>` when the setting names a folder, else
    * `adapter-<preset>-<timestamp>` in the model's data folder. */
   newAdapterDir(modelDir: string, preset: Preset, adapterDirectory?: string): string {
-    if (adapterDirectory) return reserveFolder(adapterDirectory, `${path.basename(modelDir)}-${preset}-`);
+    if (adapterDirectory) return reserveFolder(adapterDirectory, `${modelFolderName(modelDir)}-${preset}-`);
     return freshPath(this.modelDataDir(modelDir), `adapter-${preset}-`);
   }
 
@@ -114,11 +137,13 @@ export class Store {
     return names.filter((n) => /^probe-.*\.json$/.test(n)).sort().reverse().map((n) => path.join(dir, n));
   }
 
-  /** The newest report that parses, with its path. */
+  /** The newest report that parses, with its path. The revisions of a cache model share a data folder: a report
+   * counts for the snapshot it was measured on only. */
   latestReport(modelDir: string): { path: string; report: ProbeReport } | undefined {
+    const snapshot = hfSnapshotOf(path.resolve(modelDir));
     for (const file of this.listReports(modelDir)) {
       const report = readReport(file);
-      if (report) return { path: file, report };
+      if (report && (!snapshot || path.resolve(report.model.path) === path.resolve(modelDir))) return { path: file, report };
     }
     return undefined;
   }

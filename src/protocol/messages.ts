@@ -26,6 +26,15 @@ export interface TrainParams {
   /** Keep the outputs of the frozen layers below the lowest adapter across epochs (default true). */
   cacheLowerLayers?: boolean;
 }
+/** `models`: the model folders of the Hugging Face cache and the given ones, from their headers alone. */
+export interface ModelsParams {
+  /** Model folders to list besides the cache's (the workspace's, or the CLI's arguments), in this order. */
+  folders?: string[];
+  /** The hub cache to scan instead of the environment's ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub). */
+  cacheDir?: string;
+  /** Leave the cache out: list the given folders only. */
+  noCache?: boolean;
+}
 export interface ExportParams {
   adapterDir: string; format: 'merged' | 'peft-config' | 'axolotl' | 'llamafactory' | 'mlx'; out: string;
   modelDir?: string; force?: boolean; gpus?: number;
@@ -41,6 +50,7 @@ export interface MethodMap {
   probe: { params: ProbeParams; result: ProbeReport };
   train: { params: TrainParams; result: TrainResult };
   export: { params: ExportParams; result: ExportResult };
+  models: { params: ModelsParams; result: ModelsResult };
 }
 export type Method = keyof MethodMap;
 export type MethodParams<M extends Method> = MethodMap[M]['params'];
@@ -92,6 +102,60 @@ export interface ModuleInfo {
 }
 
 export interface InfoResult { model: ModelSummary; kinds: string[]; modules: ModuleInfo[]; rank: number; dtype: string }
+
+/** One model folder of a `models` listing: a snapshot of the Hugging Face cache, or a folder that was given. */
+export interface ModelEntry {
+  /** The folder (a cache snapshot: `…/models--ORG--NAME/snapshots/REVISION`). */
+  path: string;
+  source: 'cache' | 'folder';
+  /** `ORG/NAME` of a cache snapshot. */
+  repoId?: string;
+  /** The commit a cache snapshot holds. */
+  revision?: string;
+  /** The cache's refs naming this revision (`main`, `pr/1`, a tag). */
+  refs: string[];
+  /** The snapshot the cache considers current: the revision refs/main names, else the only or newest one. */
+  current: boolean;
+  /** config.json's `model_type` and first `architectures` entry, when it has them. */
+  modelType?: string;
+  architecture?: string;
+  layers?: number;
+  /** From the config for a supported model (as `info` counts them), else the elements of the safetensors headers. */
+  parameters?: number;
+  /** The storage dtype most weight tensors use. */
+  dtype?: string;
+  /** Size on disk: the blocks allocated to the folder's files (what `du` counts), each file or blob once. */
+  diskBytes: number;
+  /** Apparent size: the sum of the files' lengths (larger than diskBytes for sparse files). */
+  bytes: number;
+  supported: boolean;
+  /** Why DomLoRA cannot probe it, in one line (only when not supported). */
+  reason?: string;
+}
+
+export interface ModelsResult {
+  /** The cache scanned, with where its location came from; absent when the cache was left out. */
+  cache?: {
+    dir: string; from: 'option' | 'HF_HUB_CACHE' | 'HUGGINGFACE_HUB_CACHE' | 'HF_HOME' | 'XDG_CACHE_HOME' | 'default';
+    exists: boolean; repos: number;
+    /** Size on disk of every model repository, blobs shared by several snapshots counted once. */
+    diskBytes: number;
+  };
+  /** The cache's snapshots (by repository, the current revision first), then the given folders. */
+  models: ModelEntry[];
+  seconds: number;
+}
+
+/**
+ * The repository and revision of a Hugging Face cache snapshot path (`<cache>/models--ORG--NAME/snapshots/REV`),
+ * or undefined for any other path. Pure string work on either separator, so the host can name a cache model and
+ * keep its reports out of the cache without asking the worker.
+ */
+export function hfSnapshotOf(folder: string): { cacheDir: string; repoId: string; folderName: string; revision: string } | undefined {
+  const m = /^(.*)[\\/]models--([^\\/]+)[\\/]snapshots[\\/]([^\\/]+)[\\/]*$/.exec(folder);
+  if (!m || !m[2] || m[2].split('--').some((part) => !part)) return undefined;
+  return { cacheDir: m[1] || '/', folderName: m[2], repoId: m[2].split('--').join('/'), revision: m[3] };
+}
 
 export interface EvalResult {
   meanLoss: number; samples: number; tokens: number; skipped: number; backend: Backend; adapter?: string;

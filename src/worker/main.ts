@@ -15,6 +15,7 @@ const handlers: Handlers = {
   probe: async (p, hooks) => (await (await import('../engine')).runProbe(p, hooks)).report,
   train: async (p, hooks) => (await import('../engine')).runTrain(p, hooks),
   export: async (p, hooks) => (await import('../engine')).runExport(p, hooks),
+  models: async (p) => (await import('../engine')).listModels(p),
 };
 
 const running = new Map<number, AbortController>();

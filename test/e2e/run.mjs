@@ -89,6 +89,41 @@ async function makeDeepModel(tmp, dir) {
   await synth.writeSynthModel(dir, { ...synth.DEMO_SHAPE, hiddenSize: 32, intermediateSize: 64, layers: 80, heads: 4, kvHeads: 2, seed: 99 });
 }
 
+/**
+ * A Hugging Face hub cache as huggingface_hub lays it out (test/helpers/hfcache.ts): the base model in two revisions
+ * (the current one, refs/main, sharded), an interrupted download, a GGUF-only repository and an unsupported
+ * architecture. code-server gets it as $HF_HUB_CACHE, so the extension host and its worker find it as a user's would.
+ */
+async function makeHfCache(tmp, base) {
+  const out = path.join(tmp, 'hfcache.mjs');
+  await esbuild.build({ entryPoints: [path.join(root, 'test/helpers/hfcache.ts')], bundle: true, platform: 'node', format: 'esm', outfile: out, logLevel: 'warning' });
+  const h = await import(out);
+  const cache = path.join(tmp, 'hf-home', 'hub');
+  const [OLD, NEW, REV] = ['1111111', '2222222', '3333333'].map((p) => p.padEnd(40, p[0]));
+  const old = h.addSnapshot(cache, 'domlora-demo/arith-tiny', OLD, h.folderFiles(base.model));
+  h.touch(old, 3600);
+  h.addSnapshot(cache, 'domlora-demo/arith-tiny', NEW, [...h.folderFiles(base.model, ['model.safetensors']), ...h.shardedWeights(base.model, 2)], ['main']);
+  const shards = h.shardedWeights(base.model, 3);
+  h.addSnapshot(cache, 'domlora-demo/broken-download', REV, [...h.folderFiles(base.model, ['model.safetensors']), shards[0], shards[1], shards[3],
+    { ...shards[2], bytes: shards[2].bytes.subarray(0, 64), incomplete: true }], ['main']);
+  h.addSnapshot(cache, 'TheBloke/arith-tiny-GGUF', REV, [{ name: 'README.md', bytes: '# GGUF\n' },
+    { name: 'arith-tiny.Q8_0.gguf', bytes: Buffer.concat([Buffer.from('GGUF'), Buffer.alloc(4092)]) }], ['main']);
+  const t5 = h.safetensorsHeader([{ name: 'shared.weight', shape: [32128, 512] }], 'F32');
+  h.addSnapshot(cache, 'google-t5/t5-small', REV, [{ name: 'config.json', bytes: JSON.stringify({ model_type: 't5', architectures: ['T5ForConditionalGeneration'] }) },
+    { name: 'model.safetensors', bytes: t5.header, sparseSize: t5.size }, { name: 'tokenizer.json', bytes: '{}' }], ['main']);
+  return cache;
+}
+
+/** Every path under `dir` with its kind, size and modification time: equal before and after means nothing was written. */
+function treeState(dir) {
+  const out = [];
+  for (const f of fs.readdirSync(dir, { recursive: true }).sort()) {
+    const st = fs.lstatSync(path.join(dir, f));
+    out.push(`${f} ${st.isSymbolicLink() ? 'link' : st.isDirectory() ? 'dir' : 'file'} ${st.size} ${st.mtimeMs}`);
+  }
+  return out.join('\n');
+}
+
 function makeWorkspace(dir, base, settings, models) {
   for (const m of models) fs.cpSync(base.model, path.join(dir, m), { recursive: true });
   fs.mkdirSync(path.join(dir, 'data'), { recursive: true });
@@ -330,7 +365,7 @@ function shortModule(name) {
 
 // ---- The user journeys ------------------------------------------------------------------------------------------
 
-async function runJourneys(browser, cs, ws) {
+async function runJourneys(browser, cs, ws, hfCache) {
   const context = await browser.newContext({ viewport: { width: 1440, height: 960 } });
   const page = await context.newPage();
   // Errors from our webview: CSP violations ("Refused to ...") and exceptions in its scripts.
@@ -609,6 +644,76 @@ async function runJourneys(browser, cs, ws) {
     await shot(page, '16-deep80-grid.png', page.locator('iframe.webview.ready'));
   });
 
+  await journey(page, 'the Models view: workspace and Hugging Face cache models, a cache model probed inline', async () => {
+    // Run alone (--only), the journey must wait for the extension like the first one does.
+    await waitFor(async () => /DomLoRA/.test(await statusText(page)), 60_000, 'the DomLoRA status bar item (activation)');
+    await clearNotifications(page);
+    await runPaletteCommand(page, 'View: Close All Editors');
+    const cacheBefore = treeState(hfCache);
+    await page.locator('.activitybar .action-item .action-label[aria-label^="DomLoRA"]').first().click();
+    const sidebar = page.locator('.part.sidebar');
+    const row = (text) => sidebar.locator('.monaco-list-row', { hasText: text }).first();
+    await row('domlora-demo/arith-tiny').waitFor({ timeout: 60_000 });
+    // A wider side bar, as a user would drag it, so the descriptions show whole in the screenshot.
+    const box = await sidebar.boundingBox();
+    await page.mouse.move(box.x + box.width, box.y + 400);
+    await page.mouse.down();
+    await page.mouse.move(box.x + 640, box.y + 400, { steps: 8 });
+    await page.mouse.up();
+    for (const t of ['Workspace', 'Hugging Face cache', 'deep80', 'TheBloke/arith-tiny-GGUF', 'google-t5/t5-small', 'domlora-demo/broken-download']) {
+      await row(t).waitFor({ timeout: 10_000 });
+    }
+    const text = async (t) => ((await row(t).textContent()) ?? '').replace(/\s+/g, ' ');
+    assert(/llama · [\d.]+K · [\d.]+ (KB|MB) · F32/.test(await text('domlora-demo/arith-tiny')), `architecture, parameters, size, dtype (${await text('domlora-demo/arith-tiny')})`);
+    assert((await text('TheBloke/arith-tiny-GGUF')).includes('GGUF only'), 'the GGUF repository says why');
+    assert((await text('domlora-demo/broken-download')).includes('incomplete download'), 'the interrupted download says so');
+    assert((await text('google-t5/t5-small')).includes('model_type "t5" is not supported'), 'the unsupported architecture says so');
+    // The older revision hangs below the current one (refs/main); a click selects the repository and opens it.
+    await row('domlora-demo/arith-tiny').click();
+    await row('1111111').waitFor({ timeout: 10_000 });
+    assert(!(await text('domlora-demo/arith-tiny')).includes('1111111'), 'the repository row shows the current revision');
+    await row('TheBloke/arith-tiny-GGUF').hover();
+    await sleep(300);
+    assert(await row('TheBloke/arith-tiny-GGUF').locator('.action-label[aria-label="Run PAGE Probe"]').count() === 0, 'no probe offered for a GGUF-only repository');
+    await page.mouse.move(900, 700);
+    await sleep(400);
+    await shot(page, '17-models-view.png');
+    await row('domlora-demo/arith-tiny').hover();
+    await row('domlora-demo/arith-tiny').locator('.action-label[aria-label="Run PAGE Probe"]').click();
+    await quickPick(page, 'dataset');
+    await pickItem(page, 'arith', 'arith.jsonl');
+    await frame.locator('#heatmap').waitFor({ state: 'visible', timeout: 180_000 });
+    await waitFor(async () => !(await statusSpinning(page)) && /DomLoRA: wasm/.test(await statusText(page)), 30_000, 'the status bar to return to idle');
+    const dir = path.join(ws, '.domlora', 'domlora-demo--arith-tiny');
+    const files = listDir(dir).filter((f) => /^probe-.*\.json$/.test(f));
+    assert(files.length === 1, `one report in .domlora/domlora-demo--arith-tiny (found ${files.join(', ')})`);
+    const cached = JSON.parse(fs.readFileSync(path.join(dir, files[0]), 'utf8'));
+    assert(cached.model.path.endsWith(path.join('models--domlora-demo--arith-tiny', 'snapshots', '2'.repeat(40))), `the current revision was probed (${cached.model.path})`);
+    assert(((await frame.locator('header').textContent()) ?? '').includes('domlora-demo/arith-tiny'), 'the heatmap names the repository');
+    await page.locator('.tab', { hasText: 'PAGE · domlora-demo/arith-tiny' }).first().waitFor({ timeout: 5000 });
+    assert(treeState(hfCache) === cacheBefore, 'nothing was written into the Hugging Face cache');
+    await page.mouse.move(5, 500);
+    await shot(page, '18-cache-model-probed.png');
+  });
+
+  await journey(page, 'Probe a Model…: the same list in a quick pick; an unsupported pick says why', async () => {
+    // Run alone (--only), the journey must wait for the extension like the first one does.
+    await waitFor(async () => /DomLoRA/.test(await statusText(page)), 60_000, 'the DomLoRA status bar item (activation)');
+    await clearNotifications(page);
+    await runPaletteCommand(page, 'DomLoRA: Probe a Model…');
+    await quickPick(page, 'Probe a Model');
+    const items = page.locator('.quick-input-widget .quick-input-list .monaco-list-row');
+    await items.filter({ hasText: 'TheBloke/arith-tiny-GGUF' }).first().waitFor({ timeout: 60_000 });
+    const all = (await items.allTextContents()).join(' | ');
+    for (const t of ['tiny', 'deep80', 'domlora-demo/arith-tiny', '@ 1111111']) assert(all.includes(t), `the pick lists ${t} (${all})`);
+    await page.mouse.move(200, 700); // the side bar's empty part: no hover tooltip over the screenshot
+    await shot(page, '19-probe-a-model.png');
+    await pickItem(page, 'GGUF', 'arith-tiny-GGUF');
+    const toast = notification(page, 'cannot probe TheBloke/arith-tiny-GGUF');
+    await toast.waitFor({ timeout: 10_000 });
+    assert(((await toast.textContent()) ?? '').includes('GGUF only'), 'the message gives the reason');
+  });
+
   await journey(page, 'no CSP violation or script error in the webview', async () => {
     assert(webviewErrors.length === 0, `webview errors:\n${webviewErrors.join('\n')}`);
   });
@@ -643,6 +748,7 @@ async function main() {
   makeWorkspace(wsHost, base, { ...fast, 'domlora.steps': 6 }, ['tiny', 'fresh']);
   makeWorkspace(wsUi, base, fast, ['tiny']);
   if (!args.has('--host-only')) await makeDeepModel(tmp, path.join(wsUi, 'deep80'));
+  const hfCache = await makeHfCache(tmp, base);
   if (vsix) {
     execFileSync(codeServer, ['--config', '/dev/null', '--user-data-dir', path.join(tmp, 'user-data'),
       '--extensions-dir', path.join(tmp, 'extensions'), '--install-extension', vsix], { stdio: 'ignore' });
@@ -654,7 +760,9 @@ async function main() {
     // code-server's own temporaries (IPC sockets, the TypeScript server's folder) go under tmp, removed at the end.
     const csTmp = path.join(tmp, 't');
     fs.mkdirSync(csTmp, { recursive: true });
-    cs = await startCodeServer(tmp, { DOMLORA_HOST_RESULTS: hostResults, DOMLORA_LOG_FILE: path.join(resultsDir, 'domlora-output.log'), TMPDIR: csTmp });
+    cs = await startCodeServer(tmp, {
+      DOMLORA_HOST_RESULTS: hostResults, DOMLORA_LOG_FILE: path.join(resultsDir, 'domlora-output.log'), TMPDIR: csTmp, HF_HUB_CACHE: hfCache,
+    });
     log(`[${elapsed()}] code-server ${CS_VERSION} on ${cs.url} (pid ${cs.child.pid}), fixtures in ${tmp}`);
     browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-dev-shm-usage'] });
     if (!args.has('--ui-only') && !only) {
@@ -662,7 +770,7 @@ async function main() {
       log(`[${elapsed()}] extension-host suite done`);
     }
     if (!args.has('--host-only')) {
-      await runJourneys(browser, cs, wsUi);
+      await runJourneys(browser, cs, wsUi, hfCache);
       log(`[${elapsed()}] journeys done`);
     }
   } finally {

@@ -135,16 +135,29 @@ function synthSpecs(arch: ArchDef, shape: SynthShape, config: Record<string, unk
   return tensors;
 }
 
+function synthPlan(shape: SynthShape): { config: Record<string, unknown>; specs: SynthSpec[] } {
+  const arch = archOf(shape.arch ?? BASE_MODEL_TYPE);
+  const hd = shape.headDim ?? shape.hiddenSize / shape.heads;
+  const config: Record<string, unknown> = { architectures: [arch.hfClass], model_type: arch.modelType, ...arch.synth.config(shape, hd), ...shape.config };
+  return { config, specs: synthSpecs(arch, shape, config) };
+}
+
+/**
+ * The config.json and the tensors (names and shapes, in file order) of a synthetic folder of this shape, with no
+ * weight drawn: for tests that need the headers of a model far too big to write (sparse files, header-only reads).
+ */
+export function synthLayout(shape: SynthShape): { config: Record<string, unknown>; tensors: { name: string; shape: number[] }[] } {
+  const { config, specs } = synthPlan(shape);
+  return { config, tensors: specs.map((t) => ({ name: t.name, shape: t.shape })) };
+}
+
 /**
  * Writes a random model folder (config, weights, tokenizer) of the given shape and architecture, every name and key
  * from the architecture's definition (../arch). Atomic: the folder appears whole. Weights are N(0, 1/d_in) so
  * activations stay of order one; norm weights near 1 (near 0 for Gemma's 1 + w), biases small.
  */
 export async function writeSynthModel(dir: string, shape: SynthShape = DEMO_SHAPE): Promise<void> {
-  const arch = archOf(shape.arch ?? BASE_MODEL_TYPE);
-  const hd = shape.headDim ?? shape.hiddenSize / shape.heads;
-  const config: Record<string, unknown> = { architectures: [arch.hfClass], model_type: arch.modelType, ...arch.synth.config(shape, hd), ...shape.config };
-  const specs = synthSpecs(arch, shape, config);
+  const { config, specs } = synthPlan(shape);
   // Drawn one tensor at a time, in order, and written as drawn: a multi-GB model never sits in memory whole.
   const rng = new Rng(shape.seed);
   const draw = async (_name: string, i: number): Promise<Float32Array> => {
