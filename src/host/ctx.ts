@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { Backend } from '../protocol/messages';
+import type { Backend, BackendInfo } from '../protocol/messages';
 import { readSettings } from './config';
 import { Jobs } from './jobs';
 import { ModelFolders } from './modelFolders';
@@ -17,6 +17,7 @@ import { WorkerClient } from './worker';
 /** A command: VS Code hands each handler what its caller passed (a URI from a menu, options from another command). */
 export type CommandFactory = (ctx: Ctx) => (...args: never[]) => unknown;
 
+/** The last worker's backend: a BackendInfo (older versions stored the bare backend name). */
 const BACKEND_KEY = 'domlora.lastBackend';
 
 export class Ctx implements vscode.Disposable {
@@ -41,13 +42,14 @@ export class Ctx implements vscode.Disposable {
     });
     this.own({ dispose: () => this.worker.dispose() });
     this.own(this.worker.onDidReady((info) => {
-      void extension.globalState.update(BACKEND_KEY, info.backend);
-      if (this.status.current.kind === 'idle') this.status.set({ ...this.status.current, backend: info.backend, backendIsRemembered: false });
-      this.models.setBackend(info.backend);
+      const backend: BackendInfo = { backend: info.backend, device: info.device, detail: info.detail };
+      void extension.globalState.update(BACKEND_KEY, backend);
+      if (this.status.current.kind === 'idle') this.status.set({ ...this.status.current, backend, backendIsRemembered: false });
+      this.models.setBackend(backend);
     }));
     this.own(this.worker.onDidExit((reason) => this.log(`[host] ${reason}`)));
     this.jobs = this.own(new Jobs(this.worker, this.status, () => this.rememberedBackend()));
-    this.models = this.own(new Models(this.store, () => this.worker.backend ?? this.rememberedBackend()));
+    this.models = this.own(new Models(this.store, () => this.worker.backendInfo ?? this.rememberedBackend()));
     this.panels = this.own(new PanelManager({
       extensionUri: extension.extensionUri, models: this.models, store: this.store, log: (line) => this.log(line),
     }));
@@ -70,8 +72,9 @@ export class Ctx implements vscode.Disposable {
   /** The messages shown to the user, newest last (read by the host tests). */
   get notices(): readonly Notice[] { return recentNotices(); }
 
-  rememberedBackend(): Backend | undefined {
-    return this.extension.globalState.get<Backend>(BACKEND_KEY);
+  rememberedBackend(): BackendInfo | undefined {
+    const v = this.extension.globalState.get<BackendInfo | Backend>(BACKEND_KEY);
+    return typeof v === 'string' ? { backend: v } : v;
   }
 
   own<T extends vscode.Disposable>(d: T): T {

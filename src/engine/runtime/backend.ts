@@ -9,10 +9,15 @@ import { createRequire } from 'node:module';
 import type { Backend, BackendChoice } from '../../protocol/messages';
 import { badInput } from './errors';
 
-export interface BackendReport { backend: Backend; detail: string; tried: string[]; threads: number }
+/**
+ * `device`: the adapter's short name on webgpu ("llvmpipe", "nvidia-h200"), shown beside the backend in the status
+ * bar and the heatmap; `detail`: the full description.
+ */
+export interface BackendReport { backend: Backend; device?: string; detail: string; tried: string[]; threads: number }
 
 let chosen: BackendReport | undefined;
 let wasmThreads = 1;
+let webgpuDevice: string | undefined;
 
 /** Loads an optional package by name without the bundler resolving it at build time. */
 function optionalRequire(name: string): unknown {
@@ -66,6 +71,7 @@ async function tryWebgpu(tried: string[], explicit: boolean): Promise<string | u
     if (!(await tf.setBackend('webgpu'))) { tried.push('webgpu: backend did not initialise'); return undefined; }
     const failed = await selfCheck();
     if (failed) { tried.push(`webgpu (${name}): ${failed}`); return undefined; }
+    webgpuDevice = shortAdapterName(adapter);
     return `webgpu (Dawn: ${name}${software ? ', a software adapter' : ''})`;
   } catch (e) {
     tried.push(`webgpu: ${shortReason(e)}`);
@@ -78,6 +84,18 @@ interface GpuLike { requestAdapter(opts?: { powerPreference?: string }): Promise
 
 function adapterName(a: { info?: AdapterInfo }): string {
   return a.info?.description || a.info?.device || a.info?.vendor || 'unnamed adapter';
+}
+
+/**
+ * A short name for the status bar: the description up to its first ':' ("llvmpipe: Mesa 25.0.7 …" -> "llvmpipe"),
+ * unless that is only the vendor ("NVIDIA: 580.159.04" on Vulkan), where Dawn's device id says more ("nvidia-h200").
+ */
+export function shortAdapterName(a: { info?: AdapterInfo }): string {
+  const info = a.info ?? {};
+  const head = (info.description ?? '').split(':')[0].trim();
+  const device = (info.device ?? '').replace(/-+$/, '');
+  if (head && head.toLowerCase() !== (info.vendor ?? '').toLowerCase()) return head.slice(0, 40);
+  return (device || head || info.vendor || 'unnamed adapter').slice(0, 40);
 }
 
 export function isSoftwareAdapter(a: { info?: AdapterInfo }): boolean {
@@ -191,7 +209,7 @@ export async function initBackend(choice: BackendChoice = 'auto', threads = defa
     else if (b === 'cpu') detail = await tryCpu(tried);
     if (detail) {
       await tf.ready();
-      chosen = { backend: b, detail, tried, threads: b === 'wasm' ? wasmThreads : threads };
+      chosen = { backend: b, device: b === 'webgpu' ? webgpuDevice : undefined, detail, tried, threads: b === 'wasm' ? wasmThreads : threads };
       return chosen;
     }
   }
