@@ -46,15 +46,26 @@ function hashTree(h, p) {
   }
 }
 
-/** Packages the extension with vsce, once per distinct content of what goes into it. */
+/**
+ * Packages the extension as the user on this machine would get it: the linux-x64 platform package (with its Dawn, so
+ * the webgpu journey runs the packaged GPU path), once per distinct content of what goes into it.
+ */
 function packageVsix() {
   const h = crypto.createHash('sha256');
-  for (const p of ['package.json', '.vscodeignore', 'dist', 'media']) hashTree(h, path.join(root, p));
-  const vsix = path.join(root, '.vscode-test', `domlora-${h.digest('hex').slice(0, 12)}.vsix`);
+  for (const p of ['package.json', 'package-lock.json', '.vscodeignore', 'LICENSE', 'README.md', 'scripts/package.mjs', 'dist', 'media']) hashTree(h, path.join(root, p));
+  const dir = path.join(root, '.vscode-test');
+  const vsix = path.join(dir, `domlora-linux-x64-${h.digest('hex').slice(0, 12)}.vsix`);
   if (!fs.existsSync(vsix)) {
-    for (const f of fs.readdirSync(path.dirname(vsix))) if (/^domlora-.*\.vsix$/.test(f)) fs.rmSync(path.join(path.dirname(vsix), f));
-    execFileSync(path.join(root, 'node_modules/.bin/vsce'), ['package', '--skip-license', '--allow-missing-repository', '-o', vsix],
-      { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+    for (const f of fs.readdirSync(dir)) if (/^domlora-.*\.vsix$/.test(f)) fs.rmSync(path.join(dir, f));
+    const staging = fs.mkdtempSync(path.join(dir, 'package-'));
+    try {
+      execFileSync(process.execPath, [path.join(root, 'scripts/package.mjs'), '--no-build', '--target', 'linux-x64', '--out', staging],
+        { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+      const [made] = fs.readdirSync(staging).filter((f) => f.endsWith('.vsix'));
+      fs.renameSync(path.join(staging, made), vsix);
+    } finally {
+      fs.rmSync(staging, { recursive: true, force: true });
+    }
   }
   return vsix;
 }
