@@ -22,6 +22,8 @@ Usage:
   domlora demo [--dir demo-output]
 
 Common flags: --backend auto|tensorflow|webgpu|wasm|cpu, --threads N, --quiet.
+tensorflow: @tensorflow/tfjs-node(-gpu) 4.22.0 from DOMLORA_NATIVE_DIR (where the extension's "Install Native
+Backend…" puts it, or a folder made with npm install --prefix DIR), else from beside domlora.
 Progress goes to stderr, results to stdout; with --json the last line of stdout is one JSON object.`;
 
 

@@ -29,16 +29,23 @@ export class Ctx implements vscode.Disposable {
   readonly models: Models;
   readonly panels: PanelManager;
   readonly modelFolders: ModelFolders;
+  /** The worker script (dist/worker.js). */
+  readonly workerScript: string;
+  /** Where "DomLoRA: Install Native Backend…" installs tfjs-node; the worker loads it from there (DOMLORA_NATIVE_DIR). */
+  readonly nativeDir: string;
   private readonly disposables: vscode.Disposable[] = [];
 
   constructor(readonly extension: vscode.ExtensionContext) {
     this.output = this.own(vscode.window.createOutputChannel('DomLoRA', { log: true }));
     this.status = this.own(new StatusBar());
     this.store = new Store(extension);
+    this.workerScript = extension.asAbsolutePath(path.join('dist', 'worker.js'));
+    this.nativeDir = path.join(extension.globalStorageUri.fsPath, 'native-backend');
     this.worker = new WorkerClient({
-      script: extension.asAbsolutePath(path.join('dist', 'worker.js')),
+      script: this.workerScript,
       log: (line) => this.log(line),
       backend: () => readSettings().backend,
+      env: (): Record<string, string> => (fs.existsSync(this.nativeDir) ? { DOMLORA_NATIVE_DIR: this.nativeDir } : {}),
     });
     this.own({ dispose: () => this.worker.dispose() });
     this.own(this.worker.onDidReady((info) => {
@@ -68,6 +75,9 @@ export class Ctx implements vscode.Disposable {
       try { fs.appendFileSync(file, `${new Date().toISOString()} ${line}\n`); } catch { /* the log file is a convenience */ }
     }
   }
+
+  /** Workspace Trust: false in Restricted Mode. A property, so the host tests can play an untrusted workspace. */
+  isTrusted: () => boolean = () => vscode.workspace.isTrusted;
 
   /** The messages shown to the user, newest last (read by the host tests). */
   get notices(): readonly Notice[] { return recentNotices(); }

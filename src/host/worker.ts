@@ -101,6 +101,7 @@ export class WorkerClient {
   /** Starts the worker if it is not running, and resolves once it said `ready`. */
   start(): Promise<ReadyInfo> {
     if (this.disposed) return Promise.reject(new JobError('internal', 'DomLoRA is shutting down'));
+    this.retireIfStale();
     if (this.starting) return this.starting;
     this.starting = new Promise<ReadyInfo>((resolve, reject) => {
       const backend = this.options.backend?.() ?? 'auto';

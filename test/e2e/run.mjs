@@ -665,7 +665,12 @@ async function main() {
     // code-server's own temporaries (IPC sockets, the TypeScript server's folder) go under tmp, removed at the end.
     const csTmp = path.join(tmp, 't');
     fs.mkdirSync(csTmp, { recursive: true });
-    cs = await startCodeServer(tmp, { DOMLORA_HOST_RESULTS: hostResults, DOMLORA_LOG_FILE: path.join(resultsDir, 'domlora-output.log'), TMPDIR: csTmp });
+    // npm_config_prefer_offline: the native-backend host tests install stand-in packages whose dependencies (tfjs)
+    // npm's cache holds since `npm ci`.
+    cs = await startCodeServer(tmp, {
+      DOMLORA_HOST_RESULTS: hostResults, DOMLORA_LOG_FILE: path.join(resultsDir, 'domlora-output.log'), TMPDIR: csTmp,
+      npm_config_prefer_offline: 'true', npm_config_update_notifier: 'false',
+    });
     log(`[${elapsed()}] code-server ${CS_VERSION} on ${cs.url} (pid ${cs.child.pid}), fixtures in ${tmp}`);
     browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-dev-shm-usage'] });
     if (!args.has('--ui-only') && !only) {

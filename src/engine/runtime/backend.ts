@@ -8,6 +8,7 @@ import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import type { Backend, BackendChoice } from '../../protocol/messages';
 import { badInput } from './errors';
+import { loadNativePackage, NATIVE_PACKAGES } from './native';
 
 /**
  * `device`: the adapter's short name on webgpu ("llvmpipe", "nvidia-h200"), shown beside the backend in the status
@@ -24,14 +25,20 @@ function optionalRequire(name: string): unknown {
   return createRequire(__filename)(name);
 }
 
+/**
+ * The native backend, from DOMLORA_NATIVE_DIR (where "DomLoRA: Install Native Backend…" puts it) first, else from
+ * beside DomLoRA (see native.ts: it shares the worker's tfjs-core with the package it loads).
+ */
 async function tryTensorflow(tried: string[]): Promise<string | undefined> {
-  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+  const dir = process.env.DOMLORA_NATIVE_DIR || undefined;
+  for (const pkg of NATIVE_PACKAGES) {
     try {
-      optionalRequire(pkg);
-      if (await tf.setBackend('tensorflow')) return pkg;
-      tried.push(`${pkg}: loaded, but its backend did not initialise`);
+      const load = loadNativePackage(pkg, dir);
+      if (!load.loaded) { tried.push(`${pkg}: ${load.reason}`); continue; }
+      if (await tf.setBackend('tensorflow')) return `tensorflow (${pkg} ${load.version} from ${load.from})`;
+      tried.push(`${pkg} ${load.version} (${load.from}): loaded, but its backend did not initialise`);
     } catch (e) {
-      tried.push(`${pkg}: ${shortReason(e)}`);
+      tried.push(`${pkg}: ${(e instanceof Error ? e.message : String(e)).split('\n')[0].slice(0, 400)}`);
     }
   }
   return undefined;
