@@ -620,6 +620,61 @@ async function runJourneys(browser, cs, ws) {
     await shot(page, '16-deep80-grid.png', page.locator('iframe.webview.ready'));
   });
 
+  await journey(page, 'on webgpu (lavapipe): probe, heatmap, train; the status bar and the backend chip name the adapter', async () => {
+    // The packaged linux-x64 GPU path on this machine's software Vulkan GPU: a setting, as a user would change it.
+    await clearNotifications(page);
+    await runPaletteCommand(page, 'View: Close All Editors');
+    const wsSettings = path.join(ws, '.vscode', 'settings.json');
+    const original = fs.readFileSync(wsSettings, 'utf8');
+    const gpuDir = path.join(ws, '.domlora', 'gpu');
+    fs.writeFileSync(wsSettings, JSON.stringify({ ...JSON.parse(original), 'domlora.backend': 'webgpu', 'domlora.samples': 3, 'domlora.steps': 4 }, null, 2));
+    try {
+      await sleep(1200);
+      const rec = recordStatus(page);
+      await contextMenuItem(page, 'gpu', 'Run PAGE Probe');
+      await quickPick(page, 'dataset');
+      await pickItem(page, 'arith');
+      // A software GPU is slow: wait for the heatmap, but stop at once should the probe fail.
+      await waitFor(async () => {
+        if (await frame.locator('#heatmap').isVisible().catch(() => false)) return true;
+        const failed = page.locator('.notification-toast', { has: page.locator('.codicon-error') });
+        if (await failed.count()) throw new Error(`the probe on webgpu failed: ${await failed.first().textContent()}`);
+        return false;
+      }, 300_000, 'the heatmap of the probe on webgpu', 500);
+      await waitFor(async () => !(await statusSpinning(page)) && /DomLoRA: webgpu \(llvmpipe\)/.test(await statusText(page)), 30_000, 'the status bar to name the adapter');
+      const files = listDir(gpuDir).filter((f) => /^probe-.*\.json$/.test(f));
+      assert(files.length === 1, `one report for gpu, found ${files.join(', ')}`);
+      const gpuReport = JSON.parse(fs.readFileSync(path.join(gpuDir, files[0]), 'utf8'));
+      assert(gpuReport.config.backend === 'webgpu' && gpuReport.config.backendDevice === 'llvmpipe', `the report ran on webgpu (llvmpipe): ${gpuReport.config.backend} ${gpuReport.config.backendDevice}`);
+      const chip = ((await frame.locator('#backend-chip').textContent()) ?? '').trim();
+      assert(/^webgpu \(llvmpipe\) · /.test(chip), `the heatmap's backend chip names the adapter (${chip})`);
+      assert(await frame.locator('#heatmap .cell.dominant').count() === 1, 'a dominant cell');
+      await page.mouse.move(5, 500);
+      await shot(page, '17-webgpu-heatmap.png');
+      // The status bar's tooltip: the worker's full description of the backend.
+      await statusItem(page).hover();
+      const hover = page.locator('.monaco-hover, .workbench-hover', { hasText: 'Backend: webgpu (Dawn: llvmpipe' }).first();
+      await hover.waitFor({ state: 'visible', timeout: 10_000 });
+      await shot(page, '18-webgpu-status-tooltip.png');
+      await page.mouse.move(5, 500);
+      await frame.locator('vscode-button#train-domlora').click();
+      await frame.locator('.run-card[data-preset="domlora"][data-status="done"]').waitFor({ timeout: 300_000 });
+      await waitFor(async () => !(await statusSpinning(page)) && /DomLoRA: webgpu \(llvmpipe\)/.test(await statusText(page)), 30_000, 'idle on webgpu after training');
+      const seen = rec.stop();
+      assert(seen.some((t) => /DomLoRA: probe \d+\/\d+/.test(t)) && seen.some((t) => /DomLoRA: train \d+\/\d+ · loss \d/.test(t)), `status bar showed probe and training progress (saw: ${seen.join(' | ')})`);
+      const adapters = listDir(gpuDir).filter((f) => /^adapter-domlora-/.test(f));
+      assert(adapters.length === 1, `one adapter folder, found ${adapters.join(', ')}`);
+      assert(fs.statSync(path.join(gpuDir, adapters[0], 'adapter_model.safetensors')).size > 0, 'adapter_model.safetensors written');
+      const log = fs.readFileSync(path.join(resultsDir, 'domlora-output.log'), 'utf8');
+      assert(/worker ready: backend webgpu \(Dawn: llvmpipe/.test(log), 'the log has the full description of the adapter');
+      await page.mouse.move(5, 500);
+      await shot(page, '19-webgpu-trained.png', page.locator('iframe.webview.ready'));
+    } finally {
+      fs.writeFileSync(wsSettings, original);
+      await sleep(800);
+    }
+  });
+
   await journey(page, 'no CSP violation or script error in the webview', async () => {
     assert(webviewErrors.length === 0, `webview errors:\n${webviewErrors.join('\n')}`);
   });
@@ -652,7 +707,7 @@ async function main() {
   // Small jobs: a probe takes seconds on the demo model.
   const fast = { 'domlora.backend': 'wasm', 'domlora.samples': 6, 'domlora.seqLen': 64, 'domlora.steps': 24, 'domlora.learningRate': 0.005 };
   makeWorkspace(wsHost, base, { ...fast, 'domlora.steps': 6 }, ['tiny', 'fresh']);
-  makeWorkspace(wsUi, base, fast, ['tiny']);
+  makeWorkspace(wsUi, base, fast, ['tiny', 'gpu']);
   if (!args.has('--host-only')) await makeDeepModel(tmp, path.join(wsUi, 'deep80'));
   if (vsix) {
     execFileSync(codeServer, ['--config', '/dev/null', '--user-data-dir', path.join(tmp, 'user-data'),
