@@ -40,6 +40,16 @@ export default tseslint.config(
     },
   },
 
+  {
+    // The stand-in npm packages of test/fixtures (CommonJS, as the packages they stand in for).
+    files: ['test/fixtures/**/*.js'],
+    languageOptions: {
+      sourceType: 'commonjs',
+      globals: Object.fromEntries(['require', 'module', 'process', 'console', '__dirname'].map((g) => [g, 'readonly'])),
+    },
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
+
   // ---- Boundaries -------------------------------------------------------------------------------------------------
   {
     files: ['src/engine/**'],

@@ -3,6 +3,7 @@
 import type * as vscode from 'vscode';
 import * as commands from './host/commands';
 import { Ctx } from './host/ctx';
+import { installNativeBackend } from './host/nativeCommand';
 
 let ctx: Ctx | undefined;
 
@@ -19,6 +20,7 @@ export function activate(context: vscode.ExtensionContext): Ctx {
   ctx.registerCommand('showLog', commands.showLog);
   ctx.registerCommand('refreshModels', commands.refreshModels);
   ctx.registerCommand('probeModel', commands.probeModel);
+  ctx.registerCommand('installNativeBackend', installNativeBackend);
   // The host tests read the context (status, models, panels, notices) through the extension's exports.
   return ctx;
 }

@@ -1,6 +1,6 @@
 // The top of the panel: the title with the model and the actions, the probe's progress banner, and the cards of the
 // dominant module and of the adapter's placement.
-import { moduleLabel } from '../src/protocol/messages';
+import { backendLabel, moduleLabel } from '../src/protocol/messages';
 import * as actions from './actions';
 import { button, h, icon } from './dom';
 import { basename, compact, duration, int, percent } from './format';
@@ -40,9 +40,10 @@ export function renderHeader(): void {
     chips.push(chip('database', `${basename(r.config.dataset)} · ${r.config.datasetFormat}`, r.config.dataset));
     chips.push(chip('list-ordered', `${r.config.samples} samples · ${compact(r.tokens)} tokens`, `${r.config.samples} of ${r.config.requestedSamples} requested (${r.config.sampling})${r.config.skipped ? `, ${r.config.skipped} skipped` : ''}; mean loss ${r.meanLoss.toFixed(3)}`));
     chips.push(chip('settings', `r ${r.config.rank} · α ${r.config.alpha} · seq ${r.config.seqLen}`, `seed ${r.config.seed}`));
-    chips.push(chip('circuit-board', `${r.config.backend} · ${duration(r.timings.probeSeconds + r.timings.loadSeconds)}`, `load ${r.timings.loadSeconds.toFixed(1)} s, probe ${r.timings.probeSeconds.toFixed(1)} s; ${new Date(r.createdAt).toLocaleString()}`));
+    const backend = backendLabel({ backend: r.config.backend, device: r.config.backendDevice });
+    chips.push(chip('circuit-board', `${backend} · ${duration(r.timings.probeSeconds + r.timings.loadSeconds)}`, `probed on ${backend}: load ${r.timings.loadSeconds.toFixed(1)} s, probe ${r.timings.probeSeconds.toFixed(1)} s; ${new Date(r.createdAt).toLocaleString()}`, 'backend-chip'));
   } else if (s.backend) {
-    chips.push(chip('circuit-board', s.backend, 'backend'));
+    chips.push(chip('circuit-board', backendLabel(s.backend), s.backend.detail ?? 'backend', 'backend-chip'));
   }
   const meta = h('div', { class: 'meta' }, ...chips);
   headerSection.replaceChildren(h('div', { class: 'titlebar' }, title, buttons), meta);
@@ -52,8 +53,8 @@ export function renderHeader(): void {
   headerSection.querySelector('#rerun')?.addEventListener('click', () => { if (!state.jobRunning()) actions.rerunProbe(); });
 }
 
-function chip(iconName: string, text: string, title?: string): HTMLElement {
-  return h('span', { class: 'chip', title }, icon(iconName), h('span', {}, text));
+function chip(iconName: string, text: string, title?: string, id?: string): HTMLElement {
+  return h('span', { class: 'chip', title, id }, icon(iconName), h('span', {}, text));
 }
 
 export function renderBanner(): void {

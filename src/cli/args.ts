@@ -24,6 +24,8 @@ Usage:
 
 Common flags: --backend auto|tensorflow|webgpu|wasm|cpu, --gpu-memory GiB (the GPU budget webgpu jobs plan for; 8), --threads N,
 --quiet.
+tensorflow: @tensorflow/tfjs-node(-gpu) 4.22.0 from DOMLORA_NATIVE_DIR (where the extension's "Install Native
+Backend…" puts it, or a folder made with npm install --prefix DIR), else from beside domlora.
 Progress goes to stderr, results to stdout; with --json the last line of stdout is one JSON object.`;
 
 

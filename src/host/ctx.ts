@@ -3,7 +3,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { Backend } from '../protocol/messages';
+import type { Backend, BackendInfo } from '../protocol/messages';
 import { readSettings } from './config';
 import { Jobs } from './jobs';
 import { ModelFolders } from './modelFolders';
@@ -18,6 +18,7 @@ import { WorkerClient } from './worker';
 /** A command: VS Code hands each handler what its caller passed (a URI from a menu, options from another command). */
 export type CommandFactory = (ctx: Ctx) => (...args: never[]) => unknown;
 
+/** The last worker's backend: a BackendInfo (older versions stored the bare backend name). */
 const BACKEND_KEY = 'domlora.lastBackend';
 
 export class Ctx implements vscode.Disposable {
@@ -30,26 +31,34 @@ export class Ctx implements vscode.Disposable {
   readonly panels: PanelManager;
   readonly modelFolders: ModelFolders;
   readonly modelsView: ModelsView;
+  /** The worker script (dist/worker.js). */
+  readonly workerScript: string;
+  /** Where "DomLoRA: Install Native Backend…" installs tfjs-node; the worker loads it from there (DOMLORA_NATIVE_DIR). */
+  readonly nativeDir: string;
   private readonly disposables: vscode.Disposable[] = [];
 
   constructor(readonly extension: vscode.ExtensionContext) {
     this.output = this.own(vscode.window.createOutputChannel('DomLoRA', { log: true }));
     this.status = this.own(new StatusBar());
     this.store = new Store(extension);
+    this.workerScript = extension.asAbsolutePath(path.join('dist', 'worker.js'));
+    this.nativeDir = path.join(extension.globalStorageUri.fsPath, 'native-backend');
     this.worker = new WorkerClient({
-      script: extension.asAbsolutePath(path.join('dist', 'worker.js')),
+      script: this.workerScript,
       log: (line) => this.log(line),
       backend: () => readSettings().backend,
+      env: (): Record<string, string> => (fs.existsSync(this.nativeDir) ? { DOMLORA_NATIVE_DIR: this.nativeDir } : {}),
     });
     this.own({ dispose: () => this.worker.dispose() });
     this.own(this.worker.onDidReady((info) => {
-      void extension.globalState.update(BACKEND_KEY, info.backend);
-      if (this.status.current.kind === 'idle') this.status.set({ ...this.status.current, backend: info.backend, backendIsRemembered: false });
-      this.models.setBackend(info.backend);
+      const backend: BackendInfo = { backend: info.backend, device: info.device, detail: info.detail };
+      void extension.globalState.update(BACKEND_KEY, backend);
+      if (this.status.current.kind === 'idle') this.status.set({ ...this.status.current, backend, backendIsRemembered: false });
+      this.models.setBackend(backend);
     }));
     this.own(this.worker.onDidExit((reason) => this.log(`[host] ${reason}`)));
     this.jobs = this.own(new Jobs(this.worker, this.status, () => this.rememberedBackend()));
-    this.models = this.own(new Models(this.store, () => this.worker.backend ?? this.rememberedBackend()));
+    this.models = this.own(new Models(this.store, () => this.worker.backendInfo ?? this.rememberedBackend()));
     this.panels = this.own(new PanelManager({
       extensionUri: extension.extensionUri, models: this.models, store: this.store, log: (line) => this.log(line),
     }));
@@ -71,11 +80,15 @@ export class Ctx implements vscode.Disposable {
     }
   }
 
+  /** Workspace Trust: false in Restricted Mode. A property, so the host tests can play an untrusted workspace. */
+  isTrusted: () => boolean = () => vscode.workspace.isTrusted;
+
   /** The messages shown to the user, newest last (read by the host tests). */
   get notices(): readonly Notice[] { return recentNotices(); }
 
-  rememberedBackend(): Backend | undefined {
-    return this.extension.globalState.get<Backend>(BACKEND_KEY);
+  rememberedBackend(): BackendInfo | undefined {
+    const v = this.extension.globalState.get<BackendInfo | Backend>(BACKEND_KEY);
+    return typeof v === 'string' ? { backend: v } : v;
   }
 
   own<T extends vscode.Disposable>(d: T): T {

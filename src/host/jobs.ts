@@ -1,7 +1,7 @@
 // Runs one worker job at a time and keeps the user informed: the status bar (from its one state value), a progress
 // notification with a Cancel button, and the "DomLoRA" output channel.
 import * as vscode from 'vscode';
-import type { Backend, Method, MethodParams, MethodResult, Progress } from '../protocol/messages';
+import type { BackendInfo, Method, MethodParams, MethodResult, Progress } from '../protocol/messages';
 import type { Preset } from '../protocol/webview';
 import { formatDuration, type JobKind, type StatusBar } from './status';
 import { JobError, type WorkerClient } from './worker';
@@ -26,7 +26,7 @@ export class Jobs implements vscode.Disposable {
   constructor(
     private readonly worker: WorkerClient,
     private readonly status: StatusBar,
-    private readonly rememberedBackend: () => Backend | undefined,
+    private readonly rememberedBackend: () => BackendInfo | undefined,
   ) {}
 
   get running(): JobSpec | undefined { return this.current?.spec; }
@@ -70,13 +70,13 @@ export class Jobs implements vscode.Disposable {
     );
     try {
       const value = await result;
-      this.status.set({ kind: 'idle', backend: this.worker.backend ?? this.rememberedBackend() });
+      this.status.set({ kind: 'idle', backend: this.worker.backendInfo ?? this.rememberedBackend() });
       return value;
     } catch (err) {
       const e = err instanceof JobError ? err : new JobError('internal', String(err));
       this.status.set({
-        kind: 'idle', backend: this.worker.backend ?? this.rememberedBackend(),
-        backendIsRemembered: !this.worker.backend,
+        kind: 'idle', backend: this.worker.backendInfo ?? this.rememberedBackend(),
+        backendIsRemembered: !this.worker.backendInfo,
         // Only a failure of DomLoRA itself leaves a warning on the status bar; bad input is the user's to fix.
         lastError: e.code === 'internal' || e.code === 'out-of-memory' ? e.message : undefined,
       });

@@ -4,7 +4,7 @@
 // redraws from `state()`. It knows nothing of panels.
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import type { Backend, Progress, ProbeReport, TrainCurvePoint } from '../protocol/messages';
+import type { BackendInfo, Progress, ProbeReport, TrainCurvePoint } from '../protocol/messages';
 import type { HeatmapReport, JobView, PanelState, Preset, RunView } from '../protocol/webview';
 import { modelName, type Store } from './store';
 
@@ -28,7 +28,7 @@ export interface TrainPoint { modelDir: string; preset: Preset; point: TrainCurv
 
 export class Models implements vscode.Disposable {
   private readonly live = new Map<string, ModelLive>();
-  private backend?: Backend;
+  private backend?: BackendInfo;
   private readonly changed = new vscode.EventEmitter<string | undefined>();
   private readonly pointAdded = new vscode.EventEmitter<TrainPoint>();
   /** The state of a model changed (its folder, resolved), or of every model (undefined: the backend changed). */
@@ -37,7 +37,7 @@ export class Models implements vscode.Disposable {
   readonly onDidAddPoint = this.pointAdded.event;
 
   /** `workerBackend`: the backend to show before this session's worker said which it chose. */
-  constructor(private readonly store: Store, private readonly workerBackend: () => Backend | undefined) {}
+  constructor(private readonly store: Store, private readonly workerBackend: () => BackendInfo | undefined) {}
 
   setReport(modelDir: string, report: ProbeReport, reportPath: string): void {
     const live = this.liveOf(modelDir);
@@ -117,7 +117,7 @@ export class Models implements vscode.Disposable {
     this.fire(modelDir);
   }
 
-  setBackend(backend: Backend): void {
+  setBackend(backend: BackendInfo): void {
     this.backend = backend;
     this.changed.fire(undefined);
   }

@@ -1,13 +1,13 @@
 // The status bar item, rendered from one state value (as rust-analyzer does): whatever changes, the host updates
 // the state and calls `render`, so the item can never show a mix of two moments.
 import * as vscode from 'vscode';
-import type { Backend, Progress } from '../protocol/messages';
+import { backendLabel, type BackendInfo, type Progress } from '../protocol/messages';
 import type { Preset } from '../protocol/webview';
 
 export type JobKind = 'probe' | 'train' | 'export';
 
 export type StatusState =
-  | { kind: 'idle'; backend?: Backend; backendIsRemembered?: boolean; lastError?: string }
+  | { kind: 'idle'; backend?: BackendInfo; backendIsRemembered?: boolean; lastError?: string }
   | { kind: 'running'; job: JobKind; preset?: Preset; model: string; progress?: Progress; startedAt: number };
 
 export interface StatusView { text: string; tooltip: string; command: string }
@@ -29,9 +29,9 @@ function jobLabel(s: Extract<StatusState, { kind: 'running' }>): string {
 /** The one place that decides what the status bar says. Pure, so the host tests check it directly. */
 export function renderStatus(s: StatusState): StatusView {
   if (s.kind === 'idle') {
-    const backend = s.backend ? `: ${s.backend}` : '';
+    const backend = s.backend ? `: ${backendLabel(s.backend)}` : '';
     const tooltipBackend = s.backend
-      ? `Backend: ${s.backend}${s.backendIsRemembered ? ' (last used; chosen again when the next job starts)' : ''}`
+      ? `Backend: ${s.backend.detail ?? backendLabel(s.backend)}${s.backendIsRemembered ? ' (last used; chosen again when the next job starts)' : ''}`
       : 'Backend: chosen when the first job starts (setting domlora.backend)';
     return {
       text: s.lastError ? `$(warning) DomLoRA${backend}` : `$(circuit-board) DomLoRA${backend}`,

@@ -3,7 +3,7 @@
 // runs tensor code; if the worker dies, the next request forks a fresh one.
 import { fork, type ChildProcess } from 'node:child_process';
 import type {
-  Backend, BackendChoice, ErrorCode, ErrorInfo, Method, MethodParams, MethodResult, Progress, WorkerMessage, WorkerRequest,
+  Backend, BackendChoice, BackendInfo, ErrorCode, ErrorInfo, Method, MethodParams, MethodResult, Progress, WorkerMessage, WorkerRequest,
   WorkerRequestOf,
 } from '../protocol/messages';
 
@@ -23,7 +23,7 @@ export interface JobHandlers {
   onLog?(level: 'info' | 'warn' | 'error', message: string): void;
 }
 
-export interface ReadyInfo { backend: Backend; pid: number }
+export interface ReadyInfo extends BackendInfo { pid: number }
 
 export interface WorkerClientOptions {
   /** Absolute path of the worker script. */
@@ -32,6 +32,8 @@ export interface WorkerClientOptions {
   log(line: string): void;
   /** The backend the worker should choose at start-up ("auto": best available). */
   backend?(): BackendChoice;
+  /** Extra environment for the worker (e.g. DOMLORA_NATIVE_DIR, where the native backend was installed). */
+  env?(): Record<string, string>;
   /** Seconds to wait for `ready` before giving up. */
   startTimeoutSeconds?: number;
   /** Seconds a cancelled job may take to stop before the worker is killed. */
@@ -72,10 +74,17 @@ export class WorkerClient {
   private readonly retiring = new Set<ChildProcess>();
   private readonly readyListeners = new Set<(info: ReadyInfo) => void>();
   private readonly exitListeners = new Set<(reason: string) => void>();
+  /** What the running worker was started with: a request finds it stale when the choice changed since. */
+  private startedWith?: string;
+  private stale = false;
 
   constructor(private readonly options: WorkerClientOptions) {}
 
   get backend(): Backend | undefined { return this.readyInfo?.backend; }
+  /** The running worker's backend with its device and description, once it said `ready`. */
+  get backendInfo(): BackendInfo | undefined {
+    return this.readyInfo && { backend: this.readyInfo.backend, device: this.readyInfo.device, detail: this.readyInfo.detail };
+  }
   get pid(): number | undefined { return this.child?.pid; }
   get busy(): boolean { return this.pending.size > 0; }
 
@@ -92,10 +101,14 @@ export class WorkerClient {
   /** Starts the worker if it is not running, and resolves once it said `ready`. */
   start(): Promise<ReadyInfo> {
     if (this.disposed) return Promise.reject(new JobError('internal', 'DomLoRA is shutting down'));
+    this.retireIfStale();
     if (this.starting) return this.starting;
     this.starting = new Promise<ReadyInfo>((resolve, reject) => {
       const backend = this.options.backend?.() ?? 'auto';
-      const env: NodeJS.ProcessEnv = { ...process.env, ELECTRON_RUN_AS_NODE: '1', DOMLORA_BACKEND: backend };
+      const extra = this.options.env?.() ?? {};
+      const env: NodeJS.ProcessEnv = { ...process.env, ...extra, ELECTRON_RUN_AS_NODE: '1', DOMLORA_BACKEND: backend };
+      this.startedWith = startKey(backend, extra);
+      this.stale = false;
       let child: ChildProcess;
       try {
         // execArgv is emptied so the worker does not inherit the extension host's inspector or loader flags.
@@ -125,8 +138,8 @@ export class WorkerClient {
         const msg = raw as WorkerMessage;
         if (msg.kind === 'ready') {
           clearTimeout(timeout);
-          this.readyInfo = { backend: msg.backend, pid: msg.pid };
-          this.options.log(`[host] worker ready: backend ${msg.backend}, pid ${msg.pid}`);
+          this.readyInfo = { backend: msg.backend, device: msg.device, detail: msg.detail, pid: msg.pid };
+          this.options.log(`[host] worker ready: backend ${msg.detail ?? msg.backend}, pid ${msg.pid}`);
           for (const l of this.readyListeners) l(this.readyInfo);
           resolve(this.readyInfo);
           return;
@@ -175,6 +188,7 @@ export class WorkerClient {
   request<M extends Method>(method: M, params: MethodParams<M>, handlers: JobHandlers = {}): { id: number; result: Promise<MethodResult<M>> } {
     const id = this.nextId++;
     this.clearIdle();
+    this.retireIfStale();
     const result = new Promise<MethodResult<M>>((resolve, reject) => {
       // The worker answers request `id` with a result of `method`; the compiler cannot follow that across the
       // process boundary, so this is the one place where a result of some method is taken as one of M.
@@ -216,6 +230,24 @@ export class WorkerClient {
       p.reject(new JobError('cancelled', 'cancelled'));
       this.kill();
     }, grace);
+  }
+
+  /**
+   * The next request runs in a fresh worker (a backend was installed, or the choice changed): an idle worker stops
+   * now, a busy one once its jobs are done.
+   */
+  restartWhenIdle(): void {
+    this.stale = true;
+    if (!this.pending.size) this.retireIfStale();
+  }
+
+  /** An idle worker started with another backend choice or environment than the options give now is stopped. */
+  private retireIfStale(): void {
+    if (!this.child || this.pending.size) return;
+    const now = startKey(this.options.backend?.() ?? 'auto', this.options.env?.() ?? {});
+    if (!this.stale && now === this.startedWith) return;
+    this.options.log(`[host] restarting the worker: ${this.stale ? 'the backends changed' : 'the setting domlora.backend changed'}`);
+    this.detach()?.kill();
   }
 
   /** Stops the worker process now; its jobs in flight fail as cancelled, and the next request forks a fresh one. */
@@ -312,6 +344,7 @@ export class WorkerClient {
   private armIdle(): void {
     this.clearIdle();
     if (this.pending.size || !this.child) return;
+    if (this.stale) { this.retireIfStale(); return; }
     const idle = (this.options.idleSeconds ?? 300) * 1000;
     this.idleTimer = setTimeout(() => {
       if (this.pending.size) return;
@@ -325,6 +358,10 @@ export class WorkerClient {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.idleTimer = undefined;
   }
+}
+
+function startKey(backend: BackendChoice, env: Record<string, string>): string {
+  return JSON.stringify([backend, Object.entries(env).sort()]);
 }
 
 /** The most telling line of a crashed process's stderr: the last error message, not a stack frame. */

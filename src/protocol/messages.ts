@@ -6,6 +6,17 @@
 export type Backend = 'tensorflow' | 'webgpu' | 'wasm' | 'cpu';
 export type BackendChoice = Backend | 'auto';
 
+/**
+ * The backend a worker runs: `device` is the GPU adapter's short name on webgpu ("llvmpipe", "nvidia-h200"),
+ * `detail` the worker's full description (with SIMD and threads on wasm, the adapter's driver on webgpu).
+ */
+export interface BackendInfo { backend: Backend; device?: string; detail?: string }
+
+/** `webgpu (llvmpipe)`, `wasm`: what the status bar and the heatmap's chip show. */
+export function backendLabel(b: BackendInfo): string {
+  return b.device ? `${b.backend} (${b.device})` : b.backend;
+}
+
 export interface InfoParams { modelDir: string; rank?: number }
 export interface EvalParams {
   modelDir: string; data: string; adapter?: string; seqLen?: number; maxSamples?: number; backend?: BackendChoice;
@@ -78,7 +89,7 @@ export interface Progress {
 
 /** Worker -> host. */
 export type WorkerMessage =
-  | { kind: 'ready'; backend: Backend; pid: number }
+  | { kind: 'ready'; backend: Backend; device?: string; detail: string; pid: number }
   | { kind: 'progress'; id: number; progress: Progress }
   | { kind: 'log'; id: number; level: 'info' | 'warn' | 'error'; message: string }
   /** The result of request `id`: of that request's method (the host knows which method it asked). */
@@ -185,6 +196,8 @@ export interface ProbeReport {
   config: {
     samples: number; requestedSamples: number; sampling: 'first' | 'random'; skipped: number; seqLen: number;
     rank: number; alpha: number; seed: number; backend: Backend; dataset: string; datasetSha256: string;
+    /** The GPU adapter the probe ran on (webgpu), as in BackendInfo. */
+    backendDevice?: string;
     datasetFormat: string; bootstrap: number; untilStable: boolean;
   };
   meanLoss: number;

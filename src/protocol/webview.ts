@@ -1,6 +1,6 @@
 // The messages between the extension host and the heatmap webview, each declared once as a typed descriptor that
 // both sides import (the pattern of GitLens's webviews/protocol.ts). Plain JSON only; imports nothing but types.
-import type { Backend, Progress, ProbeReport, TrainCurvePoint, TrainResult } from './messages';
+import type { BackendInfo, Progress, ProbeReport, TrainCurvePoint, TrainResult } from './messages';
 
 /** What travels through `postMessage` in both directions. */
 export interface WebviewMessage<P = unknown> {
@@ -61,7 +61,7 @@ export interface PanelState {
   placementIsUserChoice: boolean;
   runs: Partial<Record<Preset, RunView>>;
   job?: JobView;
-  backend?: Backend;
+  backend?: BackendInfo;
   /** Rank used for the parameter counts of the cells (the probe's rank). */
   rank?: number;
 }

@@ -1,7 +1,7 @@
 // The worker: a child process of the extension host (child_process.fork) that runs engine jobs. It speaks the typed
 // protocol of src/protocol/messages.ts over the IPC channel: one job at a time, progress notifications, cancel.
 import type { BackendChoice, Method, MethodParams, MethodResult, WorkerMessage, WorkerRequest, WorkerRequestOf } from '../protocol/messages';
-import { initBackend, toErrorInfo, type JobHooks } from '../engine';
+import { describeBackend, initBackend, toErrorInfo, type JobHooks } from '../engine';
 
 function send(msg: WorkerMessage): void { process.send?.(msg); }
 
@@ -54,7 +54,7 @@ process.on('message', (msg: WorkerRequest) => {
 // (a second thread slows the small models down; see threadsForModel).
 const choice = (process.env.DOMLORA_BACKEND || 'auto') as BackendChoice;
 initBackend(choice, Number(process.env.DOMLORA_THREADS) || 1).then(
-  (b) => send({ kind: 'ready', backend: b.backend, pid: process.pid }),
+  (b) => send({ kind: 'ready', backend: b.backend, device: b.device, detail: describeBackend(b), pid: process.pid }),
   // Exit only once the reason is on its way to the host: process.send is asynchronous.
   (err) => {
     if (!process.send) process.exit(1);

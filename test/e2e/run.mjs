@@ -46,15 +46,26 @@ function hashTree(h, p) {
   }
 }
 
-/** Packages the extension with vsce, once per distinct content of what goes into it. */
+/**
+ * Packages the extension as the user on this machine would get it: the linux-x64 platform package (with its Dawn, so
+ * the webgpu journey runs the packaged GPU path), once per distinct content of what goes into it.
+ */
 function packageVsix() {
   const h = crypto.createHash('sha256');
-  for (const p of ['package.json', '.vscodeignore', 'dist', 'media']) hashTree(h, path.join(root, p));
-  const vsix = path.join(root, '.vscode-test', `domlora-${h.digest('hex').slice(0, 12)}.vsix`);
+  for (const p of ['package.json', 'package-lock.json', '.vscodeignore', 'LICENSE', 'README.md', 'scripts/package.mjs', 'dist', 'media']) hashTree(h, path.join(root, p));
+  const dir = path.join(root, '.vscode-test');
+  const vsix = path.join(dir, `domlora-linux-x64-${h.digest('hex').slice(0, 12)}.vsix`);
   if (!fs.existsSync(vsix)) {
-    for (const f of fs.readdirSync(path.dirname(vsix))) if (/^domlora-.*\.vsix$/.test(f)) fs.rmSync(path.join(path.dirname(vsix), f));
-    execFileSync(path.join(root, 'node_modules/.bin/vsce'), ['package', '--skip-license', '--allow-missing-repository', '-o', vsix],
-      { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+    for (const f of fs.readdirSync(dir)) if (/^domlora-.*\.vsix$/.test(f)) fs.rmSync(path.join(dir, f));
+    const staging = fs.mkdtempSync(path.join(dir, 'package-'));
+    try {
+      execFileSync(process.execPath, [path.join(root, 'scripts/package.mjs'), '--no-build', '--target', 'linux-x64', '--out', staging],
+        { cwd: root, stdio: ['ignore', 'ignore', 'inherit'] });
+      const [made] = fs.readdirSync(staging).filter((f) => f.endsWith('.vsix'));
+      fs.renameSync(path.join(staging, made), vsix);
+    } finally {
+      fs.rmSync(staging, { recursive: true, force: true });
+    }
   }
   return vsix;
 }
@@ -714,6 +725,61 @@ async function runJourneys(browser, cs, ws, hfCache) {
     assert(((await toast.textContent()) ?? '').includes('GGUF only'), 'the message gives the reason');
   });
 
+  await journey(page, 'on webgpu (lavapipe): probe, heatmap, train; the status bar and the backend chip name the adapter', async () => {
+    // The packaged linux-x64 GPU path on this machine's software Vulkan GPU: a setting, as a user would change it.
+    await clearNotifications(page);
+    await runPaletteCommand(page, 'View: Close All Editors');
+    const wsSettings = path.join(ws, '.vscode', 'settings.json');
+    const original = fs.readFileSync(wsSettings, 'utf8');
+    const gpuDir = path.join(ws, '.domlora', 'gpu');
+    fs.writeFileSync(wsSettings, JSON.stringify({ ...JSON.parse(original), 'domlora.backend': 'webgpu', 'domlora.samples': 3, 'domlora.steps': 4 }, null, 2));
+    try {
+      await sleep(1200);
+      const rec = recordStatus(page);
+      await contextMenuItem(page, 'gpu', 'Run PAGE Probe');
+      await quickPick(page, 'dataset');
+      await pickItem(page, 'arith');
+      // A software GPU is slow: wait for the heatmap, but stop at once should the probe fail.
+      await waitFor(async () => {
+        if (await frame.locator('#heatmap').isVisible().catch(() => false)) return true;
+        const failed = page.locator('.notification-toast', { has: page.locator('.codicon-error') });
+        if (await failed.count()) throw new Error(`the probe on webgpu failed: ${await failed.first().textContent()}`);
+        return false;
+      }, 300_000, 'the heatmap of the probe on webgpu', 500);
+      await waitFor(async () => !(await statusSpinning(page)) && /DomLoRA: webgpu \(llvmpipe\)/.test(await statusText(page)), 30_000, 'the status bar to name the adapter');
+      const files = listDir(gpuDir).filter((f) => /^probe-.*\.json$/.test(f));
+      assert(files.length === 1, `one report for gpu, found ${files.join(', ')}`);
+      const gpuReport = JSON.parse(fs.readFileSync(path.join(gpuDir, files[0]), 'utf8'));
+      assert(gpuReport.config.backend === 'webgpu' && gpuReport.config.backendDevice === 'llvmpipe', `the report ran on webgpu (llvmpipe): ${gpuReport.config.backend} ${gpuReport.config.backendDevice}`);
+      const chip = ((await frame.locator('#backend-chip').textContent()) ?? '').trim();
+      assert(/^webgpu \(llvmpipe\) · /.test(chip), `the heatmap's backend chip names the adapter (${chip})`);
+      assert(await frame.locator('#heatmap .cell.dominant').count() === 1, 'a dominant cell');
+      await page.mouse.move(5, 500);
+      await shot(page, '17-webgpu-heatmap.png');
+      // The status bar's tooltip: the worker's full description of the backend.
+      await statusItem(page).hover();
+      const hover = page.locator('.monaco-hover, .workbench-hover', { hasText: 'Backend: webgpu (Dawn: llvmpipe' }).first();
+      await hover.waitFor({ state: 'visible', timeout: 10_000 });
+      await shot(page, '18-webgpu-status-tooltip.png');
+      await page.mouse.move(5, 500);
+      await frame.locator('vscode-button#train-domlora').click();
+      await frame.locator('.run-card[data-preset="domlora"][data-status="done"]').waitFor({ timeout: 300_000 });
+      await waitFor(async () => !(await statusSpinning(page)) && /DomLoRA: webgpu \(llvmpipe\)/.test(await statusText(page)), 30_000, 'idle on webgpu after training');
+      const seen = rec.stop();
+      assert(seen.some((t) => /DomLoRA: probe \d+\/\d+/.test(t)) && seen.some((t) => /DomLoRA: train \d+\/\d+ · loss \d/.test(t)), `status bar showed probe and training progress (saw: ${seen.join(' | ')})`);
+      const adapters = listDir(gpuDir).filter((f) => /^adapter-domlora-/.test(f));
+      assert(adapters.length === 1, `one adapter folder, found ${adapters.join(', ')}`);
+      assert(fs.statSync(path.join(gpuDir, adapters[0], 'adapter_model.safetensors')).size > 0, 'adapter_model.safetensors written');
+      const log = fs.readFileSync(path.join(resultsDir, 'domlora-output.log'), 'utf8');
+      assert(/worker ready: backend webgpu \(Dawn: llvmpipe/.test(log), 'the log has the full description of the adapter');
+      await page.mouse.move(5, 500);
+      await shot(page, '19-webgpu-trained.png', page.locator('iframe.webview.ready'));
+    } finally {
+      fs.writeFileSync(wsSettings, original);
+      await sleep(800);
+    }
+  });
+
   await journey(page, 'no CSP violation or script error in the webview', async () => {
     assert(webviewErrors.length === 0, `webview errors:\n${webviewErrors.join('\n')}`);
   });
@@ -746,7 +812,7 @@ async function main() {
   // Small jobs: a probe takes seconds on the demo model.
   const fast = { 'domlora.backend': 'wasm', 'domlora.samples': 6, 'domlora.seqLen': 64, 'domlora.steps': 24, 'domlora.learningRate': 0.005 };
   makeWorkspace(wsHost, base, { ...fast, 'domlora.steps': 6 }, ['tiny', 'fresh']);
-  makeWorkspace(wsUi, base, fast, ['tiny']);
+  makeWorkspace(wsUi, base, fast, ['tiny', 'gpu']);
   if (!args.has('--host-only')) await makeDeepModel(tmp, path.join(wsUi, 'deep80'));
   const hfCache = await makeHfCache(tmp, base);
   if (vsix) {
@@ -760,8 +826,11 @@ async function main() {
     // code-server's own temporaries (IPC sockets, the TypeScript server's folder) go under tmp, removed at the end.
     const csTmp = path.join(tmp, 't');
     fs.mkdirSync(csTmp, { recursive: true });
+    // npm_config_prefer_offline: the native-backend host tests install stand-in packages whose dependencies (tfjs)
+    // npm's cache holds since `npm ci`.
     cs = await startCodeServer(tmp, {
       DOMLORA_HOST_RESULTS: hostResults, DOMLORA_LOG_FILE: path.join(resultsDir, 'domlora-output.log'), TMPDIR: csTmp, HF_HUB_CACHE: hfCache,
+      npm_config_prefer_offline: 'true', npm_config_update_notifier: 'false',
     });
     log(`[${elapsed()}] code-server ${CS_VERSION} on ${cs.url} (pid ${cs.child.pid}), fixtures in ${tmp}`);
     browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-dev-shm-usage'] });

@@ -67,7 +67,9 @@ describe('commands with the real worker', function () {
       assert.equal(onDisk.modules.length, onDisk.model.layers * onDisk.kinds.length);
       assert.ok(seen.includes('probe'), `probe progress reached the status bar (saw ${seen.join(',')})`);
       assert.equal(ctx().status.current.kind, 'idle');
-      assert.equal((ctx().status.current as { backend?: string }).backend, 'wasm');
+      const idle = ctx().status.current as { backend?: { backend: string; detail?: string } };
+      assert.equal(idle.backend?.backend, 'wasm');
+      assert.match(idle.backend?.detail ?? '', /^wasm, SIMD/, 'the worker\'s ready message carries its description');
       const panel = ctx().panels.get(model());
       assert.ok(panel, 'the heatmap panel is open');
       assert.equal(panel.panel.title, 'PAGE · tiny');

@@ -98,10 +98,18 @@ describe('activation and manifest', () => {
 
 describe('status bar rendering', () => {
   it('shows the backend when idle', () => {
-    const v = renderStatus({ kind: 'idle', backend: 'wasm' });
+    const v = renderStatus({ kind: 'idle', backend: { backend: 'wasm', detail: 'wasm, SIMD on, single thread' } });
     assert.equal(v.text, '$(circuit-board) DomLoRA: wasm');
+    assert.match(v.tooltip, /Backend: wasm, SIMD on, single thread\./);
     assert.equal(renderStatus({ kind: 'idle' }).text, '$(circuit-board) DomLoRA');
-    assert.match(renderStatus({ kind: 'idle', backend: 'wasm', lastError: 'boom' }).text, /warning/);
+    assert.match(renderStatus({ kind: 'idle', backend: { backend: 'wasm' }, lastError: 'boom' }).text, /warning/);
+  });
+
+  it('names the GPU adapter beside webgpu, with the driver in the tooltip', () => {
+    const detail = 'webgpu (Dawn: llvmpipe: Mesa 25.0.7 (LLVM 15.0.6), a software adapter)';
+    const v = renderStatus({ kind: 'idle', backend: { backend: 'webgpu', device: 'llvmpipe', detail } });
+    assert.equal(v.text, '$(circuit-board) DomLoRA: webgpu (llvmpipe)');
+    assert.ok(v.tooltip.includes(detail));
   });
 
   it('shows phase, count, loss and ETA while a job runs', () => {

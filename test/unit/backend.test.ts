@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { STORIES, tmpDir } from '../helpers/reference';
+import { shortAdapterName } from '../../src/engine/runtime/backend';
 
 function cli(args: string[], env: Record<string, string> = {}) {
   const e = { ...process.env, ...env };
@@ -35,4 +36,12 @@ test('auto falls back past missing native and GPU backends to wasm, and says why
   const wasm = JSON.parse(r.stdout.trim().split('\n').pop()!);
   assert.equal(cpu.backend, 'cpu');
   assert.ok(Math.abs(cpu.meanLoss - wasm.meanLoss) < 1e-5, `cpu ${cpu.meanLoss} vs wasm ${wasm.meanLoss}`);
+});
+
+test('the adapter\'s short name: the description\'s head, or Dawn\'s device id when the head is only the vendor', () => {
+  // As reported by Dawn here (lavapipe) and on the H200 (docs/device/run1/gpu-check.log).
+  assert.equal(shortAdapterName({ info: { description: 'llvmpipe: Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6) 0.0.1', vendor: 'mesa', device: 'llvmpipe-llvm-15-0-6-256-bits-' } }), 'llvmpipe');
+  assert.equal(shortAdapterName({ info: { description: 'NVIDIA: 580.159.04 580.159.4.0', vendor: 'nvidia', device: 'nvidia-h200' } }), 'nvidia-h200');
+  assert.equal(shortAdapterName({ info: { vendor: 'apple' } }), 'apple');
+  assert.equal(shortAdapterName({}), 'unnamed adapter');
 });

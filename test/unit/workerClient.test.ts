@@ -31,3 +31,35 @@ test('WorkerClient: typed results per method, typed errors', async () => {
   }
   assert.ok(lines.some((l) => l.includes('<- result #1 (info)')), 'the client logged the result');
 });
+
+test('WorkerClient: ready carries the backend\'s detail; a changed backend choice restarts an idle worker, not a busy one', async () => {
+  const lines: string[] = [];
+  let choice: 'wasm' | 'cpu' = 'wasm';
+  const client = new WorkerClient({ script: path.resolve('dist/worker.js'), log: (l) => lines.push(l), backend: () => choice });
+  try {
+    await client.request('info', { modelDir: STORIES }).result;
+    const first = client.pid;
+    assert.equal(client.backendInfo?.backend, 'wasm');
+    assert.match(client.backendInfo?.detail ?? '', /^wasm, SIMD (on|off)/);
+    assert.equal(client.backendInfo?.device, undefined);
+    // Same choice: the same process answers.
+    await client.request('info', { modelDir: STORIES }).result;
+    assert.equal(client.pid, first);
+    // The setting changes: the idle worker is replaced by one on the new backend.
+    choice = 'cpu';
+    await client.request('info', { modelDir: STORIES }).result;
+    assert.notEqual(client.pid, first);
+    assert.equal(client.backend, 'cpu');
+    assert.ok(lines.some((l) => /restarting the worker: the setting domlora.backend changed/.test(l)));
+    // restartWhenIdle while a job runs: that job finishes in the old process, the next one gets a new process.
+    const second = client.pid;
+    const busy = client.request('info', { modelDir: STORIES });
+    client.restartWhenIdle();
+    await busy.result;
+    await client.request('info', { modelDir: STORIES }).result;
+    assert.notEqual(client.pid, second);
+    assert.ok(lines.some((l) => /restarting the worker: the backends changed/.test(l)));
+  } finally {
+    client.dispose();
+  }
+});

@@ -87,7 +87,7 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
     const probeSeconds = (Date.now() - t0) / 1000;
     const report = buildReport({
       p: { ...p, sampling }, modules, sampled, expected, recInfo, ds, skipped: tok.skipped,
-      model: summarise(folder), kinds: [...model.kinds], backend: backend.backend,
+      model: summarise(folder), kinds: [...model.kinds], backend: backend.backend, backendDevice: backend.device,
       timings: { loadSeconds, probeSeconds },
     });
     if (stoppedEarly) hooks.log?.('info', `stopped early: the dominant module was stable for ${patience} records after ${recInfo.length} records`);

@@ -44,7 +44,7 @@ export interface BuildArgs {
   modules: ModuleSpec[]; sampled: Float64Array[]; expected: Float64Array[];
   recInfo: { index: number; line: number; tokens: number; loss: number }[];
   ds: { file: string; sha256: string; format: string }; skipped: number;
-  model: ProbeReport['model']; kinds: string[]; backend: ProbeReport['config']['backend'];
+  model: ProbeReport['model']; kinds: string[]; backend: ProbeReport['config']['backend']; backendDevice?: string;
   timings: ProbeReport['timings'];
 }
 
@@ -71,7 +71,8 @@ export function buildReport(a: BuildArgs): ProbeReport {
     kinds: a.kinds,
     config: {
       samples: a.recInfo.length, requestedSamples: a.p.samples, sampling: a.p.sampling, skipped: a.skipped, seqLen: a.p.seqLen,
-      rank: a.p.rank, alpha: a.p.alpha, seed: a.p.seed, backend: a.backend, dataset: path.resolve(a.ds.file),
+      rank: a.p.rank, alpha: a.p.alpha, seed: a.p.seed, backend: a.backend, ...(a.backendDevice ? { backendDevice: a.backendDevice } : {}),
+      dataset: path.resolve(a.ds.file),
       datasetSha256: a.ds.sha256, datasetFormat: a.ds.format, bootstrap: a.p.bootstrap, untilStable: Boolean(a.p.untilStable),
     },
     meanLoss: a.recInfo.reduce((x, r) => x + r.loss, 0) / a.recInfo.length,

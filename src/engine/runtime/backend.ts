@@ -8,25 +8,37 @@ import * as path from 'node:path';
 import { createRequire } from 'node:module';
 import type { Backend, BackendChoice } from '../../protocol/messages';
 import { BackendFailedError, badInput } from './errors';
+import { loadNativePackage, NATIVE_PACKAGES } from './native';
 
-export interface BackendReport { backend: Backend; detail: string; tried: string[]; threads: number }
+/**
+ * `device`: the adapter's short name on webgpu ("llvmpipe", "nvidia-h200"), shown beside the backend in the status
+ * bar and the heatmap; `detail`: the full description.
+ */
+export interface BackendReport { backend: Backend; device?: string; detail: string; tried: string[]; threads: number }
 
 let chosen: BackendReport | undefined;
 let wasmThreads = 1;
+let webgpuDevice: string | undefined;
 
 /** Loads an optional package by name without the bundler resolving it at build time. */
 function optionalRequire(name: string): unknown {
   return createRequire(__filename)(name);
 }
 
+/**
+ * The native backend, from DOMLORA_NATIVE_DIR (where "DomLoRA: Install Native Backend…" puts it) first, else from
+ * beside DomLoRA (see native.ts: it shares the worker's tfjs-core with the package it loads).
+ */
 async function tryTensorflow(tried: string[]): Promise<string | undefined> {
-  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+  const dir = process.env.DOMLORA_NATIVE_DIR || undefined;
+  for (const pkg of NATIVE_PACKAGES) {
     try {
-      optionalRequire(pkg);
-      if (await tf.setBackend('tensorflow')) return pkg;
-      tried.push(`${pkg}: loaded, but its backend did not initialise`);
+      const load = loadNativePackage(pkg, dir);
+      if (!load.loaded) { tried.push(`${pkg}: ${load.reason}`); continue; }
+      if (await tf.setBackend('tensorflow')) return `tensorflow (${pkg} ${load.version} from ${load.from})`;
+      tried.push(`${pkg} ${load.version} (${load.from}): loaded, but its backend did not initialise`);
     } catch (e) {
-      tried.push(`${pkg}: ${shortReason(e)}`);
+      tried.push(`${pkg}: ${(e instanceof Error ? e.message : String(e)).split('\n')[0].slice(0, 400)}`);
     }
   }
   return undefined;
@@ -67,6 +79,7 @@ async function tryWebgpu(tried: string[], explicit: boolean): Promise<string | u
     const failed = await selfCheck();
     if (failed) { tried.push(`webgpu (${name}): ${failed}`); return undefined; }
     watchDevice();
+    webgpuDevice = shortAdapterName(adapter);
     return `webgpu (Dawn: ${name}${software ? ', a software adapter' : ''})`;
   } catch (e) {
     tried.push(`webgpu: ${shortReason(e)}`);
@@ -79,6 +92,18 @@ interface GpuLike { requestAdapter(opts?: { powerPreference?: string }): Promise
 
 function adapterName(a: { info?: AdapterInfo }): string {
   return a.info?.description || a.info?.device || a.info?.vendor || 'unnamed adapter';
+}
+
+/**
+ * A short name for the status bar: the description up to its first ':' ("llvmpipe: Mesa 25.0.7 …" -> "llvmpipe"),
+ * unless that is only the vendor ("NVIDIA: 580.159.04" on Vulkan), where Dawn's device id says more ("nvidia-h200").
+ */
+export function shortAdapterName(a: { info?: AdapterInfo }): string {
+  const info = a.info ?? {};
+  const head = (info.description ?? '').split(':')[0].trim();
+  const device = (info.device ?? '').replace(/-+$/, '');
+  if (head && head.toLowerCase() !== (info.vendor ?? '').toLowerCase()) return head.slice(0, 40);
+  return (device || head || info.vendor || 'unnamed adapter').slice(0, 40);
 }
 
 export function isSoftwareAdapter(a: { info?: AdapterInfo }): boolean {
@@ -192,7 +217,7 @@ export async function initBackend(choice: BackendChoice = 'auto', threads = defa
     else if (b === 'cpu') detail = await tryCpu(tried);
     if (detail) {
       await tf.ready();
-      chosen = { backend: b, detail, tried, threads: b === 'wasm' ? wasmThreads : threads };
+      chosen = { backend: b, device: b === 'webgpu' ? webgpuDevice : undefined, detail, tried, threads: b === 'wasm' ? wasmThreads : threads };
       return chosen;
     }
   }
