@@ -1,6 +1,7 @@
 // The CLI's shared pieces: usage, flag parsing and checking, progress on stderr, results on stdout.
 import { parseArgs, ParseArgsConfig } from 'node:util';
 import type { BackendChoice, Progress } from '../protocol/messages';
+import { LIMITS, limitProblem, type LimitKey } from '../protocol/params';
 import { badInput, type JobHooks } from '../engine';
 
 export const VERSION = typeof DOMLORA_VERSION === 'string' ? DOMLORA_VERSION : 'dev';
@@ -10,23 +11,40 @@ export const USAGE = `domlora ${VERSION}: find where a LoRA adapter belongs (PAG
 Usage:
   domlora models [MODEL_DIR ...] [--cache DIR | --no-cache] [--json]
   domlora info MODEL_DIR [--rank 8] [--json]
-  domlora eval MODEL_DIR --data FILE [--adapter DIR] [--seq-len 512] [--max-samples N] [--json]
+  domlora eval MODEL_DIR --data FILE [--adapter DIR] [--seq-len N] [--max-samples N] [--json]
   domlora generate MODEL_DIR --prompt TEXT [--max-new-tokens 20] [--adapter DIR] [--json]
-  domlora probe MODEL_DIR --data FILE [--samples 32] [--seq-len 512] [--rank 8] [--alpha 16] [--seed 0]
-                [--sampling first|random] [--until-stable] [--out report.json] [--compare other.json] [--json]
+  domlora probe MODEL_DIR --data FILE [--samples 32] [--seq-len N] [--rank 8] [--alpha 16] [--seed 0] [--bootstrap 200]
+                [--sampling first|random] [--until-stable] [--out report.json] [--force] [--compare other.json] [--json]
   domlora train MODEL_DIR --data FILE [--target NAME ...] [--from-report report.json] [--preset domlora|vanilla]
-                [--rank 8] [--alpha 16] [--lr 2e-3] [--steps N | --epochs E] [--batch-size 4] [--grad-accum 1]
-                [--seq-len 512] [--eval-data FILE | --eval-split 0.05] [--seed 0] [--out ADAPTER_DIR]
-                [--resume ADAPTER_DIR] [--force] [--json]
-  domlora export ADAPTER_DIR --format merged|peft-config|axolotl|llamafactory|mlx --out PATH [--model MODEL_DIR] [--gpus N]
+                [--rank 8] [--alpha 16] [--lr 2e-3] [--steps 100 | --epochs E] [--batch-size 4] [--grad-accum 1]
+                [--seq-len N] [--max-samples N] [--eval-data FILE | --eval-split 0.05] [--eval-every N] [--seed 0]
+                [--warmup-steps N] [--weight-decay 0] [--checkpoint-every N] [--out ADAPTER_DIR] [--force]
+                [--keep-checkpoint] [--json]
+  domlora train MODEL_DIR --resume ADAPTER_DIR [--steps N] [--json]
+  domlora export ADAPTER_DIR --format merged|peft-config|axolotl|llamafactory|mlx --out PATH [--force] [--model MODEL_DIR] [--gpus N]
   domlora make-demo-model DIR [--data FILE]
-  domlora demo [--dir demo-output]
+  domlora demo [--dir demo-output] [--steps 100]
 
-Common flags: --backend auto|tensorflow|webgpu|wasm|cpu, --gpu-memory GiB (the GPU budget webgpu jobs plan for; 8), --threads N,
---quiet.
+Numbers are checked before any work, each against its range (e.g. --lr above 0 and at most 1, --batch-size 1 to
+1024); negative values are read as values (--seed -1 is refused as out of range, not taken for a flag).
+--seq-len defaults to the smaller of 512 and the model's context (max_position_embeddings); a longer one is refused
+  for learned positions (GPT-2) and warned about for RoPE models. With --from-report, train uses the probe's.
+Outputs (--out) are checked before the model loads. An existing one is refused; --force replaces it only when
+  DomLoRA wrote it (a report, an adapter or merged folder holding only DomLoRA's files, an exported config).
+train: the warm-up counts the step being taken, so every step, even of a 1-step run, moves the adapter. An eval
+  split must hold at least 4 records (the default 5% steps aside on smaller data, with a warning).
+  The finished adapter folder holds PEFT's two files only; --keep-checkpoint keeps checkpoint/ (optimizer state,
+  about twice the adapter) so the run can be extended. A run stopped early keeps checkpoint/ until it finishes.
+  --resume continues the run in ADAPTER_DIR with its own data and settings: a flag that would change them is
+  refused naming the checkpoint's value; --steps N above the checkpoint's extends the run (its remaining steps
+  follow the schedule of an N-step run), also a finished one kept with --keep-checkpoint.
+
+Common flags: --backend auto|tensorflow|webgpu|wasm|cpu, --gpu-memory GiB (the GPU budget webgpu jobs plan for; 8),
+--threads N, --quiet, --help.
 tensorflow: @tensorflow/tfjs-node(-gpu) 4.22.0 from DOMLORA_NATIVE_DIR (where the extension's "Install Native
 Backend…" puts it, or a folder made with npm install --prefix DIR), else from beside domlora.
-Progress goes to stderr, results to stdout; with --json the last line of stdout is one JSON object.`;
+Progress goes to stderr, results to stdout; with --json the last line of stdout is one JSON object, also on
+failure: {"error": {"code", "message"}, "exitCode"}. Exit codes: 0 ok, 2 bad input, 1 other failure, 130 cancelled.`;
 
 
 const common = {
@@ -35,17 +53,50 @@ const common = {
 } as const;
 
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T) {
+  const all = { ...common, ...options };
   try {
-    return parseArgs({ args: argv, options: { ...common, ...options }, allowPositionals: true, strict: true });
+    return parseArgs({ args: negativesAsValues(argv, all), options: all, allowPositionals: true, strict: true });
   } catch (e) {
-    throw badInput(`${(e as Error).message.split('\n')[0]}\n\n${USAGE}`);
+    throw badInput(`${(e as Error).message.split('\n')[0]} (domlora --help lists every command's flags)`);
   }
 }
 
-export function num(v: string | undefined, flag: string, integer = false): number | undefined {
+/** A negative number: `-1`, `-0.5`, `-.5`, `-1e-3`. */
+const NEGATIVE = /^-(\d|\.\d)/;
+
+/**
+ * `--rank -1` as `--rank=-1`. node:util's parseArgs reads an argument that starts with a dash as an option, so a
+ * negative value would stop with "argument is ambiguous" and never reach the range check that says what is wrong.
+ */
+export function negativesAsValues(argv: string[], options: NonNullable<ParseArgsConfig['options']>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    if (arg === '--') { out.push(...argv.slice(i)); break; }
+    const name = arg.startsWith('--') && !arg.includes('=') ? arg.slice(2) : undefined;
+    if (name && options[name]?.type === 'string' && i + 1 < argv.length && NEGATIVE.test(argv[i + 1])) {
+      out.push(`${arg}=${argv[++i]}`);
+      continue;
+    }
+    out.push(arg);
+  }
+  return out;
+}
+
+/** Decimal numbers as people type them: `8`, `-1`, `2e-3`, `.5` (not `0x10`, not an empty string). */
+const NUMBER = /^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$/i;
+
+/**
+ * The value of a numeric flag, checked against the protocol's table (src/protocol/params.ts) before any work:
+ * undefined when the flag is absent, else a number in its range, else exit 2 with the flag's name and its range.
+ */
+export function num(values: Record<string, unknown>, key: LimitKey): number | undefined {
+  const v = values[LIMITS[key].flag];
   if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw badInput(`--${flag} must be ${integer ? 'an integer' : 'a number'}, got "${v}"`);
+  const text = String(v).trim();
+  const n = NUMBER.test(text) ? Number(text) : NaN;
+  const problem = limitProblem(key, Number.isNaN(n) ? String(v) : n);
+  if (problem) throw badInput(problem);
   return n;
 }
 

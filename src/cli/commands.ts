@@ -1,7 +1,8 @@
 // One function per `domlora` command: parse its flags, call the engine, print the result. Each returns the exit code.
+// Every flag is read and checked (numbers against src/protocol/params.ts) before the engine is loaded.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { ProbeReport } from '../protocol/messages';
+import type { LimitKey } from '../protocol/params';
 import { badInput, type JobHooks } from '../engine';
 import { backendOf, emit, num, oneModel, parse, progressHooks, required } from './args';
 import { formatProbe, fmtPct, useColour } from './format';
@@ -11,18 +12,24 @@ import { defaultAdapterDir, formatModels } from './models';
 export interface CommandContext { controller: AbortController }
 export type Command = (argv: string[], c: CommandContext) => Promise<number>;
 
-/** --threads N sets the wasm thread count for the job (through the environment the backend reads). */
-function threads(v: string | undefined): void {
-  const n = num(v, 'threads', true);
-  if (n) process.env.DOMLORA_THREADS = String(n);
+/** The checked values of the numeric flags `keys` (absent ones undefined), and --threads, which every command takes. */
+function numbers<K extends LimitKey>(values: Record<string, unknown>, keys: readonly K[]): Record<K, number | undefined> {
+  const out = {} as Record<K, number | undefined>;
+  for (const k of keys) out[k] = num(values, k);
+  // --threads N sets the wasm thread count for the job (through the environment the backend reads).
+  const threads = num(values, 'threads');
+  if (threads !== undefined) process.env.DOMLORA_THREADS = String(threads);
+  return out;
 }
 
 const hooksOf = (values: { quiet?: boolean }, c: CommandContext): JobHooks => progressHooks(Boolean(values.quiet), c.controller);
 
 export const info: Command = async (argv) => {
   const a = parse(argv, { rank: { type: 'string' } });
+  const n = numbers(a.values, ['rank']);
+  const modelDir = oneModel(a.positionals);
   const { modelInfo } = await import('../engine');
-  const r = modelInfo(oneModel(a.positionals), num(a.values.rank, 'rank', true) ?? 8);
+  const r = modelInfo(modelDir, n.rank);
   emit(Boolean(a.values.json), r, () => {
     const m = r.model;
     const lines = [`${m.path}`, `  ${m.modelType}: ${m.layers} layers, hidden ${m.hiddenSize}, intermediate ${m.intermediateSize}, ` +
@@ -42,13 +49,10 @@ export const info: Command = async (argv) => {
 
 export const evaluate: Command = async (argv, c) => {
   const a = parse(argv, { data: { type: 'string' }, adapter: { type: 'string' }, 'seq-len': { type: 'string' }, 'max-samples': { type: 'string' }, 'per-record': { type: 'boolean' } });
-  threads(a.values.threads);
+  const n = numbers(a.values, ['seqLen', 'maxSamples', 'gpuMemoryGiB']);
+  const params = { modelDir: oneModel(a.positionals), data: required(a.values.data, 'data'), adapter: a.values.adapter, ...n, backend: backendOf(a.values.backend) };
   const { runEval } = await import('../engine');
-  const r = await runEval({
-    modelDir: oneModel(a.positionals), data: required(a.values.data, 'data'), adapter: a.values.adapter,
-    seqLen: num(a.values['seq-len'], 'seq-len', true), maxSamples: num(a.values['max-samples'], 'max-samples', true), backend: backendOf(a.values.backend),
-    gpuMemoryGiB: num(a.values['gpu-memory'], 'gpu-memory'),
-  }, hooksOf(a.values, c));
+  const r = await runEval(params, hooksOf(a.values, c));
   const { losses, ...summary } = r;
   emit(Boolean(a.values.json), a.values['per-record'] ? r : summary, () =>
     `mean loss ${r.meanLoss.toFixed(6)} over ${r.samples} records (${r.tokens} supervised tokens${r.skipped ? `, ${r.skipped} skipped` : ''}) on ${r.backend}` +
@@ -58,9 +62,10 @@ export const evaluate: Command = async (argv, c) => {
 
 export const generate: Command = async (argv) => {
   const a = parse(argv, { prompt: { type: 'string' }, 'max-new-tokens': { type: 'string' }, adapter: { type: 'string' } });
-  threads(a.values.threads);
+  const n = numbers(a.values, ['maxNewTokens']);
+  const params = { modelDir: oneModel(a.positionals), prompt: a.values.prompt ?? '', ...n, backend: backendOf(a.values.backend), adapter: a.values.adapter };
   const { runGenerate } = await import('../engine');
-  const r = await runGenerate({ modelDir: oneModel(a.positionals), prompt: a.values.prompt ?? '', maxNewTokens: num(a.values['max-new-tokens'], 'max-new-tokens', true), backend: backendOf(a.values.backend), adapter: a.values.adapter });
+  const r = await runGenerate(params);
   emit(Boolean(a.values.json), r, () => `${a.values.prompt ?? ''}${r.text}`);
   return 0;
 };
@@ -69,28 +74,22 @@ export const probe: Command = async (argv, c) => {
   const a = parse(argv, {
     data: { type: 'string' }, samples: { type: 'string' }, 'seq-len': { type: 'string' }, rank: { type: 'string' }, alpha: { type: 'string' },
     seed: { type: 'string' }, out: { type: 'string' }, 'until-stable': { type: 'boolean' }, sampling: { type: 'string' }, compare: { type: 'string' },
-    bootstrap: { type: 'string' },
+    bootstrap: { type: 'string' }, force: { type: 'boolean' },
   });
-  threads(a.values.threads);
+  const n = numbers(a.values, ['samples', 'seqLen', 'rank', 'alpha', 'seed', 'bootstrap', 'gpuMemoryGiB']);
   const sampling = a.values.sampling ?? 'first';
   if (sampling !== 'first' && sampling !== 'random') throw badInput(`--sampling must be "first" or "random", got "${sampling}"`);
-  let compareTo: ProbeReport | undefined;
-  if (a.values.compare) {
-    try { compareTo = JSON.parse(fs.readFileSync(a.values.compare, 'utf8')); } catch (e) { throw badInput(`cannot read the report to compare with (${(e as Error).message})`, a.values.compare); }
-    if (!compareTo?.modules || !compareTo.dominant) throw badInput('is not a DomLoRA probe report', a.values.compare);
-  }
-  const { runProbe, compareReports } = await import('../engine');
-  const { report, written } = await runProbe({
-    modelDir: oneModel(a.positionals), data: required(a.values.data, 'data'), samples: num(a.values.samples, 'samples', true),
-    seqLen: num(a.values['seq-len'], 'seq-len', true), rank: num(a.values.rank, 'rank', true), alpha: num(a.values.alpha, 'alpha'),
-    seed: num(a.values.seed, 'seed', true), out: a.values.out, untilStable: Boolean(a.values['until-stable']), sampling,
-    bootstrap: num(a.values.bootstrap, 'bootstrap', true), backend: backendOf(a.values.backend), gpuMemoryGiB: num(a.values['gpu-memory'], 'gpu-memory'),
-  }, hooksOf(a.values, c));
-  const cmp = compareTo ? compareReports(report, compareTo) : undefined;
-  emit(Boolean(a.values.json), cmp ? { ...report, comparison: cmp } : report, () => {
+  const params = {
+    modelDir: oneModel(a.positionals), data: required(a.values.data, 'data'), ...n, out: a.values.out, force: Boolean(a.values.force),
+    untilStable: Boolean(a.values['until-stable']), sampling, compare: a.values.compare, backend: backendOf(a.values.backend),
+  } as const;
+  const { runProbe } = await import('../engine');
+  const { report, written } = await runProbe(params, hooksOf(a.values, c));
+  emit(Boolean(a.values.json), report, () => {
     let s = formatProbe(report, useColour(process.stdout));
+    const cmp = report.comparison;
     if (cmp) {
-      s += `\n\nCompared with ${a.values.compare}: dominant ${cmp.sameDominant ? 'is the SAME' : 'DIFFERS'} (${report.dominant.name} vs ${cmp.otherDominant}); ` +
+      s += `\n\nCompared with ${cmp.other}: dominant ${cmp.sameDominant ? 'is the SAME' : 'DIFFERS'} (${report.dominant.name} vs ${cmp.otherDominant}); ` +
         `Spearman rank correlation of the module orderings ${cmp.spearman.toFixed(3)}; top-10 overlap ${cmp.top10Overlap}/10`;
     }
     if (written) s += `\n  report written to ${written}`;
@@ -106,26 +105,24 @@ export const train: Command = async (argv, c) => {
     'batch-size': { type: 'string' }, 'grad-accum': { type: 'string' }, 'seq-len': { type: 'string' }, 'eval-data': { type: 'string' },
     'eval-split': { type: 'string' }, 'eval-every': { type: 'string' }, seed: { type: 'string' }, out: { type: 'string' }, resume: { type: 'string' },
     force: { type: 'boolean' }, 'checkpoint-every': { type: 'string' }, 'warmup-steps': { type: 'string' }, 'weight-decay': { type: 'string' },
-    'max-samples': { type: 'string' },
+    'max-samples': { type: 'string' }, 'keep-checkpoint': { type: 'boolean' },
   });
-  threads(a.values.threads);
-  const preset = a.values.preset ?? 'domlora';
-  if (preset !== 'domlora' && preset !== 'vanilla') throw badInput(`--preset must be "domlora" or "vanilla", got "${preset}"`);
+  const n = numbers(a.values, ['rank', 'alpha', 'lr', 'steps', 'epochs', 'batchSize', 'gradAccum', 'seqLen', 'evalSplit', 'evalEvery', 'seed',
+    'checkpointEvery', 'warmupSteps', 'weightDecay', 'maxSamples', 'gpuMemoryGiB']);
+  const preset = a.values.preset as 'domlora' | 'vanilla' | undefined;
+  if (preset !== undefined && preset !== 'domlora' && preset !== 'vanilla') throw badInput(`--preset must be "domlora" or "vanilla", got "${String(preset)}"`);
   const modelDir = oneModel(a.positionals);
+  // Resuming reads the data from the checkpoint; a fresh run needs it.
+  const data = a.values.resume ? a.values.data ?? '' : required(a.values.data, 'data');
+  const params = {
+    modelDir, data, targets: a.values.target, fromReport: a.values['from-report'], preset, ...n, evalData: a.values['eval-data'],
+    out: a.values.out ?? a.values.resume ?? defaultAdapterDir(modelDir, preset ?? 'domlora'), resume: a.values.resume, force: Boolean(a.values.force),
+    keepCheckpoint: Boolean(a.values['keep-checkpoint']), backend: backendOf(a.values.backend),
+  };
   const { runTrain } = await import('../engine');
-  const r = await runTrain({
-    modelDir, data: required(a.values.data, 'data'), targets: a.values.target, fromReport: a.values['from-report'], preset,
-    rank: num(a.values.rank, 'rank', true), alpha: num(a.values.alpha, 'alpha'), lr: num(a.values.lr, 'lr'), steps: num(a.values.steps, 'steps', true),
-    epochs: num(a.values.epochs, 'epochs'), batchSize: num(a.values['batch-size'], 'batch-size', true), gradAccum: num(a.values['grad-accum'], 'grad-accum', true),
-    seqLen: num(a.values['seq-len'], 'seq-len', true), evalData: a.values['eval-data'], evalSplit: num(a.values['eval-split'], 'eval-split'),
-    evalEvery: num(a.values['eval-every'], 'eval-every', true), seed: num(a.values.seed, 'seed', true),
-    out: a.values.out ?? a.values.resume ?? defaultAdapterDir(modelDir, preset),
-    resume: a.values.resume, force: Boolean(a.values.force), backend: backendOf(a.values.backend), gpuMemoryGiB: num(a.values['gpu-memory'], 'gpu-memory'),
-    checkpointEvery: num(a.values['checkpoint-every'], 'checkpoint-every', true), warmupSteps: num(a.values['warmup-steps'], 'warmup-steps', true),
-    weightDecay: num(a.values['weight-decay'], 'weight-decay'), maxSamples: num(a.values['max-samples'], 'max-samples', true),
-  }, hooksOf(a.values, c));
+  const r = await runTrain(params, hooksOf(a.values, c));
   emit(Boolean(a.values.json), r, () => {
-    const lines = [`trained ${r.preset === 'domlora' ? 'DomLoRA' : 'vanilla LoRA'} at ${r.targets.length === 1 ? r.targets[0] : `${r.targets.length} modules`} for ${r.steps} steps on ${r.backend} in ${r.seconds.toFixed(1)} s`,
+    const lines = [`trained ${r.preset === 'domlora' ? 'DomLoRA' : 'vanilla LoRA'} at ${r.targets.length === 1 ? r.targets[0] : `${r.targets.length} modules`} for ${r.steps} step${r.steps === 1 ? '' : 's'} on ${r.backend} in ${r.seconds.toFixed(1)} s`,
       `  trainable parameters ${r.trainableParams.toLocaleString('en-US')} = ${fmtPct(r.ratioToVanilla)} of vanilla LoRA at rank ${r.rank} (${r.vanillaParams.toLocaleString('en-US')})`];
     if (r.trainLossFirst !== undefined) lines.push(`  train loss ${r.trainLossFirst.toFixed(4)} -> ${r.trainLossLast!.toFixed(4)}`);
     if (r.evalLossBefore !== undefined) lines.push(`  eval loss ${r.evalLossBefore.toFixed(4)} -> ${r.evalLossAfter!.toFixed(4)}`);
@@ -137,18 +134,20 @@ export const train: Command = async (argv, c) => {
 
 export const exportAdapter: Command = async (argv, c) => {
   const a = parse(argv, { format: { type: 'string' }, out: { type: 'string' }, model: { type: 'string' }, force: { type: 'boolean' }, gpus: { type: 'string' } });
-  threads(a.values.threads);
-  const { runExport } = await import('../engine');
-  const r = await runExport({
+  const n = numbers(a.values, ['gpus']);
+  const params = {
     adapterDir: oneModel(a.positionals, 'ADAPTER_DIR'), format: required(a.values.format, 'format') as 'merged', out: required(a.values.out, 'out'),
-    modelDir: a.values.model, force: Boolean(a.values.force), gpus: num(a.values.gpus, 'gpus', true),
-  }, hooksOf(a.values, c));
+    modelDir: a.values.model, force: Boolean(a.values.force), ...n,
+  };
+  const { runExport } = await import('../engine');
+  const r = await runExport(params, hooksOf(a.values, c));
   emit(Boolean(a.values.json), r, () => r.text);
   return 0;
 };
 
 export const makeDemoModel: Command = async (argv) => {
   const a = parse(argv, { data: { type: 'string' } });
+  numbers(a.values, []);
   const dir = oneModel(a.positionals, 'DIR');
   const { writeSynthModel, synthDataset } = await import('../engine');
   await writeSynthModel(dir);
@@ -160,9 +159,9 @@ export const makeDemoModel: Command = async (argv) => {
 
 export const demo: Command = async (argv, c) => {
   const a = parse(argv, { dir: { type: 'string' }, steps: { type: 'string' } });
-  threads(a.values.threads);
+  const n = numbers(a.values, ['steps']);
   const { runDemo } = await import('./demo');
-  await runDemo(a.values.dir ?? 'demo-output', backendOf(a.values.backend), num(a.values.steps, 'steps', true), hooksOf(a.values, c));
+  await runDemo(a.values.dir ?? 'demo-output', backendOf(a.values.backend), n.steps, hooksOf(a.values, c));
   return 0;
 };
 

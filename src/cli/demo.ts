@@ -29,11 +29,13 @@ export async function runDemo(dir: string, backend: BackendChoice, steps: number
   const ev = await runEval({ modelDir, data, backend, maxSamples: 16 }, hooks);
   say(`== eval: mean loss ${ev.meanLoss.toFixed(4)} over ${ev.samples} records on ${ev.backend}\n`);
   const reportFile = path.join(root, 'page-report.json');
-  const { report } = await runProbe({ modelDir, data, backend, samples: 16, out: reportFile }, hooks);
+  // --force replaces only what an earlier demo wrote here (runtime/outputs.ts): a file of the user's stops the demo.
+  const { report } = await runProbe({ modelDir, data, backend, samples: 16, out: reportFile, force: true }, hooks);
   say(`== PAGE probe (report: ${reportFile})`);
   say(formatProbe(report, useColour(process.stdout)) + '\n');
   const adapterDir = path.join(root, 'adapter-domlora');
-  const tr = await runTrain({ modelDir, data, fromReport: reportFile, out: adapterDir, force: true, steps: steps ?? 60, lr: 2e-2, backend, evalSplit: 0.1 }, hooks);
+  // The learning rate and the number of steps are the product's defaults (src/protocol/params.ts), as a user gets them.
+  const tr = await runTrain({ modelDir, data, fromReport: reportFile, out: adapterDir, force: true, steps, backend, evalSplit: 0.1 }, hooks);
   say(`== DomLoRA training at ${tr.targets[0]}: ${tr.trainableParams.toLocaleString('en-US')} trainable parameters (${fmtPct(tr.ratioToVanilla)} of vanilla LoRA)`);
   say(`   train loss ${tr.trainLossFirst?.toFixed(4)} -> ${tr.trainLossLast?.toFixed(4)}, eval loss ${tr.evalLossBefore?.toFixed(4)} -> ${tr.evalLossAfter?.toFixed(4)}, ${tr.seconds.toFixed(1)} s`);
   say(`   adapter (PEFT format): ${adapterDir}\n`);

@@ -1,5 +1,6 @@
 // `domlora`: the headless front end. Parses flags, calls the engine, prints progress to stderr and results to stdout.
-// Exit codes: 0 ok, 2 bad input, 1 other failure (130 when interrupted).
+// Exit codes: 0 ok, 2 bad input, 1 other failure (130 when interrupted). With --json, a failure prints one JSON object
+// on stdout too, {"error": {"code", "message", "file"?}, "exitCode"}, so a script reading stdout always gets an answer.
 import { DomLoraError, badInput, toErrorInfo } from '../engine';
 import { USAGE, VERSION } from './args';
 import { COMMANDS } from './commands';
@@ -14,6 +15,7 @@ async function main(argv: string[]): Promise<number> {
   if (cmd === '--version') { process.stdout.write(VERSION + '\n'); return 0; }
   const run = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
   if (!run) throw badInput(`unknown command "${cmd}"\n\n${USAGE}`);
+  if (rest.includes('--help') || rest.includes('-h')) { process.stdout.write(USAGE + '\n'); return 0; }
   if (STARTS_BACKEND.has(cmd) && !process.env.DOMLORA_QUIET_CHILD && !process.env.DOMLORA_DEBUG) return runQuietly(argv);
   const controller = new AbortController();
   let interrupts = 0;
@@ -25,13 +27,16 @@ async function main(argv: string[]): Promise<number> {
   return run(rest, { controller });
 }
 
-main(process.argv.slice(2)).then(
+const argv = process.argv.slice(2);
+main(argv).then(
   (code) => { process.exitCode = code; },
   (err) => {
     const info = toErrorInfo(err);
-    if (info.code === 'cancelled') { process.stderr.write('cancelled\n'); process.exitCode = 130; return; }
-    process.stderr.write(`domlora: ${!(err instanceof DomLoraError) && process.env.DOMLORA_DEBUG ? (err as Error).stack : info.message}\n`);
-    process.exitCode = info.code === 'bad-input' ? 2 : 1;
+    const exitCode = info.code === 'cancelled' ? 130 : info.code === 'bad-input' ? 2 : 1;
+    if (info.code === 'cancelled') process.stderr.write('cancelled\n');
+    else process.stderr.write(`domlora: ${!(err instanceof DomLoraError) && process.env.DOMLORA_DEBUG ? (err as Error).stack : info.message}\n`);
+    if (argv.includes('--json')) process.stdout.write(JSON.stringify({ error: info, exitCode }) + '\n');
+    process.exitCode = exitCode;
   },
 ).finally(() => {
   // Wasm worker threads must not keep the process alive once the job is done; exit once stdout is flushed (it is

@@ -4,13 +4,15 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { BackendChoice } from '../protocol/messages';
+import { DEFAULTS } from '../protocol/params';
 
 export interface Settings {
   backend: BackendChoice;
   rank: number;
   alpha: number;
   samples: number;
-  seqLen: number;
+  /** Undefined unless the user set domlora.seqLen: the engine then runs at the smaller of 512 and the model's context. */
+  seqLen?: number;
   learningRate: number;
   steps: number;
   /** Absolute path of the dataset named by the setting, or undefined when the user is to be asked. */
@@ -23,10 +25,10 @@ export interface Settings {
   huggingFaceCache?: string;
 }
 
+/** The settings' defaults: the protocol's (one source for the CLI, the extension and the demo); package.json repeats them. */
 export const SETTING_DEFAULTS = {
-  backend: 'auto', rank: 8, alpha: 16, samples: 32, seqLen: 512, learningRate: 1e-3, steps: 100, dataset: '', adapterDirectory: '',
-  gpuMemoryGiB: 8,
-  huggingFaceCache: '',
+  backend: 'auto', rank: DEFAULTS.rank, alpha: DEFAULTS.alpha, samples: DEFAULTS.samples, seqLen: DEFAULTS.seqLen, learningRate: DEFAULTS.lr,
+  steps: DEFAULTS.steps, dataset: '', adapterDirectory: '', gpuMemoryGiB: DEFAULTS.gpuMemoryGiB, huggingFaceCache: '',
 } as const;
 
 /** Resolves a leading `~`, `${workspaceFolder}` and relative paths (against the folder that owns the setting, or the first one). */
@@ -41,10 +43,20 @@ export function resolveSettingPath(value: string, scope?: vscode.Uri): string | 
   return base ? path.join(base, expanded) : undefined;
 }
 
-function positive(value: unknown, fallback: number, integer: boolean): number {
-  const n = typeof value === 'number' ? value : Number(value);
-  if (!Number.isFinite(n) || n <= 0) return fallback;
-  return integer ? Math.round(n) : n;
+/**
+ * A numeric setting as the user wrote it (the default when unset). A value out of range is not replaced here: the
+ * engine refuses it before the job starts, naming the setting (src/protocol/params.ts), so a typo is seen, not hidden.
+ */
+function numeric(value: unknown, fallback: number): number {
+  if (value === undefined || value === null) return fallback;
+  return typeof value === 'number' ? value : Number(value);
+}
+
+/** Whether the user set `key` anywhere (user, workspace or folder settings), rather than leaving its default. */
+function isSet(c: vscode.WorkspaceConfiguration, key: string): boolean {
+  const i = c.inspect(key);
+  return [i?.globalValue, i?.workspaceValue, i?.workspaceFolderValue, i?.globalLanguageValue, i?.workspaceLanguageValue,
+    i?.workspaceFolderLanguageValue].some((v) => v !== undefined);
 }
 
 export function readSettings(scope?: vscode.Uri): Settings {
@@ -53,15 +65,15 @@ export function readSettings(scope?: vscode.Uri): Settings {
   const valid: BackendChoice[] = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
   return {
     backend: (valid as string[]).includes(backend) ? (backend as BackendChoice) : 'auto',
-    rank: positive(c.get('rank'), SETTING_DEFAULTS.rank, true),
-    alpha: positive(c.get('alpha'), SETTING_DEFAULTS.alpha, false),
-    samples: positive(c.get('samples'), SETTING_DEFAULTS.samples, true),
-    seqLen: positive(c.get('seqLen'), SETTING_DEFAULTS.seqLen, true),
-    learningRate: positive(c.get('learningRate'), SETTING_DEFAULTS.learningRate, false),
-    steps: positive(c.get('steps'), SETTING_DEFAULTS.steps, true),
+    rank: numeric(c.get('rank'), SETTING_DEFAULTS.rank),
+    alpha: numeric(c.get('alpha'), SETTING_DEFAULTS.alpha),
+    samples: numeric(c.get('samples'), SETTING_DEFAULTS.samples),
+    seqLen: isSet(c, 'seqLen') ? numeric(c.get('seqLen'), SETTING_DEFAULTS.seqLen) : undefined,
+    learningRate: numeric(c.get('learningRate'), SETTING_DEFAULTS.learningRate),
+    steps: numeric(c.get('steps'), SETTING_DEFAULTS.steps),
     dataset: resolveSettingPath(c.get<string>('dataset', ''), scope),
     adapterDirectory: resolveSettingPath(c.get<string>('adapterDirectory', ''), scope),
-    gpuMemoryGiB: positive(c.get('gpuMemoryGiB'), SETTING_DEFAULTS.gpuMemoryGiB, false),
+    gpuMemoryGiB: numeric(c.get('gpuMemoryGiB'), SETTING_DEFAULTS.gpuMemoryGiB),
     huggingFaceCache: resolveSettingPath(c.get<string>('huggingFaceCache', ''), scope),
   };
 }

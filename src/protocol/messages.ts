@@ -27,6 +27,10 @@ export interface ProbeParams {
   modelDir: string; data: string; samples?: number; seqLen?: number; rank?: number; alpha?: number; seed?: number;
   backend?: BackendChoice; gpuMemoryGiB?: number; out?: string; untilStable?: boolean; stabilityThreshold?: number; bootstrap?: number;
   sampling?: 'first' | 'random';
+  /** Replace an existing report at `out`, when it is one DomLoRA wrote. */
+  force?: boolean;
+  /** Another report of the same model to compare with; the comparison goes into the report. */
+  compare?: string;
 }
 export interface TrainParams {
   modelDir: string; data: string; targets?: string[]; fromReport?: string; preset?: 'domlora' | 'vanilla';
@@ -34,6 +38,8 @@ export interface TrainParams {
   seqLen?: number; evalData?: string; evalSplit?: number; evalEvery?: number; seed?: number; out: string;
   resume?: string; force?: boolean; backend?: BackendChoice; gpuMemoryGiB?: number; checkpointEvery?: number; warmupSteps?: number;
   weightDecay?: number; maxSamples?: number;
+  /** Keep checkpoint/ (optimizer state) in the finished adapter folder, so that the run can be extended later. */
+  keepCheckpoint?: boolean;
   /** Keep the outputs of the frozen layers below the lowest adapter across epochs (default true). */
   cacheLowerLayers?: boolean;
 }
@@ -212,6 +218,15 @@ export interface ProbeReport {
   /** records x modules matrix of per-record expected PAGE (same module order as `modules`). */
   perRecordExpected: number[][];
   timings: { loadSeconds: number; probeSeconds: number };
+  /** With --compare: how this report's module ordering compares with another report's. */
+  comparison?: ReportComparison;
+}
+
+/** Two probe reports of the same model compared: same dominant module? how alike are the orderings? */
+export interface ReportComparison {
+  /** The other report's file. */
+  other: string;
+  sameDominant: boolean; otherDominant: string; spearman: number; top10Overlap: number; modules: number;
 }
 
 export interface TrainCurvePoint { step: number; loss?: number; evalLoss?: number; lr?: number }

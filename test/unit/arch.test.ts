@@ -278,7 +278,8 @@ test('probe and train end to end on Phi-3 and GPT-2: the report has the architec
     const modelDir = path.join(dir, arch);
     await writeSynthModel(modelDir, { ...BASE, layers: 2, seed: 50, arch, ...extra });
     const data = path.join(dir, 'qa.jsonl');
-    synthDataset(data, 8);
+    // 16 records: a 25% eval split holds out 4, the fewest an eval split may have.
+    synthDataset(data, 16);
     const { report } = await runProbe({ modelDir, data, samples: 3, seqLen: 48, backend: 'wasm', bootstrap: 20 });
     assert.deepEqual(report.kinds, [...ARCHITECTURES[arch].modules.kinds]);
     assert.equal(report.modules.length, 2 * 4);

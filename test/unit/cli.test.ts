@@ -1,13 +1,11 @@
 // The `domlora` CLI as a user runs it: `node dist/cli.js ...` (built by `npm run build`), on the wasm backend.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { CLI, ROOT, cli, cliBadInput, cliJson } from '../helpers/cli';
 
-const ROOT = process.cwd();
-const CLI = path.join(ROOT, 'dist/cli.js');
 const MODEL = path.resolve(ROOT, 'test/fixtures/models/stories260K');
 const MODEL_ARG = 'test/fixtures/models/stories260K';
 const GSM8K = 'test/fixtures/data/math/gsm8k_train.jsonl';
@@ -25,40 +23,6 @@ function writeTemp(name: string, text: string): string {
   const file = tempPath(name);
   fs.writeFileSync(file, text);
   return file;
-}
-
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- the CLI's --json output, of many shapes, read field by field
-interface Run { status: number | null; stdout: string; stderr: string; lines: string[]; json: any }
-
-function cli(...args: string[]): Run {
-  const r = spawnSync(process.execPath, [CLI, ...args], {
-    cwd: ROOT, encoding: 'utf8', timeout: 120_000,
-    env: { ...process.env, DOMLORA_BACKEND: 'wasm', DOMLORA_DEBUG: '', NO_COLOR: '1' },
-  });
-  assert.equal(r.error, undefined, `spawning domlora ${args.join(' ')}: ${String(r.error)}`);
-  assert.equal(r.signal, null, `domlora ${args.join(' ')} was killed by ${r.signal} (timeout?)\n${r.stderr}`);
-  const lines = r.stdout.split('\n').filter((l) => l.trim() !== '');
-  let json: Run['json'];
-  try { json = lines.length ? JSON.parse(lines[lines.length - 1]) : undefined; } catch { json = undefined; }
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr, lines, json };
-}
-
-/** Runs a command that must succeed and print exactly one JSON line on stdout. */
-function cliJson(...args: string[]): Run {
-  const r = cli(...args);
-  assert.equal(r.status, 0, `domlora ${args.join(' ')} exited ${r.status}\nstderr: ${r.stderr}`);
-  assert.equal(r.lines.length, 1, `stdout must hold only the result line, got:\n${r.stdout}`);
-  assert.ok(r.json && typeof r.json === 'object', `the stdout line is a JSON object: ${r.stdout}`);
-  return r;
-}
-
-/** Runs a command that must fail with exit 2 (bad input), printing nothing on stdout. */
-function cliBadInput(...args: string[]): Run {
-  const r = cli(...args);
-  assert.equal(r.status, 2, `domlora ${args.join(' ')} should exit 2, exited ${r.status}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  assert.equal(r.stdout, '', 'nothing on stdout when the input is bad');
-  assert.match(r.stderr, /^domlora: /m);
-  return r;
 }
 
 before(() => {
@@ -157,7 +121,7 @@ test('usage errors exit 2: unknown command, unknown flag, bad backend, bad numbe
   assert.match(unknown.stderr, /Usage:/);
   assert.match(cliBadInput('info', MODEL_ARG, '--no-such-flag').stderr, /no-such-flag/);
   assert.match(cliBadInput('eval', MODEL_ARG, '--data', GSM8K, '--backend', 'tpu').stderr, /--backend must be one of auto, tensorflow, webgpu, wasm, cpu, got "tpu"/);
-  assert.match(cliBadInput('info', MODEL_ARG, '--rank', 'eight').stderr, /--rank must be an integer, got "eight"/);
+  assert.match(cliBadInput('info', MODEL_ARG, '--rank', 'eight').stderr, /--rank must be an integer from 1 to 1024, got "eight"/);
   assert.match(cliBadInput('info').stderr, /expected one MODEL_DIR, got none/);
   const none = cli();
   assert.equal(none.status, 2);
@@ -257,7 +221,7 @@ test('probe writes a consistent report to --out and stdout', () => {
 test('probe --samples 0 exits 2 and writes nothing', () => {
   const out = tempPath('r0.json');
   const r = cliBadInput('probe', MODEL_ARG, '--data', GSM8K, '--samples', '0', '--out', out, '--json');
-  assert.match(r.stderr, /--samples must be a positive integer, got 0/);
+  assert.match(r.stderr, /--samples must be an integer from 1 to 65,536, got 0/);
   assert.ok(!fs.existsSync(out));
 });
 

@@ -150,7 +150,7 @@ test('training refuses bad input clearly and writes nothing', async () => {
   const other = path.join(dir, 'other-model');
   await writeSynthModel(other, { hiddenSize: 32, intermediateSize: 48, layers: 2, heads: 4, kvHeads: 2, vocabSize: 384, tied: true, seed: 1 });
   const ck = path.join(dir, 'ck');
-  await runTrain({ modelDir: other, data: DATA, targets: ['model.layers.0.mlp.down_proj'], out: ck, steps: 1, seqLen: 64, maxSamples: 4 });
+  await runTrain({ modelDir: other, data: DATA, targets: ['model.layers.0.mlp.down_proj'], out: ck, steps: 1, seqLen: 64, maxSamples: 4, keepCheckpoint: true });
   await rejects(runTrain({ modelDir: STORIES, data: DATA, out: ck, resume: ck, steps: 1 }), /another model/);
 });
 
@@ -199,8 +199,14 @@ test('GPT-2 adapters export to trainers with their group-qualified kinds and the
   await rejects(runExport({ adapterDir: path.join(dir, 'broken'), format: 'peft-config', out: path.join(dir, 'x.py'), modelDir: model }), /adapter_config\.json: invalid JSON/);
 });
 
-test('an eval split never takes every record', async () => {
-  const r = await runTrain({ modelDir: STORIES, data: DATA, targets: [TARGET], out: path.join(tmpDir(), 'a'), steps: 1, seqLen: 64, maxSamples: 2, evalSplit: 0.8, batchSize: 1, backend: 'wasm' });
+test('an eval split never takes every record, nor holds out fewer than 4', async () => {
+  const out = path.join(tmpDir(), 'a');
+  await rejects(runTrain({ modelDir: STORIES, data: DATA, targets: [TARGET], out, steps: 1, seqLen: 64, maxSamples: 2, evalSplit: 0.8, batchSize: 1, backend: 'wasm' }),
+    /--eval-split 0\.8 of 2 usable record\(s\) holds out 2, leaving none to train on/);
+  await rejects(runTrain({ modelDir: STORIES, data: DATA, targets: [TARGET], out, steps: 1, seqLen: 128, maxSamples: 10, evalSplit: 0.2, batchSize: 1, backend: 'wasm' }),
+    /--eval-split 0\.2 of 10 usable record\(s\) holds out 2, fewer than the 4/);
+  assert.ok(!fs.existsSync(out), 'nothing written');
+  const r = await runTrain({ modelDir: STORIES, data: DATA, targets: [TARGET], out, steps: 1, seqLen: 128, maxSamples: 10, evalSplit: 0.4, batchSize: 1, backend: 'wasm' });
   assert.equal(r.steps, 1);
   assert.ok(Number.isFinite(r.trainLossFirst!) && Number.isFinite(r.evalLossBefore!));
 });

@@ -1,7 +1,12 @@
 // Evaluation: the mean over records of each record's mean token cross-entropy (the same l_n that PAGE uses).
+import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { EvalParams, EvalResult } from '../../protocol/messages';
+import { DEFAULTS } from '../../protocol/params';
 import { readDataset } from '../data/read';
+import { warnSkipped } from '../data/warnings';
+import { badInput } from '../runtime/errors';
+import { checkLimits, jobSeqLen } from '../runtime/limits';
 import { requireUsable, tokenizeDataset, TokenizedRecord } from '../data/tokenize';
 import { JobHooks, eta, runStepsAsync, throwIfCancelled, yieldToEvents } from '../runtime/jobs';
 import { openJob, loadForJob, recordLengths } from '../runtime/setup';
@@ -36,11 +41,13 @@ export async function evalRecords(model: Decoder, records: TokenizedRecord[], ad
 }
 
 export async function runEval(params: EvalParams, hooks: JobHooks = {}): Promise<EvalResult> {
-  const seqLen = params.seqLen ?? 512;
+  checkLimits(params, ['seqLen', 'maxSamples', 'gpuMemoryGiB']);
   const job = await openJob(params.modelDir, params.backend, hooks);
+  const seqLen = jobSeqLen(job.folder.cfg, path.join(job.folder.dir, 'config.json'), params.seqLen, hooks);
   const ds = readDataset(params.data);
   const tok = tokenizeDataset(ds, job.tokenizer, { seqLen, limit: params.maxSamples });
   requireUsable(tok, seqLen, ds.file);
+  warnSkipped(tok, seqLen, ds.file, hooks);
   // The adapter is read and checked against the model before any weight is loaded.
   const adapterFiles = params.adapter ? readAdapterFiles(params.adapter, job.folder) : undefined;
   const { model, estimate } = loadForJob(job, { ...recordLengths(tok.records), backwardPasses: 0, forwardPasses: tok.records.length, taps: 'none',
@@ -64,10 +71,20 @@ export interface GenerateResult { ids: number[]; text: string; lastTop: [number,
 
 /** Greedy decoding, and the top-5 logits after the prompt (checked against golden_reference.json). */
 export async function runGenerate(params: { modelDir: string; prompt: string; maxNewTokens?: number; backend?: EvalParams['backend']; adapter?: string }): Promise<GenerateResult> {
+  checkLimits(params, ['maxNewTokens']);
   const job = await openJob(params.modelDir, params.backend);
   const { tokenizer, folder } = job;
   const promptIds = tokenizer.encode(params.prompt, { addSpecial: true });
-  const maxNew = params.maxNewTokens ?? 20;
+  const maxNew = params.maxNewTokens ?? DEFAULTS.maxNewTokens;
+  // Generation here is a quick look at the model (greedy, the whole sequence recomputed at each token): text past
+  // the context is not worth the time on any architecture, and impossible with learned positions.
+  const context = folder.cfg.maxPositionEmbeddings;
+  if (promptIds.length + maxNew > context) {
+    const room = context - promptIds.length;
+    throw badInput(`--max-new-tokens ${maxNew}: the prompt's ${promptIds.length} tokens and ${maxNew} new ones exceed the model's context of ` +
+      `${context} tokens (max_position_embeddings in ${path.join(folder.dir, 'config.json')})` +
+      (room >= 1 ? `; use --max-new-tokens ${room} or less` : '; shorten the prompt'));
+  }
   const adapterFiles = params.adapter ? readAdapterFiles(params.adapter, folder) : undefined;
   const { model } = loadForJob(job, { tokensPerRecord: promptIds.length + maxNew, backwardPasses: 0, forwardPasses: maxNew + 1, taps: 'none' });
   let adapters: Map<string, LoraAdapter> | undefined;

@@ -9,6 +9,8 @@ import { openModelFolder, ModelFolder } from '../hf/folder';
 import { readAdapterFiles, PeftConfig } from './peft';
 import { readHeader, writeSafetensorsStreaming } from '../hf/safetensors';
 import { writeDirAtomic, writeFileAtomic } from '../runtime/atomic';
+import { checkLimits } from '../runtime/limits';
+import { claimOutput, MERGED_MARKER } from '../runtime/outputs';
 import { loraScale } from '../model/lora';
 import { archOf, SUPPORTED_MODEL_TYPES } from '../arch/registry';
 import { moduleName, storedName, parseModuleName } from '../hf/modules';
@@ -158,22 +160,32 @@ export async function runExport(params: ExportParams, hooks: JobHooks = {}): Pro
   if (!fs.existsSync(cfgFile)) throw badInput('not a PEFT adapter folder: it has no adapter_config.json', adapterDir);
   let peftCfg: PeftConfig;
   try { peftCfg = JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as PeftConfig; } catch (e) { throw badInput(`invalid JSON (${(e as Error).message})`, cfgFile); }
-  const gpus = params.gpus;
-  if (gpus !== undefined && (!Number.isInteger(gpus) || gpus < 1)) throw badInput(`--gpus must be a positive integer, got ${gpus}`);
   const modelDir = params.modelDir ?? peftCfg.base_model_name_or_path;
   if (!modelDir || !fs.existsSync(modelDir)) throw badInput(`the base model "${modelDir}" named in adapter_config.json was not found; pass --model MODEL_DIR`, cfgFile);
   const folder = openModelFolder(modelDir);
-  const out = path.resolve(params.out);
-  if (params.format === 'llamafactory' && !/\.ya?ml$/i.test(out)) {
+  checkLimits(params, ['gpus']);
+  if (params.format === 'llamafactory' && !/\.ya?ml$/i.test(params.out)) {
     // llamafactory-cli reads its arguments from a file only when the name ends in .yaml or .yml.
-    throw badInput('LLaMA-Factory reads a config only from a .yaml or .yml file (llamafactory-cli train FILE.yaml); name --out accordingly', out);
+    throw badInput('LLaMA-Factory reads a config only from a .yaml or .yml file (llamafactory-cli train FILE.yaml); name --out accordingly', path.resolve(params.out));
   }
-  if (fs.existsSync(out) && !params.force) throw badInput('already exists; choose another --out or pass --force', out);
+  // The output is checked before the work, and replaced only when DomLoRA wrote it (runtime/outputs.ts).
+  const claim = claimOutput(params.out, params.format === 'merged' ? 'merged' : 'config', { force: params.force });
+  const out = claim.path;
+  try {
+    return await exportTo(params, adapterDir, peftCfg, folder, out, hooks);
+  } catch (err) {
+    claim.release();
+    throw err;
+  }
+}
+
+async function exportTo(params: ExportParams, adapterDir: string, peftCfg: PeftConfig, folder: ModelFolder, out: string, hooks: JobHooks): Promise<ExportResult> {
   const stFile = path.join(adapterDir, 'adapter_model.safetensors');
   const header = fs.existsSync(stFile) ? readHeader(stFile) : undefined;
   const checks = runtimeChecks(peftCfg, folder.cfg.modelType, header ? [...header.tensors.keys()] : []);
   const p = placementOf(peftCfg, folder.cfg.numLayers, folder.cfg.modelType);
-  const baseModel = peftCfg.base_model_name_or_path || modelDir;
+  const baseModel = peftCfg.base_model_name_or_path || (params.modelDir ?? folder.dir);
+  const gpus = params.gpus;
   const lr = learningRate(header?.metadata ?? {});
   const fill = (fields: string) => `fill in ${fields} (marked ${FILL_IN}), then`;
   const lines: string[] = [];
@@ -265,7 +277,7 @@ async function exportMerged(adapterDir: string, folder: ModelFolder, out: string
   };
   await writeDirAtomic(out, async (tmp) => {
     await writeSafetensorsStreaming(path.join(tmp, 'model.safetensors'), names.map((name) => ({ name, shape: folder.store.entry(name).shape })),
-      merge, { format: 'pt' });
+      merge, { format: 'pt', [MERGED_MARKER]: adapterDir });
     const cfg = { ...folder.cfg.raw, torch_dtype: 'float32' };
     fs.writeFileSync(path.join(tmp, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
     for (const f of ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'generation_config.json', 'tokenizer.model']) {

@@ -11,6 +11,8 @@ import { ModelTokenizer } from './tokenizer';
 import { badInput } from '../runtime/errors';
 import { adapterParams } from '../model/lora';
 import type { InfoResult, ModelSummary } from '../../protocol/messages';
+import { DEFAULTS } from '../../protocol/params';
+import { checkLimits } from '../runtime/limits';
 
 export interface ModelFolder { dir: string; cfg: ModelConfig; store: WeightStore }
 
@@ -33,7 +35,8 @@ export function summarise(folder: ModelFolder): ModelSummary {
 }
 
 /** `domlora info`: everything from the headers alone, so it is instant for any model size. */
-export function modelInfo(dir: string, rank = 8): InfoResult {
+export function modelInfo(dir: string, rank: number = DEFAULTS.rank): InfoResult {
+  checkLimits({ rank }, ['rank']);
   const folder = openModelFolder(dir);
   const modules = candidateModules(folder.cfg);
   // Check the weights the config implies are present with the right shapes, still from headers only.

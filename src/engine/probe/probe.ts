@@ -1,4 +1,5 @@
 // `domlora probe`: PAGE for every candidate module over N records of the user's data, as a report (DESIGN.md §1).
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ProbeParams, ProbeReport } from '../../protocol/messages';
@@ -6,40 +7,71 @@ import { candidateModules } from '../hf/modules';
 import { summarise } from '../hf/folder';
 import { readDataset } from '../data/read';
 import { requireUsable, tokenizeDataset } from '../data/tokenize';
+import { DEFAULTS } from '../../protocol/params';
+import { warnSkipped } from '../data/warnings';
 import { badInput } from '../runtime/errors';
+import { checkLimits, jobSeqLen } from '../runtime/limits';
+import { claimOutput } from '../runtime/outputs';
 import { JobHooks, eta, runStepsAsync, throwIfCancelled, yieldToEvents } from '../runtime/jobs';
 import { openJob, loadForJob, recordLengths } from '../runtime/setup';
 import { initLoraA, checkRank, loraScale } from '../model/lora';
 import { writeFileAtomic } from '../runtime/atomic';
 import { pageForRecordSteps, pageForRecordsSteps } from './page';
 import { bootstrapWins, buildReport } from './report';
+import { compareReports } from './compare';
 
-export const PROBE_DEFAULTS = { samples: 32, seqLen: 512, rank: 8, alpha: 16, seed: 0, bootstrap: 200, stabilityThreshold: 0.95 };
+/** The probe's defaults: the protocol's (one source for the CLI, the extension and the demo), and its own. */
+export const PROBE_DEFAULTS = {
+  samples: DEFAULTS.samples, seqLen: DEFAULTS.seqLen, rank: DEFAULTS.rank, alpha: DEFAULTS.alpha, seed: DEFAULTS.seed,
+  bootstrap: DEFAULTS.bootstrap, stabilityThreshold: 0.95,
+};
 
 export interface ProbeOutcome { report: ProbeReport; written?: string }
 
 export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promise<ProbeOutcome> {
-  const p = { ...PROBE_DEFAULTS, ...stripUndefined(params), modelDir: params.modelDir, data: params.data };
-  if (!Number.isInteger(p.samples) || p.samples < 1) throw badInput(`--samples must be a positive integer, got ${p.samples}`);
-  if (!Number.isInteger(p.seqLen) || p.seqLen < 2) throw badInput(`--seq-len must be an integer >= 2, got ${p.seqLen}`);
-  if (!Number.isInteger(p.rank) || p.rank < 1) throw badInput(`--rank must be a positive integer, got ${p.rank}`);
-  if (!(p.alpha > 0)) throw badInput(`--alpha must be positive, got ${p.alpha}`);
-  if (!Number.isInteger(p.bootstrap) || p.bootstrap < 1) throw badInput(`--bootstrap must be a positive integer, got ${p.bootstrap}`);
+  // The numbers, the report to compare with and the output, before anything is loaded.
+  checkLimits(params, ['samples', 'seqLen', 'rank', 'alpha', 'seed', 'bootstrap', 'gpuMemoryGiB']);
+  if (params.stabilityThreshold !== undefined && !(params.stabilityThreshold > 0 && params.stabilityThreshold <= 1)) {
+    throw badInput(`the stability threshold must be a number above 0 and at most 1, got ${params.stabilityThreshold}`);
+  }
+  const compareTo = params.compare ? readReportToCompare(params.compare) : undefined;
+  const claim = params.out ? claimOutput(params.out, 'report', { force: params.force }) : undefined;
+  try {
+    return await probe(params, compareTo, claim?.path, hooks);
+  } catch (err) {
+    claim?.release();
+    throw err;
+  }
+}
+
+function readReportToCompare(file: string): ProbeReport {
+  let r: ProbeReport;
+  try { r = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) { throw badInput(`cannot read the report to compare with (${(e as Error).message})`, file); }
+  if (!r?.modules || !r.dominant) throw badInput('is not a DomLoRA probe report', file);
+  return r;
+}
+
+async function probe(params: ProbeParams, compareTo: ProbeReport | undefined, out: string | undefined, hooks: JobHooks): Promise<ProbeOutcome> {
   // Headers, config, tokenizer and data first: the input is checked and the job sized before any weight is read.
   const tLoad = Date.now(); // the report's load time: opening, tokenizing and loading the weights
-  const job = await openJob(params.modelDir, p.backend, hooks);
+  const job = await openJob(params.modelDir, params.backend, hooks);
   const { folder, tokenizer, backend } = job;
+  const seqLen = jobSeqLen(folder.cfg, path.join(folder.dir, 'config.json'), params.seqLen, hooks);
+  const p = { ...PROBE_DEFAULTS, ...stripUndefined(params), seqLen, modelDir: params.modelDir, data: params.data };
   const ds = readDataset(p.data);
   const modules = candidateModules(folder.cfg);
   checkRank(p.rank, modules);
+  if (compareTo && params.compare && !modules.every((m) => compareTo.modules.some((x) => x.name === m.name))) {
+    throw badInput(`is a report of another model (its modules are not this model's); compare reports of the same model`, params.compare);
+  }
   hooks.onProgress?.({ phase: 'tokenize', done: 0, total: 1, message: 'tokenizing' });
   const sampling = p.sampling ?? 'first';
   const tok = tokenizeDataset(ds, tokenizer, { seqLen: p.seqLen, limit: p.samples, sample: sampling, seed: p.seed });
   requireUsable(tok, p.seqLen, ds.file);
+  warnSkipped(tok, p.seqLen, ds.file, hooks);
   if (tok.records.length < p.samples) {
     hooks.log?.('warn', `${ds.file}: only ${tok.records.length} usable records (asked for ${p.samples}); probing with ${tok.records.length}`);
   }
-  if (tok.skipped) hooks.log?.('warn', `${tok.skipped} record(s) skipped: no supervised tokens after truncation to ${p.seqLen}`);
   const { model, estimate } = loadForJob(job, { ...recordLengths(tok.records), backwardPasses: tok.records.length,
     recordsPerPass: tok.records.length, gpuMemoryGiB: p.gpuMemoryGiB }, hooks);
   const loadSeconds = (Date.now() - tLoad) / 1000;
@@ -91,12 +123,9 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
       timings: { loadSeconds, probeSeconds },
     });
     if (stoppedEarly) hooks.log?.('info', `stopped early: the dominant module was stable for ${patience} records after ${recInfo.length} records`);
-    let written: string | undefined;
-    if (params.out) {
-      written = path.resolve(params.out);
-      writeFileAtomic(written, JSON.stringify(report, null, 1) + '\n');
-    }
-    return { report, written };
+    if (compareTo && params.compare) report.comparison = { other: path.resolve(params.compare), ...compareReports(report, compareTo) };
+    if (out) writeFileAtomic(out, JSON.stringify(report, null, 1) + '\n');
+    return { report, written: out };
   } finally {
     model.dispose();
   }

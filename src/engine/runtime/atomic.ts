@@ -64,7 +64,7 @@ function realTarget(p: string): string {
 }
 
 /** The temporary sibling of `name` a writer uses: `.${name}.${pid}.${ms}.tmp` (a folder's old copy adds `.old`). */
-function tempName(name: string): string {
+export function tempName(name: string): string {
   return `.${name}.${process.pid}.${Date.now()}.tmp`;
 }
 

@@ -2,6 +2,7 @@
 // A job that cannot fit is refused with the reason and the backend that would fit, instead of dying halfway.
 import * as os from 'node:os';
 import type { Backend } from '../../protocol/messages';
+import { DEFAULTS } from '../../protocol/params';
 import { ModelConfig } from '../hf/config';
 import { candidateModules, parameterCount } from '../hf/modules';
 import { badInput } from './errors';
@@ -51,7 +52,7 @@ function throughput(backend: Backend, threads: number): number {
 }
 
 /** The default GPU memory budget: WebGPU does not report a device's memory, so the user sets it (domlora.gpuMemoryGiB). */
-export const DEFAULT_GPU_MEMORY_GIB = 8;
+export const DEFAULT_GPU_MEMORY_GIB = DEFAULTS.gpuMemoryGiB;
 
 export interface EstimateInput {
   cfg: ModelConfig; backend: Backend; threads: number;

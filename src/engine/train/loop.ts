@@ -11,7 +11,11 @@ import { candidateModules, type ModuleSpec } from '../hf/modules';
 import type { ModelTokenizer } from '../hf/tokenizer';
 import { readDataset, type Dataset } from '../data/read';
 import { requireUsable, tokenizeDataset, type TokenizedRecord } from '../data/tokenize';
+import { MIN_EVAL_RECORDS } from '../../protocol/params';
+import { warnSkipped } from '../data/warnings';
 import { badInput } from '../runtime/errors';
+import { claimOutput } from '../runtime/outputs';
+import { PROBE_DEFAULTS } from '../probe/probe';
 import { JobHooks, eta, runStepsAsync, throwIfCancelled, yieldToEvents } from '../runtime/jobs';
 import { adapterParams, checkRank, disposeAdapter, initLoraA, loraScale, makeAdapter } from '../model/lora';
 import type { Decoder } from '../model/decoder';
@@ -22,44 +26,66 @@ import { permutation } from '../runtime/rng';
 import { openJob, loadForJob, recordLengths } from '../runtime/setup';
 import { evalRecords } from '../eval/evaluate';
 import { adamwStep } from './adamw';
-import { isEmptyFolder, provenance, readCheckpoint, writeCheckpoint } from './checkpoint';
-import { batchIndices, completePlan, learningRate, modelFingerprint, resolveTargets, runSettings, type RunPlan, type RunSettings, type TrainerState } from './plan';
+import { provenance, readCheckpoint, writeCheckpoint } from './checkpoint';
+import { batchIndices, checkStepsLeft, checkTrainParams, completePlan, learningRate, modelFingerprint, readProbeReport, reportWarnings, resolveTargets,
+  resumePlan, runSettings, type RunPlan, type RunSettings, type TrainerState } from './plan';
 
 export { TRAIN_DEFAULTS, learningRate, batchIndices, modelFingerprint, resolveTargets } from './plan';
 export type { RunPlan } from './plan';
 
 export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promise<TrainResult> {
   const started = Date.now();
+  // Everything that can be checked without the model, before anything is loaded or written: the numbers, the
+  // checkpoint and the flags that would change it, the output folder.
+  checkTrainParams(params);
+  const resumeDir = params.resume ? path.resolve(params.resume) : undefined;
+  const resumed = resumeDir ? readCheckpoint(resumeDir) : undefined;
+  const stateFile = resumeDir ? path.join(resumeDir, 'checkpoint', 'trainer_state.json') : '';
   const outDir = path.resolve(params.out);
-  const resumed = params.resume ? readCheckpoint(path.resolve(params.resume)) : undefined;
-  const state = resumed?.state;
-  if (!state && fs.existsSync(outDir) && !isEmptyFolder(outDir) && !params.force) {
-    throw badInput('the output folder already exists; choose another --out, pass --force to replace it, or --resume it', outDir);
-  }
-  // The folder, backend and tokenizer first; the weights only once the data is read and the job sized from it.
-  const job = await openJob(params.modelDir, params.backend, hooks);
-  const { folder, tokenizer, backend } = job;
-  const dataFile = state?.plan.data ?? params.data;
-  const ds = readDataset(dataFile);
+  // Resuming in place rewrites the run's own folder; any other output follows the rule of every output.
+  const claim = resumeDir && outDir === resumeDir ? undefined : claimOutput(outDir, 'adapter', { force: params.force });
   let lora: LoraState | undefined;
   let model: Decoder | undefined;
   try {
+    // The folder, backend and tokenizer first; the weights only once the data is read and the job sized from it.
+    const job = await openJob(params.modelDir, params.backend, hooks);
+    const { folder, tokenizer, backend } = job;
+    const configFile = path.join(folder.dir, 'config.json');
+    const report = params.fromReport ? readProbeReport(params.fromReport, folder.cfg.numLayers, params.modelDir) : undefined;
     const modules = candidateModules(folder.cfg);
     const fingerprint = modelFingerprint(folder.cfg);
+    let state = resumed?.state;
     if (state && state.plan.modelFingerprint !== fingerprint) {
       throw badInput(`the checkpoint was made for another model (${state.plan.modelFingerprint}; this one is ${fingerprint})`, params.resume);
     }
+    if (state) {
+      const plan = resumePlan(params, state, stateFile, report && params.preset !== 'vanilla' && !params.targets?.length ? [report.dominant.name] : undefined);
+      state = { ...state, plan };
+    }
+    const dataFile = resumeData(params, state, stateFile);
+    const ds = readDataset(dataFile);
     if (state && state.plan.dataSha256 !== ds.sha256) {
-      throw badInput('the training data changed since the checkpoint was written (sha256 differs); resume needs the same data', dataFile);
+      throw badInput(params.data
+        ? `--data is not the data the checkpoint was trained on (${state.plan.data}; the sha256 differs): --resume continues the same run on the same data`
+        : 'the training data changed since the checkpoint was written (sha256 differs); resume needs the same data', dataFile);
+    }
+    if (state) {
+      checkStepsLeft(state, state.plan, stateFile);
+      // The same data may have moved: the plan records where it is now.
+      state = { ...state, plan: { ...state.plan, data: path.resolve(dataFile) } };
     }
     const targets = state
       ? state.plan.targets.map((t) => modules.find((m) => m.name === t) ?? (() => { throw badInput(`checkpoint targets "${t}", not in this model`, params.resume); })())
-      : resolveTargets(modules, { ...params, layers: folder.cfg.numLayers });
-    const settings = runSettings(params, state);
+      : resolveTargets(modules, { ...params, report, reportFile: params.fromReport });
+    const settings: RunSettings = state ? state.plan : runSettings(params, folder.cfg, configFile, report, hooks);
     checkRank(settings.rank, targets);
+    if (report && params.fromReport && !state) {
+      reportWarnings(report, params.fromReport, { seqLen: settings.seqLen, dataSha256: ds.sha256, data: path.resolve(dataFile),
+        placedByReport: !params.targets?.length && params.preset !== 'vanilla' }, PROBE_DEFAULTS.stabilityThreshold, hooks);
+    }
     hooks.onProgress?.({ phase: 'tokenize', done: 0, total: 1, message: 'tokenizing' });
-    const { train, evalSet } = splitRecords(ds, tokenizer, settings);
-    const plan = completePlan(settings, params, { fingerprint, targets: targets.map((m) => m.name), trainCount: train.length, data: dataFile, dataSha256: ds.sha256 }, state);
+    const { train, evalSet } = splitRecords(ds, tokenizer, settings, params.evalSplit !== undefined, hooks);
+    const plan = state ? state.plan : completePlan(settings, params, { fingerprint, targets: targets.map((m) => m.name), trainCount: train.length, data: dataFile, dataSha256: ds.sha256 });
     lora = new LoraState(targets, plan, resumed?.tensors);
     const perStep = plan.batchSize * plan.gradAccum;
     // One estimate, from the records' real lengths: it decides whether the layers are streamed, and refuses a job
@@ -73,11 +99,12 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
     model = loaded.model;
     const trainable = lora.trainableParams();
     const vanilla = modules.reduce((s, m) => s + adapterParams(m, plan.rank), 0);
+    if (state && plan.steps > resumed!.state.plan.steps) hooks.log?.('info', `extending the run from ${resumed!.state.plan.steps} to ${plan.steps} steps`);
     hooks.log?.('info', `training ${plan.preset} at ${plan.targets.length === 1 ? plan.targets[0] : `${plan.targets.length} modules`}: ` +
       `${trainable.toLocaleString('en-US')} trainable parameters (${((100 * trainable) / vanilla).toFixed(2)}% of vanilla LoRA), ` +
-      `${train.length} train / ${evalSet.length} eval records, ${plan.steps} steps of ${perStep} records`);
+      `${train.length} train / ${evalSet.length} eval records, ${plan.steps} step${plan.steps === 1 ? '' : 's'} of ${perStep} records`);
     const save = (st: TrainerState, final: boolean) => writeCheckpoint(outDir, st, targets, lora!.params, lora!.moments, {
-      baseModel: path.resolve(params.modelDir), final, provenance: provenance(plan, params.fromReport),
+      baseModel: path.resolve(params.modelDir), final, keepCheckpoint: params.keepCheckpoint, provenance: provenance(plan, report),
     }, folder.cfg.numLayers);
     const run = await trainLoop(model, lora, plan, { train, evalSet }, state, save, params.cacheLowerLayers !== false, hooks, loaded.estimate.groupSize);
     const trainPoints = run.curve.filter((c) => c.loss !== undefined);
@@ -88,22 +115,53 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
       trainLossFirst: run.trainLossFirst, trainLossLast: trainPoints.length ? trainPoints[trainPoints.length - 1].loss : undefined, curve: run.curve,
       backend: backend.backend, seconds: (state?.seconds ?? 0) + (Date.now() - started) / 1000,
     };
+  } catch (err) {
+    claim?.release();
+    throw err;
   } finally {
     lora?.dispose();
     model?.dispose();
   }
 }
 
+/**
+ * The data of a run: --data, or the checkpoint's when resuming without it (a --data that is not the checkpoint's
+ * data is refused once its sha256 is known; the same data moved elsewhere is fine).
+ */
+function resumeData(params: TrainParams, state: TrainerState | undefined, stateFile: string): string {
+  if (params.data) return params.data;
+  if (!state) throw badInput('--data is required');
+  if (!fs.existsSync(state.plan.data)) throw badInput(`the checkpoint's training data ${state.plan.data} is gone; pass --data with the same data`, stateFile);
+  return state.plan.data;
+}
+
 /** Tokenizes the training data, then holds out an evaluation split (or reads --eval-data). */
-function splitRecords(ds: Dataset, tokenizer: ModelTokenizer, s: RunSettings): { train: TokenizedRecord[]; evalSet: TokenizedRecord[] } {
+function splitRecords(ds: Dataset, tokenizer: ModelTokenizer, s: RunSettings, splitGiven: boolean, hooks: JobHooks): { train: TokenizedRecord[]; evalSet: TokenizedRecord[] } {
   const all = tokenizeDataset(ds, tokenizer, { seqLen: s.seqLen, limit: s.maxSamples });
   requireUsable(all, s.seqLen, ds.file);
-  if (s.evalData) return { train: all.records, evalSet: tokenizeDataset(readDataset(s.evalData), tokenizer, { seqLen: s.seqLen }).records };
-  if (!(s.evalSplit > 0 && all.records.length >= 2)) return { train: all.records, evalSet: [] };
-  if (!(s.evalSplit < 1)) throw badInput(`--eval-split must be in [0, 1), got ${s.evalSplit}`);
-  const order = permutation(all.records.length, s.seed ^ 0x9e3779b9);
-  // At least one record on each side.
-  const nEval = Math.min(all.records.length - 1, Math.max(1, Math.round(s.evalSplit * all.records.length)));
+  warnSkipped(all, s.seqLen, ds.file, hooks);
+  if (s.evalData) {
+    const evalDs = readDataset(s.evalData);
+    const ev = tokenizeDataset(evalDs, tokenizer, { seqLen: s.seqLen });
+    requireUsable(ev, s.seqLen, evalDs.file);
+    warnSkipped(ev, s.seqLen, evalDs.file, hooks);
+    if (ev.records.length < MIN_EVAL_RECORDS) {
+      throw badInput(`only ${ev.records.length} usable record(s) to evaluate on; an eval loss over fewer than ${MIN_EVAL_RECORDS} says little about the adapter`, evalDs.file);
+    }
+    return { train: all.records, evalSet: ev.records };
+  }
+  if (s.evalSplit === 0) return { train: all.records, evalSet: [] };
+  const n = all.records.length;
+  const nEval = Math.round(s.evalSplit * n);
+  if (nEval < MIN_EVAL_RECORDS || n - nEval < 1) {
+    const why = `--eval-split ${s.evalSplit} of ${n} usable record(s) holds out ${nEval}` +
+      `${n - nEval < 1 ? ', leaving none to train on' : `, fewer than the ${MIN_EVAL_RECORDS} an eval loss needs to say anything`}`;
+    // An explicit split that cannot work is refused; the default one just steps aside on a small dataset.
+    if (splitGiven) throw badInput(`${why}: use more data, a larger split, --eval-data FILE, or --eval-split 0 for no evaluation`, ds.file);
+    hooks.log?.('warn', `${ds.file}: no held-out evaluation: the default ${why}; pass --eval-data FILE or --eval-split to evaluate`);
+    return { train: all.records, evalSet: [] };
+  }
+  const order = permutation(n, s.seed ^ 0x9e3779b9);
   const evalIdx = new Set(order.slice(0, nEval));
   return { evalSet: all.records.filter((_, i) => evalIdx.has(i)), train: all.records.filter((_, i) => !evalIdx.has(i)) };
 }
