@@ -258,7 +258,7 @@ test('normaliseConfig: HF defaults per architecture, sliding windows per layer, 
   assert.deepEqual(cfg({ ...base, model_type: 'qwen2', sliding_window: 8, layer_types: Array(4).fill('sliding_attention') }).slidingWindows, [null, null, null, null]);
   assert.equal(cfg({ ...base, model_type: 'qwen2' }).attentionBias, true);
   assert.equal(cfg({ ...base, model_type: 'qwen3' }).headDim, 128);
-  assert.equal(cfg({ ...base, model_type: 'qwen3' }).qkNorm, true);
+  assert.equal(cfg({ ...base, model_type: 'qwen3' }).qkNorm, 'head');
   assert.equal(cfg({ ...base, model_type: 'phi3' }).normEps, 1e-5);
   // GPT-2 keeps its own keys; n_inner defaults to 4 * n_embd; LayerNorm; learned positions; tied head.
   const gpt2 = cfg({ model_type: 'gpt2', n_embd: 48, n_layer: 2, n_head: 4, n_positions: 128, vocab_size: 100 });
