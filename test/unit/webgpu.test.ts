@@ -102,12 +102,14 @@ test('webgpu: PAGE on stories260K matches PyTorch (shares 1e-4, sampled and expe
 });
 
 // Llama, one with biases (Qwen 2) and one with soft-caps and sandwich norms (Gemma 2), one with a parallel residual
-// (GPT-NeoX): loss, PAGE and LoRA gradients against the reference, through the same checks as arch.test.ts.
+// (GPT-NeoX), one with no norm before its blocks and q/k norms over the whole projection (OLMo 2): loss, PAGE and
+// LoRA gradients against the reference, through the same checks as arch.test.ts.
 for (const [label, shape] of [
   ['llama', { ...BASE, seed: 61 }],
   ['qwen2', { ...BASE, seed: 62, arch: 'qwen2', tied: true }],
   ['gemma2', { ...BASE, seed: 63, arch: 'gemma2', tied: true, headDim: 12, config: { sliding_window: 8, attn_logit_softcapping: 1.5, final_logit_softcapping: 4.0 } }],
   ['gpt_neox', { ...BASE, seed: 64, arch: 'gpt_neox', kvHeads: 4 }],
+  ['olmo2', { ...BASE, seed: 65, arch: 'olmo2', headDim: 12 }],
 ] as const) {
   test(`webgpu: ${label} matches PyTorch (loss, PAGE, LoRA gradients)`, async () => {
     const err = await checkAgainstReference(`webgpu-${label}`, shape, [], [33, 21]);
@@ -121,6 +123,8 @@ test('webgpu: a short DomLoRA run writes a PEFT adapter that PyTorch, applying i
     seqLen: 64, maxSamples: 40, evalSplit: 0.25, out, backend: 'webgpu' });
   assert.equal(r.backend, 'webgpu');
   assert.ok(r.evalLossAfter! < r.evalLossBefore!, `eval loss ${r.evalLossBefore} -> ${r.evalLossAfter}`);
+  // The first two GSM8K records whose answer starts within 64 tokens (the file's first records start theirs later,
+  // and an eval with no supervised token is refused).
   const data = path.join(tmpDir(), 'eval.jsonl');
   fs.writeFileSync(data, fs.readFileSync(GSM8K, 'utf8').split('\n').slice(0, 2).join('\n') + '\n');
   // GSM8K's answers start past token 100: the eval runs at 192 tokens so both records are scored.
