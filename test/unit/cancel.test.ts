@@ -9,7 +9,7 @@ import { initBackend } from '../../src/engine/runtime/backend';
 import { openModelFolder } from '../../src/engine/hf/folder';
 import { candidateModules } from '../../src/engine/hf/modules';
 import { initLoraA, loraScale } from '../../src/engine/model/lora';
-import { pageForRecord, pageForRecordSteps } from '../../src/engine/probe/page';
+import { pageForRecord, pageForRecordSteps, pageForRecordsSteps } from '../../src/engine/probe/page';
 import { writeSynthModel } from '../../src/engine/hf/synth';
 import { Decoder } from '../../src/engine/model/decoder';
 import { CancelledError } from '../../src/engine/runtime/errors';
@@ -101,3 +101,42 @@ for (const [stream, V, T] of [[false, 300, 40], [true, 300, 40], [false, 40000, 
     assert.equal(tf.memory().numTensors, before);
   });
 }
+
+// The layer-major schedule (big models: the layers streamed from the files, many records through each layer in turn)
+// is steps too: a cancel lands within one layer of the group, not at the end of the pass, and leaves no tensor.
+test('cancel mid-pass of a layer-major probe over three records (layers streamed): lands within a layer, leaves no tensor', async () => {
+  const dir = path.join(tmpDir(), 'cancel-layer-major');
+  await writeSynthModel(dir, { hiddenSize: 32, intermediateSize: 48, layers: LAYERS, heads: 4, kvHeads: 2, vocabSize: 300, tied: false, seed: 19 });
+  const folder = openModelFolder(dir);
+  const before = tf.memory().numTensors;
+  const model = Decoder.load(folder.cfg, folder.store, { stream: true });
+  const modules = candidateModules(folder.cfg);
+  const aT = new Map(modules.map((m) => [m.name, tf.tidy(() => tf.transpose(tf.tensor2d(initLoraA(1, m.name, 4, m.dIn), [4, m.dIn])) as tf.Tensor2D)]));
+  const recs = [0, 1, 2].map((n) => {
+    const inputIds = Array.from({ length: 24 + 4 * n }, (_, t) => 3 + ((t * 37 + n * 11) % 290));
+    return { index: n, line: n + 1, inputIds, lossMask: inputIds.map((_, t) => (t > 6 ? 1 : 0)) } as unknown as TokenizedRecord;
+  });
+  const scale = loraScale(8, 4);
+  // A first pass fills the model's lazy tables (RoPE per length and the like), as the plain call does above.
+  const first = await runStepsAsync(pageForRecordsSteps(model, recs, modules, aT, 4, scale), {});
+  const held = tf.memory().numTensors;
+  const all = { n: 0 };
+  const whole = await runStepsAsync(counting(pageForRecordsSteps(model, recs, modules, aT, 4, scale), all, -1, () => {}), {});
+  assert.equal(whole.length, 3);
+  whole.forEach((p, n) => assert.deepEqual(Array.from(p.expected), Array.from(first[n].expected)));
+  // A step per layer forward and per layer backward for the whole group, not per record.
+  assert.ok(all.n >= 2 * LAYERS, `${all.n} steps for ${LAYERS} layers`);
+  assert.equal(tf.memory().numTensors, held, 'a finished pass keeps nothing');
+  for (let at = 1; at < all.n; at++) {
+    const ac = new AbortController();
+    const seen = { n: 0 };
+    await assert.rejects(
+      runStepsAsync(counting(pageForRecordsSteps(model, recs, modules, aT, 4, scale), seen, at, () => ac.abort()), { signal: ac.signal }),
+      (e: unknown) => e instanceof CancelledError);
+    assert.equal(seen.n, at, `stopped right after step ${at} of ${all.n}, not at the end of the pass`);
+    assert.equal(tf.memory().numTensors, held, `cancel at step ${at} of ${all.n} leaves no tensor`);
+  }
+  tf.dispose([...aT.values()]);
+  model.dispose();
+  assert.equal(tf.memory().numTensors, before);
+});
