@@ -198,5 +198,5 @@ test('launch lines: no GPU count unless --gpus is given, singular for one; a LLa
 
   await badInput(exp('llamafactory', 'lf.cfg'), /LLaMA-Factory reads a config only from a \.yaml or \.yml file/);
   assert.ok(!fs.existsSync(path.join(dir, 'lf.cfg')));
-  for (const gpus of [0, -1, 1.5]) await badInput(exp('axolotl', `g${gpus}.yml`, gpus), /--gpus must be a positive integer/);
+  for (const gpus of [0, -1, 1.5]) await badInput(exp('axolotl', `g${gpus}.yml`, gpus), /--gpus must be an integer from 1 to 4096, got/);
 });
