@@ -290,6 +290,10 @@ function explorerRow(page, name) {
 }
 
 async function openContextMenu(page, folder) {
+  // Another journey may have left the side bar on the DomLoRA view (the Models view): show the Explorer, as a user would.
+  if (!(await page.locator('.explorer-folders-view').first().isVisible().catch(() => false))) {
+    await runPaletteCommand(page, 'View: Show Explorer');
+  }
   const row = explorerRow(page, folder);
   await row.waitFor({ state: 'visible', timeout: 30_000 });
   await row.click({ button: 'right' });
@@ -689,10 +693,11 @@ async function runJourneys(browser, cs, ws, hfCache) {
       assert(await frame.locator('#check-bars .bar-group:focus').getAttribute('data-id') === 'runner-up', 'ArrowRight moves to the runner-up');
       assert(await frame.locator('#check-bars .bar-group[tabindex="0"]').count() === 1, 'one tab stop');
       const logFile = path.join(resultsDir, 'domlora-output.log');
+      // An offset in bytes (the log has '·' and '±'), so the file is sliced as bytes.
       const logAt = fs.statSync(logFile).size;
       await page.keyboard.press('Enter');
       const runnerUp = path.join(dataDir, made[0], 'adapters', 'runner-up');
-      await waitFor(() => fs.readFileSync(logFile, 'utf8').slice(logAt).includes(`revealing the adapters of runner-up: ${runnerUp}`), 10_000, 'Enter to open the runner-up\'s adapters');
+      await waitFor(() => fs.readFileSync(logFile).subarray(logAt).toString('utf8').includes(`revealing the adapters of runner-up: ${runnerUp}`), 10_000, 'Enter to open the runner-up\'s adapters');
       // Its folder is in the workspace, so the Explorer shows it, selected; it holds its three seeds.
       await page.locator('.explorer-folders-view .monaco-list-row[aria-selected="true"]', { hasText: /^runner-up$/ }).waitFor({ timeout: 10_000 });
       for (const s of [0, 1, 2]) assert(fs.existsSync(path.join(runnerUp, `seed-${s}`, 'adapter_model.safetensors')), `seed ${s} kept in PEFT format`);

@@ -198,7 +198,8 @@ describe('the placement check with the real worker', function () {
     assert.equal(stopped.totalRuns, 2);
     assert.equal(fs.existsSync(path.join(out, 'check.json')), false, 'no result for a check cut short');
 
-    // The log file the e2e driver keeps (DOMLORA_LOG_FILE): what the resumed check says about the finished run.
+    // The log file the e2e driver keeps (DOMLORA_LOG_FILE): what the resumed check says about the finished run. The
+    // offset is in bytes (the log has '·'), so the file is sliced as bytes.
     const logFile = process.env.DOMLORA_LOG_FILE;
     const logAt = logFile && fs.existsSync(logFile) ? fs.statSync(logFile).size : 0;
     const r = await vscode.commands.executeCommand<CheckResult>('domlora.checkPlacement', vscode.Uri.file(model()), { resume: true });
@@ -210,7 +211,7 @@ describe('the placement check with the real worker', function () {
     assert.deepEqual(fs.readFileSync(firstAdapter), firstBytes);
     assert.ok(fs.existsSync(path.join(out, 'adapters', 'lowest', 'seed-0', 'adapter_model.safetensors')));
     assert.equal(ctx().models.state(model()).check?.status, 'done');
-    if (logFile) assert.match(fs.readFileSync(logFile, 'utf8').slice(logAt), /placement 1 of 2: .*finished earlier, kept/, 'the log says the finished run was kept');
+    if (logFile) assert.match(fs.readFileSync(logFile).subarray(logAt).toString('utf8'), /placement 1 of 2: .*finished earlier, kept/, 'the log says the finished run was kept');
     // Nothing is left to resume now.
     const t2 = Date.now();
     assert.equal(await vscode.commands.executeCommand('domlora.checkPlacement', vscode.Uri.file(model()), { resume: true }), undefined);
