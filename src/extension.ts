@@ -20,6 +20,8 @@ export function activate(context: vscode.ExtensionContext): Ctx {
   ctx.registerCommand('showLog', commands.showLog);
   ctx.registerCommand('refreshModels', commands.refreshModels);
   ctx.registerCommand('probeModel', commands.probeModel);
+  ctx.registerCommand('checkPlacement', commands.checkPlacement);
+  ctx.registerCommand('compareDatasets', commands.compareDatasets);
   ctx.registerCommand('installNativeBackend', installNativeBackend);
   // The host tests read the context (status, models, panels, notices) through the extension's exports.
   return ctx;

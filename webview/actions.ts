@@ -1,7 +1,8 @@
 // The webview's only sender of messages: each user action is one message to the host (src/protocol/webview.ts).
 // ESLint keeps postMessage out of every other webview file.
 import {
-  CancelCommand, ExportCommand, PlaceCommand, ReadyCommand, RerunProbeCommand, RevealCommand, TrainCommand,
+  CancelCommand, CheckPlacementCommand, CloseComparisonCommand, CompareDatasetsCommand, ExportCommand, PlaceCommand, ReadyCommand,
+  RerunProbeCommand, RevealCommand, RevealPlacementCommand, TrainCommand,
   type MessageType, type Preset,
 } from '../src/protocol/webview';
 import { vscodeApi } from './api';
@@ -40,4 +41,23 @@ export function reveal(path: string): void {
 /** Places the adapter at a module (undefined: back to the dominant one): drawn at once, then sent to the host. */
 export function place(module: string | undefined): void {
   if (state.place(module)) send(PlaceCommand, { module });
+}
+
+/** Runs the placement check for the report shown (the host asks how many seeds), or resumes the one that stopped. */
+export function checkPlacement(resume = false): void {
+  send(CheckPlacementCommand, resume ? { resume: true } : {});
+}
+
+/** Opens the adapters of one placement of the check: by its id; the host knows the folder. */
+export function revealPlacement(placement: string): void {
+  send(RevealPlacementCommand, { placement });
+}
+
+/** Asks the host to pick reports of this model on other data and compare them. */
+export function compareDatasets(): void {
+  send(CompareDatasetsCommand, {});
+}
+
+export function closeComparison(): void {
+  send(CloseComparisonCommand, {});
 }

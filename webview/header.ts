@@ -28,6 +28,10 @@ export function renderHeader(): void {
     }),
     button('train-vanilla', 'Train vanilla LoRA', 'layers', { secondary: true, disabled: busy, title: 'The baseline: LoRA on every projection of every layer' }),
     button('export', 'Export…', 'export', { secondary: true, disabled: busy || !hasRun, title: hasRun ? 'Export the trained adapter' : 'Train an adapter first' }),
+    button('check-placement', 'Check placement', 'beaker', { secondary: true, disabled: busy || !r,
+      title: r ? 'Train the dominant module, the runner-up, the lowest, random modules of its kind and vanilla LoRA with the same budget, and compare their held-out losses' : 'Run the probe first' }),
+    button('compare-datasets', 'Compare datasets', 'git-compare', { secondary: true, disabled: !r,
+      title: 'Compare this model\'s reports on different data: the dominant of each and how alike their orderings are' }),
     h('vscode-icon', { id: 'rerun', name: 'refresh', 'action-icon': true, label: 'Run the probe again', title: 'Run the probe again' }),
   );
   const title = h('div', { class: 'title' },
@@ -50,6 +54,8 @@ export function renderHeader(): void {
   headerSection.querySelector('#train-domlora')?.addEventListener('click', () => { if (!state.jobRunning()) actions.train('domlora'); });
   headerSection.querySelector('#train-vanilla')?.addEventListener('click', () => { if (!state.jobRunning()) actions.train('vanilla'); });
   headerSection.querySelector('#export')?.addEventListener('click', () => actions.exportAdapter());
+  headerSection.querySelector('#check-placement')?.addEventListener('click', () => { if (!state.jobRunning()) actions.checkPlacement(); });
+  headerSection.querySelector('#compare-datasets')?.addEventListener('click', () => actions.compareDatasets());
   headerSection.querySelector('#rerun')?.addEventListener('click', () => { if (!state.jobRunning()) actions.rerunProbe(); });
 }
 

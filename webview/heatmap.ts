@@ -144,7 +144,7 @@ function renderHeat(): void {
 }
 
 /** Colours an element by position t in [0, 1] on the three-stop theme ramp (background -> mid -> hot). */
-function setHeat(e: HTMLElement, t: number): void {
+export function setHeat(e: HTMLElement, t: number): void {
   const hot = t > 0.5;
   e.classList.toggle('upper', hot);
   e.classList.toggle('hot', t > 0.62);

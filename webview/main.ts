@@ -7,6 +7,8 @@ import { h } from './dom';
 import { bannerSection, headerSection, renderBanner, renderHeader, renderSummary, summarySection } from './header';
 import { heatSection, renderHeatmap, tip, updateMarks } from './heatmap';
 import { renderRuns, runsSection } from './runs';
+import { checkSection, renderCheck, resizeCheck } from './check';
+import { comparisonSection, renderComparison } from './compare';
 import * as state from './state';
 
 const app = document.getElementById('app')!;
@@ -17,13 +19,15 @@ function render(): void {
     return;
   }
   if (!app.contains(headerSection)) {
-    app.replaceChildren(headerSection, bannerSection, summarySection, heatSection, runsSection, tip);
+    app.replaceChildren(headerSection, bannerSection, summarySection, comparisonSection, heatSection, checkSection, runsSection, tip);
   }
   renderHeatmap();
   renderHeader();
   renderBanner();
   renderSummary();
   renderRuns();
+  renderCheck();
+  renderComparison();
 }
 
 state.onChange((change) => {
@@ -49,7 +53,7 @@ window.addEventListener('message', (e: MessageEvent) => {
 let resizeTimer: number | undefined;
 window.addEventListener('resize', () => {
   clearTimeout(resizeTimer);
-  resizeTimer = window.setTimeout(() => { if (state.panelState()) renderRuns(); tip.hidden = true; }, 120);
+  resizeTimer = window.setTimeout(() => { if (state.panelState()) { renderRuns(); resizeCheck(); } tip.hidden = true; }, 120);
 });
 
 render();

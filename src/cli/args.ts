@@ -21,6 +21,11 @@ Usage:
                 [--warmup-steps N] [--weight-decay 0] [--checkpoint-every N] [--out ADAPTER_DIR] [--force]
                 [--keep-checkpoint] [--json]
   domlora train MODEL_DIR --resume ADAPTER_DIR [--steps N] [--json]
+  domlora check MODEL_DIR --data FILE --out CHECK_DIR [--report report.json] [--placements LIST] [--steps 30]
+                [--seeds 1] [--seed 0] [--lr 2e-3] [--rank 8] [--alpha 16] [--batch-size 4] [--seq-len N]
+                [--max-samples 256] [--eval-data FILE | --eval-split 0.125] [--samples 32] [--force] [--json]
+  domlora check MODEL_DIR --resume CHECK_DIR [--json]
+  domlora compare REPORT REPORT [REPORT ...] [--json]
   domlora export ADAPTER_DIR --format merged|peft-config|axolotl|llamafactory|mlx --out PATH [--force] [--model MODEL_DIR] [--gpus N]
   domlora make-demo-model DIR [--data FILE]
   domlora demo [--dir demo-output] [--steps 100]
@@ -38,6 +43,12 @@ train: the warm-up counts the step being taken, so every step, even of a 1-step 
   --resume continues the run in ADAPTER_DIR with its own data and settings: a flag that would change them is
   refused naming the checkpoint's value; --steps N above the checkpoint's extends the run (its remaining steps
   follow the schedule of an N-step run), also a finished one kept with --keep-checkpoint.
+check: trains one adapter per placement with the same budget and compares their held-out losses. Placements
+  (comma-separated): dominant, runner-up, lowest, random:K (K modules of the dominant's kind), vanilla, or module
+  names; default dominant,runner-up,lowest,random:2,vanilla. Without --report it probes --data first. --seeds N
+  repeats each placement with seeds seed .. seed+N-1 (the held-out records stay the same) and shows the spread.
+  Every adapter is kept in CHECK_DIR/adapters/<placement>/seed-<s>/ (PEFT); --resume continues a cancelled or killed
+  check without redoing a finished run. compare: the dominant of each report and their pairwise rank correlation.
 
 Common flags: --backend auto|tensorflow|webgpu|wasm|cpu, --gpu-memory GiB (the GPU budget webgpu jobs plan for; 8),
 --threads N, --quiet, --help.

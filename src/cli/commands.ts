@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import type { LimitKey } from '../protocol/params';
 import { badInput, type JobHooks } from '../engine';
 import { backendOf, emit, num, oneModel, parse, progressHooks, required } from './args';
-import { formatProbe, fmtPct, useColour } from './format';
+import { formatCheck, formatCompare, formatProbe, fmtPct, useColour } from './format';
 import { defaultAdapterDir, formatModels } from './models';
 
 /** What every command gets besides its arguments: the job hooks' abort signal. */
@@ -132,6 +132,42 @@ export const train: Command = async (argv, c) => {
   return 0;
 };
 
+/** `domlora check`: one adapter per placement, the same budget for each, compared on the same held-out records. */
+export const check: Command = async (argv, c) => {
+  const a = parse(argv, {
+    data: { type: 'string' }, report: { type: 'string' }, placements: { type: 'string', multiple: true }, rank: { type: 'string' },
+    alpha: { type: 'string' }, lr: { type: 'string' }, steps: { type: 'string' }, 'batch-size': { type: 'string' }, 'grad-accum': { type: 'string' },
+    'seq-len': { type: 'string' }, 'eval-data': { type: 'string' }, 'eval-split': { type: 'string' }, seed: { type: 'string' }, seeds: { type: 'string' },
+    'max-samples': { type: 'string' }, samples: { type: 'string' }, 'warmup-steps': { type: 'string' }, 'weight-decay': { type: 'string' },
+    out: { type: 'string' }, resume: { type: 'string' }, force: { type: 'boolean' },
+  });
+  const n = numbers(a.values, ['rank', 'alpha', 'lr', 'steps', 'batchSize', 'gradAccum', 'seqLen', 'evalSplit', 'seed', 'seeds', 'maxSamples',
+    'samples', 'warmupSteps', 'weightDecay', 'gpuMemoryGiB']);
+  const modelDir = oneModel(a.positionals);
+  const resume = a.values.resume;
+  if (resume && a.values.force) throw badInput('--force starts a check afresh and --resume continues one; give one of them');
+  const params = {
+    modelDir, data: resume ? a.values.data ?? '' : required(a.values.data, 'data'), report: a.values.report, placements: a.values.placements,
+    ...n, evalData: a.values['eval-data'], out: resume ?? required(a.values.out, 'out'), resume, force: Boolean(a.values.force),
+    backend: backendOf(a.values.backend),
+  };
+  const { runCheck } = await import('../engine');
+  const r = await runCheck(params, hooksOf(a.values, c));
+  emit(Boolean(a.values.json), r, () => formatCheck(r));
+  return 0;
+};
+
+/** `domlora compare R1 R2 ...`: probe reports of one model, pairwise. */
+export const compare: Command = async (argv) => {
+  const a = parse(argv, {});
+  numbers(a.values, []);
+  if (a.positionals.length < 2) throw badInput(`compare needs two or more reports, got ${a.positionals.length ? a.positionals.join(' ') : 'none'}`);
+  const { runCompare } = await import('../engine');
+  const r = runCompare({ reports: a.positionals });
+  emit(Boolean(a.values.json), r, () => formatCompare(r));
+  return 0;
+};
+
 export const exportAdapter: Command = async (argv, c) => {
   const a = parse(argv, { format: { type: 'string' }, out: { type: 'string' }, model: { type: 'string' }, force: { type: 'boolean' }, gpus: { type: 'string' } });
   const n = numbers(a.values, ['gpus']);
@@ -181,5 +217,5 @@ export const models: Command = async (argv) => {
 
 export const COMMANDS: Record<string, Command> = {
   models,
-  info, eval: evaluate, generate, probe, train, export: exportAdapter, 'make-demo-model': makeDemoModel, demo,
+  info, eval: evaluate, generate, probe, train, check, compare, export: exportAdapter, 'make-demo-model': makeDemoModel, demo,
 };

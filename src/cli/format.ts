@@ -1,5 +1,5 @@
 // Terminal rendering of results: a summary table and a layers x kinds heatmap (colour when the terminal has it).
-import type { ProbeReport } from '../protocol/messages';
+import type { CheckResult, CompareResult, ProbeReport, Spread } from '../protocol/messages';
 
 export function useColour(stream: NodeJS.WriteStream): boolean {
   if (process.env.NO_COLOR) return false;
@@ -69,4 +69,54 @@ export function formatHeatmap(r: ProbeReport, colour: boolean): string {
     lines.push(row);
   }
   return lines.join('\n');
+}
+
+/** The placement check as a table, with the correlation and the findings under it. */
+export function formatCheck(r: CheckResult): string {
+  const seeds = r.config.seeds;
+  const pm = (s: Spread) => (s.sd !== undefined ? `${s.mean.toFixed(4)} ± ${s.sd.toFixed(4)}` : s.mean.toFixed(4));
+  const out: string[] = [];
+  out.push(`Placement check of ${r.model.path} (${r.model.modelType}, ${r.model.layers} layers) on ${r.data}`);
+  out.push(`  ${r.config.steps} steps of ${r.config.batchSize * r.config.gradAccum} records, rank ${r.config.rank}, alpha ${r.config.alpha}, lr ${r.config.lr}, ` +
+    `seq-len ${r.config.seqLen}, ${seeds.length} seed${seeds.length === 1 ? '' : 's'} (${seeds.join(', ')}), backend ${r.backend}`);
+  out.push(`  ${r.trainRecords} train / ${r.evalRecords} held-out records${r.evalData ? ` (from ${r.evalData})` : ''}` +
+    `${r.config.maxSamples !== undefined ? ` of the first ${r.config.maxSamples} usable` : ''}; ` +
+    `held-out loss before training ${r.placements[0]?.evalLossBefore.toFixed(4) ?? '–'}; PAGE shares from ${r.report.path}`);
+  out.push('');
+  const rows = r.placements.map((p) => [
+    p.reductionRank !== undefined ? String(p.reductionRank) : '–', p.label, p.trainableParams.toLocaleString('en-US'), fmtPct(p.share),
+    pm(p.evalLossAfter), pm(p.reduction), `${p.seconds.toFixed(1)} s`,
+  ]);
+  const head = ['rank', 'placement', 'params', 'share', `eval loss after${seeds.length > 1 ? ' (± sd)' : ''}`, 'reduction', 'time'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
+  const line = (cells: string[]) => '  ' + cells.map((c, i) => (i === 1 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join('  ');
+  out.push(line(head));
+  for (const row of rows) out.push(line(row));
+  out.push('');
+  const c = r.correlation;
+  out.push(`  Spearman (PAGE share vs loss reduction, ${c.singles} single placements): ${c.spearman === null ? 'undefined' : c.spearman.toFixed(3)}` +
+    (c.dominantRank !== undefined ? `; the dominant module ranks ${c.dominantRank} of ${c.singles}` : ''));
+  for (const f of r.findings) out.push(`  - ${f}`);
+  out.push('');
+  out.push(`  adapters (PEFT) in ${r.dir}/adapters/<placement>/seed-<seed>/; the table in ${r.dir}/check.json`);
+  return out.join('\n');
+}
+
+/** N reports of one model: the dominant of each, and the pairwise Spearman matrix. */
+export function formatCompare(r: CompareResult): string {
+  const out: string[] = [`Comparing ${r.reports.length} PAGE reports of one model (${r.modules} modules)`, ''];
+  const names = r.reports.map((_, i) => `R${i + 1}`);
+  for (const [i, x] of r.reports.entries()) {
+    out.push(`  ${names[i]}  ${x.dataset}`);
+    out.push(`      dominant ${x.dominant.name} (layer ${x.dominant.layer} · ${x.dominant.kind}), share ${fmtPct(x.dominant.share)}, ` +
+      `bootstrap ${fmtPct(x.dominant.stability)}, ${x.samples} records; report ${x.file}`);
+  }
+  out.push('');
+  out.push('  Spearman rank correlation of the module orderings:');
+  out.push('       ' + names.map((n) => n.padStart(7)).join(''));
+  for (const [i, row] of r.spearman.entries()) out.push(`  ${names[i].padEnd(5)}` + row.map((v) => v.toFixed(3).padStart(7)).join(''));
+  out.push('');
+  out.push(`  dominant module: ${r.sameDominant ? 'the same in every report' : 'differs'}; dominant layer: ${r.sameDominantLayer ? 'agrees' : 'differs'}`);
+  for (const f of r.findings) out.push(`  - ${f}`);
+  return out.join('\n');
 }

@@ -7,7 +7,7 @@ import { COMMANDS } from './commands';
 import { runQuietly } from './quiet';
 
 /** Commands that start a tensor backend, and so may look for a GPU (see quiet.ts). */
-const STARTS_BACKEND = new Set(['eval', 'generate', 'probe', 'train', 'export', 'demo']);
+const STARTS_BACKEND = new Set(['eval', 'generate', 'probe', 'train', 'check', 'export', 'demo']);
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;

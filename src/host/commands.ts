@@ -5,18 +5,20 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { moduleLabel, type ExportParams, type ProbeParams, type ProbeReport, type TrainParams } from '../protocol/messages';
-import type { Preset, RunView } from '../protocol/webview';
+import { moduleLabel, type CheckParams, type CheckResult, type CompareResult, type ExportParams, type ProbeParams, type ProbeReport, type TrainParams } from '../protocol/messages';
+import type { CheckView, ComparisonView, Preset, RunView } from '../protocol/webview';
 import { readSettings, type Settings } from './config';
 import type { CommandFactory, Ctx } from './ctx';
 import * as notify from './notify';
 import { modelUriOf, pickAndProbe, type ModelsNode } from './modelsView';
-import { ensureFolder, isModelFolder, modelName } from './store';
+import { ensureFolder, isModelFolder, modelName, readReport } from './store';
 import { JobError } from './worker';
 
 export interface ProbeOptions { data?: string; samples?: number; seqLen?: number; out?: string }
 export interface TrainOptions { preset?: Preset; module?: string; data?: string; out?: string; steps?: number }
 export interface ExportOptions { preset?: Preset; format?: ExportParams['format']; out?: string }
+export interface CheckOptions { seeds?: number; resume?: boolean; placements?: string[]; data?: string; out?: string; steps?: number }
+export interface CompareOptions { reports?: string[] }
 
 const PROBE_REQUIREMENTS = 'A model folder holds a Hugging Face config.json, the weights (model.safetensors) and tokenizer.json.';
 
@@ -397,4 +399,207 @@ export const exportAdapter: CommandFactory = (ctx) => async (uri?: vscode.Uri | 
 function revealPath(p: string): Thenable<unknown> {
   const uri = vscode.Uri.file(p);
   return vscode.commands.executeCommand(vscode.workspace.getWorkspaceFolder(uri) ? 'revealInExplorer' : 'revealFileInOS', uri);
+}
+
+// ---- The placement check and the comparison of datasets -------------------------------------------------------
+
+/** Runs finished and planned in a check's state file, or undefined when the folder holds none (nothing to resume). */
+export function checkProgressOnDisk(dir: string): { finished: number; total: number } | undefined {
+  try {
+    const st = JSON.parse(fs.readFileSync(path.join(dir, 'check-state.json'), 'utf8'));
+    const total = st.plan.placements.length * st.plan.seeds.length;
+    return { finished: Object.keys(st.finished ?? {}).length, total };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The model a panel-side command works on: the one named, else the active panel's, else the user's pick. */
+async function commandModel(ctx: Ctx, uri: unknown, purpose: string): Promise<string | undefined> {
+  return modelUriOf(uri) ? resolveModelFolder(ctx, uri, purpose) : ctx.panels.activeModel() ?? resolveModelFolder(ctx, undefined, purpose);
+}
+
+/**
+ * "Check Placement": trains one adapter per placement (the dominant module, the runner-up, the lowest, two random
+ * modules of the dominant's kind, vanilla LoRA) with the training settings, and shows the loss reductions in the
+ * panel. Asks for one seed or three (error bars), or to resume a check that stopped.
+ */
+export const checkPlacement: CommandFactory = (ctx) => async (uri?: vscode.Uri | ModelsNode, opts: CheckOptions = {}) => {
+  const modelDir = await commandModel(ctx, uri, 'check the placement of');
+  if (!modelDir) return undefined;
+  const model = modelName(modelDir);
+  if (refuseWhileBusy(ctx)) return undefined;
+  const rep = ctx.models.report(modelDir);
+  if (!rep) {
+    notify.error(`DomLoRA: there is no PAGE probe of ${model} yet, so there is no placement to check. Run the probe first.`,
+      { title: 'Run PAGE Probe', run: () => vscode.commands.executeCommand('domlora.runProbe', vscode.Uri.file(modelDir)) });
+    return undefined;
+  }
+  // The report shown may be one written elsewhere and since removed: the check reads it, so say so before any work.
+  if (!fs.existsSync(rep.path)) {
+    notify.error(`DomLoRA: the PAGE report of ${model} shown in the panel is no longer on disk (${displayPath(rep.path)}), so there is no placement to check. Run the probe again.`,
+      { title: 'Run PAGE Probe', run: () => vscode.commands.executeCommand('domlora.runProbe', vscode.Uri.file(modelDir)) });
+    return undefined;
+  }
+  const last = ctx.models.check(modelDir);
+  const stopped = last && (last.status === 'cancelled' || last.status === 'failed') ? checkProgressOnDisk(last.dir) : undefined;
+  const resumable = stopped && stopped.finished < stopped.total ? stopped : undefined;
+  let resume = Boolean(opts.resume);
+  let seeds = opts.seeds;
+  if (!resume && seeds === undefined) {
+    type Item = vscode.QuickPickItem & { seeds?: number; resume?: boolean };
+    const items: Item[] = [];
+    if (resumable) items.push({ label: '$(debug-continue) Resume the stopped check', description: `${resumable.finished} of ${resumable.total} runs done`, resume: true });
+    items.push(
+      { label: '$(beaker) One seed', description: 'one adapter per placement: quicker, but no spread to tell a difference from noise', seeds: 1 },
+      { label: '$(beaker) Three seeds', description: 'error bars over seeds 0, 1, 2: three times the training', seeds: 3 });
+    const picked = await vscode.window.showQuickPick(items, {
+      title: `DomLoRA: check the placement of ${model}`,
+      placeHolder: 'Trains the dominant module, the runner-up, the lowest, two random modules of its kind and vanilla LoRA, each with the same budget',
+    });
+    if (!picked) return undefined;
+    resume = Boolean(picked.resume);
+    seeds = picked.seeds;
+  }
+  if (resume && !resumable) {
+    notify.info(`DomLoRA: there is no stopped placement check of ${model} to resume.`);
+    return undefined;
+  }
+  const settings = readSettings(vscode.Uri.file(modelDir));
+  let params: CheckParams;
+  if (resume) {
+    params = { modelDir, data: '', out: last!.dir, resume: last!.dir, backend: settings.backend, gpuMemoryGiB: settings.gpuMemoryGiB };
+    seeds = last!.seeds;
+  } else {
+    let data = opts.data;
+    if (!data && fs.existsSync(rep.report.config.dataset)) data = rep.report.config.dataset;
+    data ??= settings.dataset ?? await pickDataset(ctx, modelDir, settings, 'check the placement of');
+    if (!data || !checkDataset(data)) return undefined;
+    params = {
+      modelDir, data, report: rep.path, out: opts.out ?? ctx.store.newCheckDir(modelDir), seeds, placements: opts.placements,
+      rank: settings.rank, alpha: settings.alpha, lr: settings.learningRate, steps: opts.steps ?? settings.steps, seqLen: settings.seqLen,
+      backend: settings.backend, gpuMemoryGiB: settings.gpuMemoryGiB,
+    };
+  }
+  const view: CheckView = { status: 'running', dir: params.out, seeds: seeds ?? 1, startedAt: new Date().toISOString() };
+  ctx.panels.show(modelDir, true);
+  await ctx.models.setCheck(modelDir, view);
+  ctx.models.setJob(modelDir, { kind: 'check' });
+  try {
+    const result = await ctx.jobs.run({ kind: 'check', model, title: `DomLoRA: placement check of ${model}` }, 'check', params,
+      (p) => { ctx.models.jobProgress(modelDir, p); ctx.models.checkProgress(modelDir, p); });
+    ctx.models.setJob(modelDir, undefined);
+    await ctx.models.setCheck(modelDir, { ...view, status: 'done', result });
+    for (const f of result.findings) ctx.log(`[check] ${f}`);
+    notify.info(`DomLoRA: placement check of ${model} done. ${checkHeadline(result)}`,
+      { title: 'Reveal Adapters', run: () => revealPath(path.join(result.dir, 'adapters')) }, { title: 'Show Log', run: () => ctx.output.show() });
+    return result;
+  } catch (err) {
+    const cancelled = err instanceof JobError && err.code === 'cancelled';
+    const counts = checkProgressOnDisk(params.out);
+    ctx.models.setJob(modelDir, undefined);
+    await ctx.models.setCheck(modelDir, { ...view, status: cancelled ? 'cancelled' : 'failed', error: err instanceof Error ? err.message : String(err),
+      ...(counts ? { finishedRuns: counts.finished, totalRuns: counts.total } : {}) });
+    if (cancelled && counts) {
+      ctx.log(`[host] the placement check of ${model} was cancelled with ${counts.finished} of ${counts.total} runs finished`);
+      notify.info(`DomLoRA: the placement check of ${model} was cancelled. The ${counts.finished} of ${counts.total} runs it finished are kept; ` +
+        'resume it to train the rest.', { title: 'Resume', run: () => vscode.commands.executeCommand('domlora.checkPlacement', vscode.Uri.file(modelDir), { resume: true }) });
+    } else {
+      reportJobError(ctx, 'placement check', model, err);
+    }
+    return undefined;
+  }
+};
+
+/** One sentence for the notification: where the dominant module ranks, and vanilla's reduction beside its own. */
+export function checkHeadline(r: CheckResult): string {
+  const dom = r.placements.find((p) => p.kind === 'dominant');
+  const van = r.placements.find((p) => p.kind === 'vanilla');
+  const parts: string[] = [];
+  if (dom && r.correlation.dominantRank !== undefined) {
+    parts.push(`The dominant module ranks ${r.correlation.dominantRank} of ${r.correlation.singles} single placements by loss reduction (${dom.reduction.mean.toFixed(3)})`);
+  }
+  if (van) parts.push(`vanilla LoRA ${van.reduction.mean.toFixed(3)}`);
+  return parts.length ? `${parts.join('; ')}.` : '';
+}
+
+/**
+ * "Compare Datasets…": probe reports of the model (on different data) compared pairwise: the dominant of each, the
+ * rank correlation of their orderings, shown in the panel beside small heatmaps of each.
+ */
+export const compareDatasets: CommandFactory = (ctx) => async (uri?: vscode.Uri | ModelsNode, opts: CompareOptions = {}) => {
+  const modelDir = await commandModel(ctx, uri, 'compare the reports of');
+  if (!modelDir) return undefined;
+  const model = modelName(modelDir);
+  let files = opts.reports;
+  if (!files) {
+    type Item = vscode.QuickPickItem & { file?: string };
+    const reports = ctx.store.listReports(modelDir).map((file) => ({ file, report: readReport(file) })).filter((x): x is { file: string; report: ProbeReport } => !!x.report);
+    // The newest report of each dataset is picked to begin with.
+    const firstOfData = new Set<string>();
+    const items: Item[] = reports.map(({ file, report }) => {
+      const key = report.config.datasetSha256 || report.config.dataset;
+      const picked = !firstOfData.has(key) && firstOfData.size < 4;
+      if (picked) firstOfData.add(key);
+      return { label: path.basename(report.config.dataset), description: `dominant ${moduleLabel(report.dominant.name, report)} · ${new Date(report.createdAt).toLocaleString()}`,
+        detail: displayPath(file), file, picked };
+    });
+    items.push({ label: '$(folder-opened) Other reports…', description: 'probe reports of this model anywhere on disk' });
+    if (reports.length < 2) {
+      notify.info(`DomLoRA: ${model} has ${reports.length ? 'one PAGE report' : 'no PAGE report'} in its folder; comparing datasets needs two or more. ` +
+        'Probe the model on another dataset, or pick other reports.', { title: 'Run PAGE Probe', run: () => vscode.commands.executeCommand('domlora.runProbe', vscode.Uri.file(modelDir)) },
+      { title: 'Pick Reports…', run: () => vscode.commands.executeCommand('domlora.compareDatasets', vscode.Uri.file(modelDir), { reports: [] }) });
+      return undefined;
+    }
+    const picked = await vscode.window.showQuickPick(items, { canPickMany: true, title: `DomLoRA: reports of ${model} to compare (two or more)`,
+      placeHolder: 'One report per dataset: is the dominant module, and its layer, the same on each?' });
+    if (!picked) return undefined;
+    files = picked.filter((p) => p.file).map((p) => p.file!);
+    if (picked.some((p) => !p.file)) files.push(...await browseReports(modelDir));
+  } else if (!files.length) {
+    files = await browseReports(modelDir);
+  }
+  if (files.length < 2) {
+    notify.warn(`DomLoRA: pick two or more reports to compare (${files.length} picked).`);
+    return undefined;
+  }
+  let result: CompareResult;
+  try {
+    result = await ctx.worker.request('compare', { reports: files }).result;
+  } catch (err) {
+    reportJobError(ctx, 'comparison', model, err);
+    return undefined;
+  }
+  ctx.models.setComparison(modelDir, comparisonView(result));
+  ctx.panels.show(modelDir);
+  for (const f of result.findings) ctx.log(`[compare] ${f}`);
+  return result;
+};
+
+async function browseReports(modelDir: string): Promise<string[]> {
+  const chosen = await vscode.window.showOpenDialog({
+    canSelectFiles: true, canSelectMany: true, openLabel: 'Compare these reports', title: 'DomLoRA: probe reports of the same model',
+    filters: { 'PAGE reports': ['json'] }, defaultUri: vscode.Uri.file(path.dirname(modelDir)),
+  });
+  return chosen?.map((u) => u.fsPath) ?? [];
+}
+
+/** The panel's view of a comparison: the result, and each report's shares laid out as the heatmap is. */
+export function comparisonView(result: CompareResult): ComparisonView {
+  const reports = result.reports.map((r) => readReport(r.file));
+  const first = reports.find((r) => r)!;
+  const kinds = first.kinds;
+  const layers = first.model.layers;
+  const names = result.reports.map((r) => path.basename(r.dataset));
+  const grids = reports.map((r, i) => {
+    const shares = new Array<number>(layers * kinds.length).fill(0);
+    for (const m of r?.modules ?? []) {
+      const k = kinds.indexOf(m.kind);
+      if (k >= 0 && m.layer < layers) shares[m.layer * kinds.length + k] = m.share;
+    }
+    // Two reports of one dataset get their order as well as the name.
+    const label = names.filter((n) => n === names[i]).length > 1 ? `${names[i]} (${i + 1})` : names[i];
+    return { label, shares };
+  });
+  return { result, kinds, layers, grids };
 }

@@ -18,7 +18,7 @@ export interface JobSpec {
 interface Running { id: number; spec: JobSpec; cancelRequested: boolean }
 
 /** The main phase of each job: the one whose done/total drives the notification's bar. */
-const MAIN_PHASE: Record<JobKind, Progress['phase']> = { probe: 'probe', train: 'train', export: 'export' };
+const MAIN_PHASE: Record<JobKind, Progress['phase']> = { probe: 'probe', train: 'train', export: 'export', check: 'train' };
 
 export class Jobs implements vscode.Disposable {
   private current?: Running;
@@ -48,8 +48,9 @@ export class Jobs implements vscode.Disposable {
         this.status.set({ kind: 'running', job: spec.kind, preset: spec.preset, model: spec.model, startedAt, progress: p });
         if (reporter) {
           let increment: number | undefined;
-          if (p.phase === MAIN_PHASE[spec.kind] && p.total > 0) {
-            const percent = Math.min(100, (100 * p.done) / p.total);
+          const fraction = jobFraction(spec.kind, p);
+          if (fraction !== undefined) {
+            const percent = Math.min(100, 100 * fraction);
             if (percent > reportedPercent) { increment = percent - reportedPercent; reportedPercent = percent; }
           }
           reporter.report({ message: describeProgress(p), increment });
@@ -97,6 +98,21 @@ export class Jobs implements vscode.Disposable {
   dispose(): void {
     this.cancel();
   }
+}
+
+/**
+ * How far a job is, from 0 to 1, when its progress says: its main phase's done/total, and for a placement check the
+ * runs finished plus the current run's share (its steps), so the bar moves across the whole check, not each run.
+ */
+export function jobFraction(kind: JobKind, p: Progress): number | undefined {
+  const pl = p.placement;
+  if (kind === 'check' && pl) {
+    const runs = pl.count * pl.seeds;
+    const before = (pl.index - 1) * pl.seeds + (pl.seedIndex - 1);
+    const within = p.phase === 'train' && p.total > 0 ? p.done / p.total : 0;
+    return (before + within) / runs;
+  }
+  return p.phase === MAIN_PHASE[kind] && p.total > 0 ? p.done / p.total : undefined;
 }
 
 /** "probe 12/32 · loss 2.31 · ETA 0:42", for the notification. */

@@ -5,7 +5,7 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { BackendInfo, Progress, ProbeReport, TrainCurvePoint } from '../protocol/messages';
-import type { HeatmapReport, JobView, PanelState, Preset, RunView } from '../protocol/webview';
+import type { CheckView, ComparisonView, HeatmapReport, JobView, PanelState, Preset, RunView } from '../protocol/webview';
 import { modelName, type Store } from './store';
 
 /** The report without the per-record matrix, which the panel does not draw. */
@@ -21,6 +21,8 @@ interface ModelLive {
   reportPath?: string;
   job?: JobView;
   liveRun?: RunView;
+  check?: CheckView;
+  comparison?: ComparisonView;
 }
 
 /** A step of a live training run: appended to its curve without sending the whole state. */
@@ -117,6 +119,34 @@ export class Models implements vscode.Disposable {
     this.fire(modelDir);
   }
 
+  /** The model's placement check: the live one, else the last one remembered. */
+  check(modelDir: string): CheckView | undefined {
+    return this.liveOf(modelDir).check ?? this.store.lastCheck(modelDir);
+  }
+
+  /** A check starts, ends or stops: shown at once, and remembered unless it is still running. */
+  async setCheck(modelDir: string, view: CheckView): Promise<void> {
+    // A check that ended shows its result or its stop, never the last progress of its last run.
+    this.liveOf(modelDir).check = view.status === 'running' ? { ...view } : { ...view, progress: undefined };
+    if (view.status !== 'running') await this.store.setLastCheck(modelDir, view);
+    this.fire(modelDir);
+  }
+
+  /** A running check's progress: redrawn when the run changes, and every few steps within one. */
+  checkProgress(modelDir: string, p: Progress): void {
+    const check = this.liveOf(modelDir).check;
+    if (!check || check.status !== 'running') return;
+    const prev = check.progress;
+    this.liveOf(modelDir).check = { ...check, progress: p };
+    const runChanged = prev?.placement?.index !== p.placement?.index || prev?.placement?.seed !== p.placement?.seed || prev?.phase !== p.phase;
+    if (runChanged || p.done === p.total || p.done % 4 === 0) this.fire(modelDir);
+  }
+
+  setComparison(modelDir: string, view: ComparisonView | undefined): void {
+    this.liveOf(modelDir).comparison = view;
+    this.fire(modelDir);
+  }
+
   setBackend(backend: BackendInfo): void {
     this.backend = backend;
     this.changed.fire(undefined);
@@ -141,6 +171,8 @@ export class Models implements vscode.Disposable {
       job: live.job,
       backend: this.backend ?? this.workerBackend(),
       rank: rep?.report.config.rank,
+      check: this.check(key),
+      comparison: live.comparison,
     };
   }
 

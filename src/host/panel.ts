@@ -6,8 +6,8 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { TrainCurvePoint } from '../protocol/messages';
 import {
-  CancelCommand, ExportCommand, PlaceCommand, ReadyCommand, RerunProbeCommand, RevealCommand, StateNotification,
-  TrainCommand, TrainPointNotification,
+  CancelCommand, CheckPlacementCommand, CloseComparisonCommand, CompareDatasetsCommand, ExportCommand, PlaceCommand, ReadyCommand,
+  RerunProbeCommand, RevealCommand, RevealPlacementCommand, StateNotification, TrainCommand, TrainPointNotification,
   type PanelState, type Preset, type WebviewMessage, type WebviewPersistedState,
 } from '../protocol/webview';
 import type { Models } from './models';
@@ -75,6 +75,14 @@ export class HeatmapPanel implements vscode.Disposable {
         await vscode.commands.executeCommand('domlora.cancel');
       } else if (RerunProbeCommand.is(m)) {
         await vscode.commands.executeCommand('domlora.runProbe', uri);
+      } else if (CheckPlacementCommand.is(m)) {
+        await vscode.commands.executeCommand('domlora.checkPlacement', uri, m.params?.resume === true ? { resume: true } : {});
+      } else if (RevealPlacementCommand.is(m)) {
+        await this.revealPlacement(m.params?.placement);
+      } else if (CompareDatasetsCommand.is(m)) {
+        await vscode.commands.executeCommand('domlora.compareDatasets', uri);
+      } else if (CloseComparisonCommand.is(m)) {
+        this.deps.models.setComparison(this.modelDir, undefined);
       } else if (RevealCommand.is(m)) {
         const target = vscode.Uri.file(m.params.path);
         const inWorkspace = vscode.workspace.getWorkspaceFolder(target);
@@ -83,6 +91,28 @@ export class HeatmapPanel implements vscode.Disposable {
     } catch (err) {
       this.deps.log(`[panel] ${m.method}: ${String(err)}`);
     }
+  }
+
+  /**
+   * Opens the adapters of one placement of the check shown: the webview names the placement, and the folder is the
+   * one the check's own result gives for it, so no path from the webview is ever opened.
+   */
+  private async revealPlacement(id: unknown): Promise<void> {
+    const result = this.deps.models.check(this.modelDir)?.result;
+    const placement = typeof id === 'string' ? result?.placements.find((p) => p.id === id) : undefined;
+    if (!placement || !placement.runs.length) {
+      this.deps.log(`[panel] check/reveal: no placement ${JSON.stringify(id)} in the check shown`);
+      return;
+    }
+    // All its seeds: the placement's folder; one seed: that run's adapter.
+    const folder = placement.runs.length > 1 ? path.dirname(placement.runs[0].adapterDir) : placement.runs[0].adapterDir;
+    if (!fs.existsSync(folder)) {
+      void vscode.window.showWarningMessage(`DomLoRA: the adapters of ${placement.label} are no longer in ${folder}.`);
+      return;
+    }
+    const target = vscode.Uri.file(folder);
+    this.deps.log(`[panel] revealing the adapters of ${placement.id}: ${folder}`);
+    await vscode.commands.executeCommand(vscode.workspace.getWorkspaceFolder(target) ? 'revealInExplorer' : 'revealFileInOS', target);
   }
 
   dispose(): void {

@@ -4,7 +4,7 @@ import * as vscode from 'vscode';
 import { backendLabel, type BackendInfo, type Progress } from '../protocol/messages';
 import type { Preset } from '../protocol/webview';
 
-export type JobKind = 'probe' | 'train' | 'export';
+export type JobKind = 'probe' | 'train' | 'export' | 'check';
 
 export type StatusState =
   | { kind: 'idle'; backend?: BackendInfo; backendIsRemembered?: boolean; lastError?: string }
@@ -41,6 +41,9 @@ export function renderStatus(s: StatusState): StatusView {
   }
   const p = s.progress;
   const parts: string[] = [];
+  // A placement check trains one run after another: which one first, then the run's own progress.
+  const pl = p?.placement;
+  if (pl) parts.push(`check ${pl.index}/${pl.count}${pl.seeds > 1 ? ` seed ${pl.seedIndex}/${pl.seeds}` : ''}`);
   const phase = p && p.phase !== s.job && !(s.job === 'train' && p.phase === 'train') ? p.phase : jobLabel(s);
   if (p && p.total > 0 && (p.phase === 'probe' || p.phase === 'train' || p.phase === 'eval' || p.phase === 'tokenize')) {
     parts.push(`${phase} ${p.done}/${p.total}`);

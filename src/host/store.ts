@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { hfSnapshotOf, type ProbeReport } from '../protocol/messages';
-import type { Preset, RunView } from '../protocol/webview';
+import type { CheckView, Preset, RunView } from '../protocol/webview';
 
 /** `20261129-011900`: sortable, readable, and safe in file names on every OS. */
 export function timestamp(d = new Date()): string {
@@ -125,6 +125,11 @@ export class Store {
     return freshPath(this.modelDataDir(modelDir), `adapter-${preset}-`);
   }
 
+  /** A new placement check folder: `check-<timestamp>` in the model's data folder. */
+  newCheckDir(modelDir: string): string {
+    return freshPath(this.modelDataDir(modelDir), 'check-');
+  }
+
   /** Probe reports of a model, newest first. */
   listReports(modelDir: string): string[] {
     const dir = this.modelDataDir(modelDir);
@@ -177,6 +182,15 @@ export class Store {
   setRun(modelDir: string, run: RunView): Thenable<void> {
     const runs = { ...this.runs(modelDir), [run.preset]: run };
     return this.context.workspaceState.update(this.key('runs', modelDir), runs);
+  }
+
+  /** The last placement check of a model (finished, or stopped and resumable), without its live progress. */
+  lastCheck(modelDir: string): CheckView | undefined {
+    return this.context.workspaceState.get<CheckView>(this.key('check', modelDir));
+  }
+
+  setLastCheck(modelDir: string, view: CheckView | undefined): Thenable<void> {
+    return this.context.workspaceState.update(this.key('check', modelDir), view ? { ...view, progress: undefined } : undefined);
   }
 
   /** Models whose panel was open, so a reload can say which model a restored panel shows. */

@@ -42,7 +42,37 @@ export interface TrainParams {
   keepCheckpoint?: boolean;
   /** Keep the outputs of the frozen layers below the lowest adapter across epochs (default true). */
   cacheLowerLayers?: boolean;
+  /**
+   * The seed that picks the held-out split (default: `seed`). The placement check holds it fixed while it varies
+   * `seed`, so the runs of every seed are evaluated on the same records.
+   */
+  splitSeed?: number;
 }
+/**
+ * `check`: one adapter per placement, trained with the same budget and evaluated on the same held-out records.
+ * Placements: `dominant`, `runner-up`, `lowest`, `random:K` (K modules of the dominant's kind), `vanilla` (every
+ * module), or module names; the default list when absent (see CHECK_PLACEMENTS in src/engine/check/placements.ts).
+ */
+export interface CheckParams {
+  modelDir: string; data: string;
+  /** A probe report of this model; without one the check probes `data` first and keeps the report in its folder. */
+  report?: string;
+  placements?: string[];
+  rank?: number; alpha?: number; lr?: number; steps?: number; batchSize?: number; gradAccum?: number; seqLen?: number;
+  evalData?: string; evalSplit?: number; seed?: number;
+  /** Runs per placement, with seeds seed, seed + 1, ...; more than one shows the spread. */
+  seeds?: number;
+  maxSamples?: number; warmupSteps?: number; weightDecay?: number;
+  /** Records the probe averages over, when the check probes (no `report`). */
+  samples?: number;
+  /** The check's folder: check.json, check-state.json, report.json (when it probed) and adapters/<placement>/seed-<s>/. */
+  out: string;
+  /** A check folder to continue: its placements already trained are kept, a placement cut short resumes from its checkpoint. */
+  resume?: string;
+  force?: boolean; backend?: BackendChoice; gpuMemoryGiB?: number;
+}
+/** `compare`: probe reports of one model (on different data), compared with each other. */
+export interface CompareParams { reports: string[] }
 /** `models`: the model folders of the Hugging Face cache and the given ones, from their headers alone. */
 export interface ModelsParams {
   /** Model folders to list besides the cache's (the workspace's, or the CLI's arguments), in this order. */
@@ -68,6 +98,8 @@ export interface MethodMap {
   train: { params: TrainParams; result: TrainResult };
   export: { params: ExportParams; result: ExportResult };
   models: { params: ModelsParams; result: ModelsResult };
+  check: { params: CheckParams; result: CheckResult };
+  compare: { params: CompareParams; result: CompareResult };
 }
 export type Method = keyof MethodMap;
 export type MethodParams<M extends Method> = MethodMap[M]['params'];
@@ -91,6 +123,8 @@ export interface Progress {
   lr?: number;
   tokensPerSecond?: number;
   message?: string;
+  /** In a placement check: which placement (1-based of `count`) and which of its seeds is being trained. */
+  placement?: { index: number; count: number; id: string; label: string; seed: number; seedIndex: number; seeds: number };
 }
 
 /** Worker -> host. */
@@ -245,4 +279,81 @@ export interface ExportResult {
   /** What downstream runtimes (vLLM, llama.cpp, Ollama) would refuse, found before anyone tries. */
   warnings: string[];
   loadCommands: string[];
+}
+
+// ---- The placement check and the comparison of reports -------------------------------------------------------------
+
+/** Mean, spread and range of one figure over a placement's seeds (`sd` only with two or more). */
+export interface Spread { mean: number; sd?: number; min: number; max: number; n: number }
+
+/** One trained adapter of a check: a placement at one seed. */
+export interface CheckRun {
+  seed: number; evalLossBefore: number; evalLossAfter: number;
+  /** evalLossBefore - evalLossAfter: how much the adapter lowered the held-out loss. */
+  reduction: number;
+  seconds: number; adapterDir: string;
+}
+
+export type PlacementKind = 'dominant' | 'runner-up' | 'lowest' | 'random' | 'vanilla' | 'module';
+
+export interface CheckPlacement {
+  /** `dominant`, `runner-up`, `lowest`, `random-1`, `vanilla`, or the module's name: its folder under adapters/. */
+  id: string;
+  /** The placement as the user asked for it (`random:2`, a module name). */
+  spec: string;
+  kind: PlacementKind;
+  /** `dominant (layer 1 · down_proj)`, `vanilla (all 35 modules)`. */
+  label: string;
+  modules: string[];
+  trainableParams: number;
+  /** Share of PAGE of its modules in the report (1 for vanilla). */
+  share: number;
+  /** Its module's rank by PAGE in the report (single placements). */
+  pageRank?: number;
+  runs: CheckRun[];
+  evalLossBefore: number;
+  evalLossAfter: Spread;
+  reduction: Spread;
+  /** Among the single placements, 1 = the largest mean loss reduction (vanilla has none). */
+  reductionRank?: number;
+  seconds: number;
+}
+
+export interface CheckResult {
+  tool: { name: 'domlora'; version: string };
+  kind: 'placement-check';
+  createdAt: string;
+  /** The check's folder. */
+  dir: string;
+  model: ModelSummary;
+  /** The report whose shares and dominant module the check tests (its own report.json when it probed). */
+  report: { path: string; dominant: string; probed: boolean; dataset: string };
+  data: string; dataSha256: string; evalData?: string;
+  trainRecords: number; evalRecords: number;
+  config: {
+    steps: number; lr: number; rank: number; alpha: number; batchSize: number; gradAccum: number; seqLen: number;
+    evalSplit: number; seeds: number[]; warmupSteps?: number; weightDecay: number; maxSamples?: number;
+  };
+  vanillaParams: number;
+  placements: CheckPlacement[];
+  /** Over the single placements: Spearman's rank correlation of PAGE share and mean loss reduction (null below 3). */
+  correlation: { spearman: number | null; singles: number; dominantRank?: number };
+  /** What the numbers say, in sentences, including when differences are inside the spread over seeds. */
+  findings: string[];
+  backend: Backend;
+  seconds: number;
+}
+
+/** Probe reports of one model, pairwise: do they agree on the dominant module and its layer, and on the ordering? */
+export interface CompareResult {
+  reports: { file: string; dataset: string; samples: number; dominant: { name: string; layer: number; kind: string; share: number; stability: number } }[];
+  /** Spearman's rank correlation of the module orderings (by expected PAGE), report by report. */
+  spearman: number[][];
+  /** How many of each pair's top-10 modules are the same. */
+  top10Overlap: number[][];
+  sameDominant: boolean;
+  sameDominantLayer: boolean;
+  modules: number;
+  /** The comparison in sentences. */
+  findings: string[];
 }

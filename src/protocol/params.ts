@@ -36,6 +36,8 @@ export const LIMITS = {
   samples: { flag: 'samples', setting: 'domlora.samples', integer: true, min: 1, max: 65536 },
   maxSamples: { flag: 'max-samples', integer: true, min: 1, max: 100_000_000 },
   seed: { flag: 'seed', integer: true, min: 0, max: 2 ** 31 - 1 },
+  /** Runs per placement in a placement check (seeds seed .. seed + N - 1). */
+  seeds: { flag: 'seeds', integer: true, min: 1, max: 100 },
   bootstrap: { flag: 'bootstrap', integer: true, min: 1, max: 100_000 },
   evalSplit: { flag: 'eval-split', min: 0, max: 1, maxExclusive: true },
   evalEvery: { flag: 'eval-every', integer: true, min: 1, max: 10_000_000 },

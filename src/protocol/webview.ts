@@ -1,6 +1,6 @@
 // The messages between the extension host and the heatmap webview, each declared once as a typed descriptor that
 // both sides import (the pattern of GitLens's webviews/protocol.ts). Plain JSON only; imports nothing but types.
-import type { BackendInfo, Progress, ProbeReport, TrainCurvePoint, TrainResult } from './messages';
+import type { BackendInfo, CheckResult, CompareResult, Progress, ProbeReport, TrainCurvePoint, TrainResult } from './messages';
 
 /** What travels through `postMessage` in both directions. */
 export interface WebviewMessage<P = unknown> {
@@ -45,9 +45,34 @@ export interface RunView {
 }
 
 export interface JobView {
-  kind: 'probe' | 'train' | 'export';
+  kind: 'probe' | 'train' | 'export' | 'check';
   preset?: Preset;
   progress?: Progress;
+}
+
+/** The placement check of this model shown in the panel: live while it runs, its result once done. */
+export interface CheckView {
+  status: 'running' | 'done' | 'failed' | 'cancelled';
+  /** The check's folder (its adapters are opened by placement, through the host, never by a path from the webview). */
+  dir: string;
+  seeds: number;
+  startedAt: string;
+  progress?: Progress;
+  result?: CheckResult;
+  error?: string;
+  /** Runs finished and planned, when a check stopped before its end: it can be resumed. */
+  finishedRuns?: number;
+  totalRuns?: number;
+}
+
+/** Several probe reports of this model compared (Compare Datasets): the matrix, and each report's shares to draw. */
+export interface ComparisonView {
+  result: CompareResult;
+  /** The heatmap's layout (the reports are of one model). */
+  kinds: string[];
+  layers: number;
+  /** Per report, in the result's order: a short label and the shares in layer-major, kind order (0 where absent). */
+  grids: { label: string; shares: number[] }[];
 }
 
 /** Everything the panel draws, sent whole whenever it changes (it is small next to a redraw). */
@@ -64,6 +89,8 @@ export interface PanelState {
   backend?: BackendInfo;
   /** Rank used for the parameter counts of the cells (the probe's rank). */
   rank?: number;
+  check?: CheckView;
+  comparison?: ComparisonView;
 }
 
 // ---- Host -> webview ------------------------------------------------------------------------------------------
@@ -85,6 +112,14 @@ export const CancelCommand = new MessageType<Record<string, never>>('cancel');
 export const RerunProbeCommand = new MessageType<Record<string, never>>('probe');
 /** Reveal a file or folder (an adapter, the report) in the OS / the explorer. */
 export const RevealCommand = new MessageType<{ path: string }>('reveal');
+/** Run the placement check for the report shown (or resume the one that stopped). */
+export const CheckPlacementCommand = new MessageType<{ resume?: boolean }>('check');
+/** Open the adapters of one placement of the check shown: named by its id, the host finds the folder. */
+export const RevealPlacementCommand = new MessageType<{ placement: string }>('check/reveal');
+/** Pick reports of this model on other data and compare them (the Compare Datasets view). */
+export const CompareDatasetsCommand = new MessageType<Record<string, never>>('compare');
+/** Close the comparison view. */
+export const CloseComparisonCommand = new MessageType<Record<string, never>>('compare/close');
 
 /** The state the webview keeps with `setState`, so a hidden and restored panel redraws at once. */
 export interface WebviewPersistedState {

@@ -16,6 +16,8 @@ const handlers: Handlers = {
   train: async (p, hooks) => (await import('../engine')).runTrain(p, hooks),
   export: async (p, hooks) => (await import('../engine')).runExport(p, hooks),
   models: async (p) => (await import('../engine')).listModels(p),
+  check: async (p, hooks) => (await import('../engine')).runCheck(p, hooks),
+  compare: async (p) => (await import('../engine')).runCompare(p),
 };
 
 const running = new Map<number, AbortController>();

@@ -145,6 +145,11 @@ function makeWorkspace(dir, base, settings, models) {
   // A dataset that breaks on its third line: the engine must name the file and the line.
   write(path.join(dir, 'data', 'bad.jsonl'), '{"question": "What is 1 plus 1?", "answer": "1 plus 1 is 2."}\n'
     + '{"question": "What is 2 plus 2?", "answer": "2 plus 2 is 4."}\n{"question": "What is 3 plus 3?", "answer": \n');
+  // Another kind of data, for Compare Datasets: the fixtures' code instructions short enough that their answers start
+  // within the workspaces' short --seq-len, as question/answer records (the Alpaca template alone would not fit).
+  const code = JSON.parse(fs.readFileSync(path.join(root, 'test/fixtures/data/code/code_alpaca_2k.json'), 'utf8'))
+    .filter((r) => !r.input && r.instruction.length <= 40).slice(0, 48);
+  write(path.join(dir, 'data', 'code.jsonl'), code.map((r) => JSON.stringify({ question: r.instruction, answer: r.output })).join('\n') + '\n');
   write(path.join(dir, 'notes', 'README.md'), '# Notes\n\nNot a model: no config.json here.\n');
   write(path.join(dir, '.vscode', 'settings.json'), JSON.stringify(settings, null, 2));
 }
@@ -592,6 +597,171 @@ async function runJourneys(browser, cs, ws, hfCache) {
     await page.keyboard.press('Control+PageUp');
     await frame.locator('#heatmap .cell.placed').waitFor({ timeout: 20_000 });
     assert(await frame.locator('#heatmap .cell.placed').getAttribute('data-name') === placed.name, 'placement after restore');
+  });
+
+  /** The journeys below can run alone (--only): they probe tiny on arith first when no journey has. */
+  async function ensureTinyHeatmap() {
+    await waitFor(async () => /DomLoRA/.test(await statusText(page)), 60_000, 'the DomLoRA status bar item (activation)');
+    if (!reports().length) {
+      await contextMenuItem(page, 'tiny', 'Run PAGE Probe');
+      await quickPick(page, 'dataset');
+      await pickItem(page, 'arith');
+      await waitFor(async () => reports().length > 0, 180_000, 'the probe of tiny');
+      await waitFor(async () => !(await statusSpinning(page)) && /DomLoRA: wasm/.test(await statusText(page)), 30_000, 'idle after the probe');
+    }
+    // Only tiny's panel open, so the webview locator finds one frame.
+    const tabs = await page.locator('.tabs-container .tab').allTextContents();
+    if (tabs.length !== 1 || !tabs[0].includes('PAGE · tiny')) {
+      // Keys go to the webview while it has the focus: the side bar's title takes it back, so F1 opens the palette.
+      await page.locator('.part.sidebar .composite.title').first().click();
+      await runPaletteCommand(page, 'View: Close All Editors');
+      await sleep(800);
+      await contextMenuItem(page, 'tiny', 'Show PAGE Heatmap');
+    }
+    await frame.locator('#heatmap').waitFor({ state: 'visible', timeout: 60_000 });
+    return JSON.parse(fs.readFileSync(path.join(dataDir, reports().at(-1)), 'utf8'));
+  }
+
+  await journey(page, 'Check placement from the panel: placement k of n, a bar per placement with error bars, vanilla as a line; keyboard opens an adapter', async () => {
+    await clearNotifications(page);
+    const shown = await ensureTinyHeatmap();
+    // A short budget, so the check of six placements over three seeds stays quick: a setting, as a user would change it.
+    const wsSettings = path.join(ws, '.vscode', 'settings.json');
+    const original = fs.readFileSync(wsSettings, 'utf8');
+    fs.writeFileSync(wsSettings, JSON.stringify({ ...JSON.parse(original), 'domlora.steps': 4 }, null, 2));
+    const checksBefore = listDir(dataDir).filter((f) => /^check-/.test(f));
+    try {
+      await sleep(1200);
+      const rec = recordStatus(page);
+      await frame.locator('vscode-button#check-placement').click();
+      await quickPick(page, 'check the placement of tiny');
+      await pickItem(page, 'Three seeds', 'Three seeds');
+      const progress = [];
+      let midShot = false;
+      await waitFor(async () => {
+        const st = await frame.locator('#check').getAttribute('data-status', { timeout: 1000 }).catch(() => null);
+        if (st === 'running') {
+          const t = ((await frame.locator('#check-progress').textContent({ timeout: 1000 }).catch(() => '')) ?? '').trim();
+          if (t && progress.at(-1) !== t) progress.push(t);
+          if (!midShot && /placement 2 of 6/.test(t)) { midShot = true; await shot(page, '20-check-running.png'); }
+        }
+        if (st === 'failed') throw new Error(`the check failed: ${await frame.locator('#check').textContent()}`);
+        return st === 'done';
+      }, 300_000, 'the placement check to finish', 150);
+      const seen = rec.stop();
+      await waitFor(async () => !(await statusSpinning(page)) && /DomLoRA: wasm/.test(await statusText(page)), 30_000, 'idle after the check');
+      assert(progress.some((t) => /^Training placement 1 of 6: dominant \(layer \d+ · \w+\) · seed \d \(\d of 3\)/.test(t)), `the panel named the placement and the seed (saw: ${progress.slice(0, 4).join(' | ')})`);
+      assert(progress.some((t) => /placement 6 of 6: vanilla/.test(t)), `the panel reached vanilla (saw: ${progress.slice(-3).join(' | ')})`);
+      assert(seen.some((t) => /DomLoRA: check \d\/6 seed \d\/3/.test(t)), `the status bar showed the check's progress (saw: ${seen.slice(0, 6).join(' | ')})`);
+      const made = listDir(dataDir).filter((f) => /^check-/.test(f) && !checksBefore.includes(f));
+      assert(made.length === 1, `one check folder, found ${made.join(', ')}`);
+      const result = JSON.parse(fs.readFileSync(path.join(dataDir, made[0], 'check.json'), 'utf8'));
+      assert(result.config.seeds.length === 3 && result.config.steps === 4, `three seeds of four steps (${JSON.stringify(result.config.seeds)}, ${result.config.steps})`);
+      // The chart: five single placements as bars, the dominant's highlighted, vanilla a line, error bars and a dot per seed.
+      const bars = frame.locator('#check-bars .bar-group');
+      assert(await bars.count() === 5, `five bars (${await bars.count()})`);
+      const dom = frame.locator('#check-bars .bar-group.dom');
+      assert(await dom.count() === 1 && await dom.getAttribute('data-id') === 'dominant', 'the dominant bar is highlighted');
+      assert(await frame.locator('#check-bars .vanilla-line').count() === 1, 'vanilla LoRA is a reference line');
+      assert(await frame.locator('#check-bars .bar-group .err').count() === 15, 'an error bar (three lines) per placement');
+      assert(await frame.locator('#check-bars .seed-dot').count() === 15, 'a dot per seed');
+      const label = (await dom.getAttribute('aria-label')) ?? '';
+      const d = result.placements.find((p) => p.kind === 'dominant');
+      assert(d.modules[0] === shown.dominant.name, 'the check tested the dominant of the report shown');
+      assert(label.includes(`${d.trainableParams.toLocaleString('en-US')} parameters`) && label.includes(`± ${d.reduction.sd.toFixed(3)} over 3 seeds`), `the bar says its parameters and spread (${label})`);
+      const vanilla = shown.modules.reduce((s, m) => s + m.adapterParams, 0);
+      assert(((await frame.locator('#check-bars .vanilla').getAttribute('aria-label')) ?? '').includes(`${vanilla.toLocaleString('en-US')} parameters`), 'vanilla\'s parameter count');
+      const rho = ((await frame.locator('#check-spearman').textContent()) ?? '').trim();
+      const expected = result.correlation.spearman === null ? 'undefined' : result.correlation.spearman.toFixed(2);
+      assert(rho.includes(`Spearman ρ ${expected} · 5 placements`), `the correlation (${rho})`);
+      assert(await frame.locator('#check-findings li').count() === result.findings.length, 'the findings');
+      await notification(page, 'placement check of tiny done').waitFor({ timeout: 10_000 });
+      await frame.locator('#check').scrollIntoViewIfNeeded();
+      await dom.hover();
+      await frame.locator('#tip:not([hidden])').waitFor({ timeout: 5000 });
+      const tip = (await frame.locator('#tip').textContent()) ?? '';
+      assert(tip.includes('loss reduction') && tip.includes('seed 2') && tip.includes('of vanilla'), `the tooltip details (${tip})`);
+      await shot(page, '21-check-done.png');
+      // Keyboard: one tab stop on the dominant bar; the arrows move along the bars; Enter opens that placement's adapters.
+      await page.mouse.move(5, 500);
+      await dom.focus();
+      await page.keyboard.press('End');
+      const lastId = await frame.locator('#check-bars .bar-group:focus').getAttribute('data-id');
+      assert(lastId === 'random-2', `End moves to the last bar (${lastId})`);
+      await page.keyboard.press('Home');
+      await page.keyboard.press('ArrowRight');
+      assert(await frame.locator('#check-bars .bar-group:focus').getAttribute('data-id') === 'runner-up', 'ArrowRight moves to the runner-up');
+      assert(await frame.locator('#check-bars .bar-group[tabindex="0"]').count() === 1, 'one tab stop');
+      const logFile = path.join(resultsDir, 'domlora-output.log');
+      // An offset in bytes (the log has '·' and '±'), so the file is sliced as bytes.
+      const logAt = fs.statSync(logFile).size;
+      await page.keyboard.press('Enter');
+      const runnerUp = path.join(dataDir, made[0], 'adapters', 'runner-up');
+      await waitFor(() => fs.readFileSync(logFile).subarray(logAt).toString('utf8').includes(`revealing the adapters of runner-up: ${runnerUp}`), 10_000, 'Enter to open the runner-up\'s adapters');
+      // Its folder is in the workspace, so the Explorer shows it, selected; it holds its three seeds.
+      await page.locator('.explorer-folders-view .monaco-list-row[aria-selected="true"]', { hasText: /^runner-up$/ }).waitFor({ timeout: 10_000 });
+      for (const s of [0, 1, 2]) assert(fs.existsSync(path.join(runnerUp, `seed-${s}`, 'adapter_model.safetensors')), `seed ${s} kept in PEFT format`);
+      await shot(page, '22-check-revealed.png');
+      // Themes, as for the heatmap.
+      for (const [theme, cls, file] of [['Default Light Modern', 'vscode-light', '23-check-light.png'], ['Default High Contrast', 'vscode-high-contrast', '24-check-high-contrast.png']]) {
+        fs.writeFileSync(wsSettings, JSON.stringify({ ...JSON.parse(original), 'domlora.steps': 4, 'workbench.colorTheme': theme }, null, 2));
+        await waitFor(async () => ((await frame.locator('body').getAttribute('class')) ?? '').split(/\s+/).includes(cls), 20_000, `the webview to switch to ${theme}`);
+        await sleep(600);
+        await frame.locator('#check').screenshot({ path: path.join(resultsDir, file) });
+      }
+    } finally {
+      fs.writeFileSync(wsSettings, original);
+      await sleep(800);
+    }
+  });
+
+  await journey(page, 'Compare datasets: two reports of tiny, small multiples and the rank-correlation matrix, dominants marked; keyboard in the matrix', async () => {
+    await clearNotifications(page);
+    await ensureTinyHeatmap();
+    // A report of tiny on code, beside the one on arith.
+    const before = reports();
+    await contextMenuItem(page, 'tiny', 'Run PAGE Probe');
+    await quickPick(page, 'dataset');
+    await pickItem(page, 'code.jsonl', 'code.jsonl');
+    await waitFor(async () => reports().length > before.length, 180_000, 'the probe of tiny on code');
+    await waitFor(async () => !(await statusSpinning(page)) && /DomLoRA: wasm/.test(await statusText(page)), 30_000, 'idle after the probe');
+    const byData = {};
+    for (const f of reports()) { const r = JSON.parse(fs.readFileSync(path.join(dataDir, f), 'utf8')); byData[path.basename(r.config.dataset)] = r; }
+    assert(byData['arith.jsonl'] && byData['code.jsonl'], `reports on arith and code (${Object.keys(byData).join(', ')})`);
+    await frame.locator('vscode-button#compare-datasets').click();
+    const picker = await quickPick(page, 'reports of tiny to compare');
+    // The newest report of each dataset is picked to begin with.
+    await sleep(400);
+    const checked = await picker.locator('.quick-input-list .monaco-list-row[aria-checked="true"]').allTextContents();
+    assert(checked.some((t) => t.includes('arith.jsonl')) && checked.some((t) => t.includes('code.jsonl')), `both datasets picked (${checked.join(' | ')})`);
+    await shot(page, '25-compare-pick.png');
+    await page.locator('.quick-input-widget .quick-input-box input').press('Enter');
+    const card = frame.locator('#comparison');
+    await card.waitFor({ timeout: 30_000 });
+    const names = await frame.locator('#multiples figcaption strong').allTextContents();
+    assert(names.length >= 2 && names.some((n) => n.includes('code.jsonl')) && names.some((n) => n.includes('arith.jsonl')), `a small heatmap per report (${names.join(', ')})`);
+    const kinds = byData['code.jsonl'].kinds.length;
+    const layers = byData['code.jsonl'].model.layers;
+    assert(await frame.locator('#multiples .mini').first().locator('.mini-cell').count() === layers * kinds, 'each small heatmap has a cell per module');
+    assert(await frame.locator('#multiples .mini-cell.dominant').count() === names.length, 'one dominant marked per report');
+    const n = names.length;
+    assert(await frame.locator('#rho-matrix .rho-cell').count() === n * n, `an ${n}×${n} matrix`);
+    const same = byData['arith.jsonl'].dominant.name === byData['code.jsonl'].dominant.name;
+    const sameText = ((await frame.locator('#same-dominant').textContent()) ?? '').trim();
+    assert(same ? /same dominant module/.test(sameText) : /dominant module differs/.test(sameText), `says whether the dominants agree (${sameText})`);
+    // Keyboard: one tab stop; the arrows move in the matrix and each cell says the pair and its correlation.
+    await frame.locator('#rho-matrix .rho-cell[tabindex="0"]').focus();
+    await page.keyboard.press('ArrowDown');
+    await page.keyboard.press('ArrowLeft');
+    const focused = frame.locator('#rho-matrix .rho-cell:focus');
+    assert(await focused.getAttribute('data-i') === '1' && await focused.getAttribute('data-j') === '0', 'the arrows move in the matrix');
+    assert(/ vs .*: Spearman -?\d\.\d{3}, top-10 overlap \d+/.test((await focused.getAttribute('aria-label')) ?? ''), 'the cell says the pair and the correlation');
+    await page.mouse.move(5, 500);
+    await frame.locator('#comparison').scrollIntoViewIfNeeded();
+    await shot(page, '26-compare-datasets.png', page.locator('iframe.webview.ready'));
+    await frame.locator('#comparison').screenshot({ path: path.join(resultsDir, '27-compare-card.png') });
+    await frame.locator('#close-comparison').click();
+    await card.waitFor({ state: 'detached', timeout: 10_000 });
   });
 
   await journey(page, 'themes: the heatmap follows light and high-contrast themes', async () => {

@@ -943,7 +943,18 @@ def mode_eval_adapter(req, cfg, params, records):
         return alpha / math.sqrt(r) if rs else alpha / r
 
     loras = build_loras(cfg, params, applied, scale_of, _dtype(cfg, params))
-    out = mode_loss(req, cfg, params, records, loras)
+    if req.get("merge"):
+        # PEFT's merge_and_unload: W + s B A folded into each targeted weight (transposed for a Conv1D's (in, out)
+        # layout), then the plain model, with no LoRA branch left to apply.
+        merged = dict(params)
+        for module, (A, B, s) in loras.items():
+            delta = s * (B @ A)  # (d_out, d_in)
+            W = params[module + ".weight"]
+            merged[module + ".weight"] = W + (delta.T if cfg.conv1d else delta).to(W.dtype)
+        out = mode_loss(req, cfg, merged, records)
+        out["merged"] = True
+    else:
+        out = mode_loss(req, cfg, params, records, loras)
     out["adaptedModules"] = sorted(applied)
     out["scales"] = {m: loras[m][2] for m in sorted(loras)}
     out["ignoredModules"] = ignored

@@ -284,6 +284,9 @@ def test_eval_adapter(tmp, d, params, records, stored, targets):
     ev = ref.handle({"model_dir": d, "mode": "eval-adapter", "records": records, "adapter_dir": adir})
     check("eval-adapter == grad-mode loss (all targets, alpha/r)",
           abs(ev["meanLoss"] - grad_loss(targets, alpha / rank)) < 1e-12 and ev["adaptedModules"] == sorted(targets))
+    merged = ref.handle({"model_dir": d, "mode": "eval-adapter", "records": records, "adapter_dir": adir, "merge": True})
+    check("eval-adapter merge: W + s B A folded in gives the side branch's loss", merged.get("merged") is True and
+          abs(merged["meanLoss"] - ev["meanLoss"]) < 1e-12, f"{merged['meanLoss']} vs {ev['meanLoss']}")
     cfg_with(layers_to_transform=[1])
     ev = ref.handle({"model_dir": d, "mode": "eval-adapter", "records": records, "adapter_dir": adir})
     want = [m for m in targets if ".layers.1." in m]

@@ -1,5 +1,4 @@
 // `domlora probe`: PAGE for every candidate module over N records of the user's data, as a report (DESIGN.md §1).
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import type { ProbeParams, ProbeReport } from '../../protocol/messages';
@@ -18,7 +17,7 @@ import { initLoraA, checkRank, loraScale } from '../model/lora';
 import { writeFileAtomic } from '../runtime/atomic';
 import { pageForRecordSteps, pageForRecordsSteps } from './page';
 import { bootstrapWins, buildReport } from './report';
-import { compareReports } from './compare';
+import { compareReports, readReportFile } from './compare';
 
 /** The probe's defaults: the protocol's (one source for the CLI, the extension and the demo), and its own. */
 export const PROBE_DEFAULTS = {
@@ -34,7 +33,7 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
   if (params.stabilityThreshold !== undefined && !(params.stabilityThreshold > 0 && params.stabilityThreshold <= 1)) {
     throw badInput(`the stability threshold must be a number above 0 and at most 1, got ${params.stabilityThreshold}`);
   }
-  const compareTo = params.compare ? readReportToCompare(params.compare) : undefined;
+  const compareTo = params.compare ? readReportFile(params.compare) : undefined;
   const claim = params.out ? claimOutput(params.out, 'report', { force: params.force }) : undefined;
   try {
     return await probe(params, compareTo, claim?.path, hooks);
@@ -42,13 +41,6 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
     claim?.release();
     throw err;
   }
-}
-
-function readReportToCompare(file: string): ProbeReport {
-  let r: ProbeReport;
-  try { r = JSON.parse(fs.readFileSync(file, 'utf8')); } catch (e) { throw badInput(`cannot read the report to compare with (${(e as Error).message})`, file); }
-  if (!r?.modules || !r.dominant) throw badInput('is not a DomLoRA probe report', file);
-  return r;
 }
 
 async function probe(params: ProbeParams, compareTo: ProbeReport | undefined, out: string | undefined, hooks: JobHooks): Promise<ProbeOutcome> {

@@ -10,17 +10,19 @@ import { readHeader } from '../hf/safetensors';
 import { tempName } from './atomic';
 import { badInput } from './errors';
 
-export type OutputKind = 'report' | 'adapter' | 'merged' | 'config';
+export type OutputKind = 'report' | 'adapter' | 'merged' | 'config' | 'check';
 
 /** The first line of every trainer config DomLoRA exports (peft-config, axolotl, llamafactory, mlx). */
 export const CONFIG_MARKER = '# LoRA placement found by DomLoRA (PAGE)';
 /** The safetensors metadata key of a merged model DomLoRA wrote (its value: the adapter folder merged in). */
 export const MERGED_MARKER = 'domlora.merged_from';
 
-const FOLDER_KINDS: ReadonlySet<OutputKind> = new Set(['adapter', 'merged']);
-const WHAT: Record<OutputKind, string> = { report: 'a PAGE report', adapter: 'an adapter folder', merged: 'a merged model folder', config: 'a trainer config' };
+const FOLDER_KINDS: ReadonlySet<OutputKind> = new Set(['adapter', 'merged', 'check']);
+const WHAT: Record<OutputKind, string> = { report: 'a PAGE report', adapter: 'an adapter folder', merged: 'a merged model folder', config: 'a trainer config',
+  check: 'a placement check folder' };
 /** What DomLoRA writes into its folders; anything else in one is the user's. */
-const FOLDER_ENTRIES: Record<'adapter' | 'merged', ReadonlySet<string>> = {
+const FOLDER_ENTRIES: Record<'adapter' | 'merged' | 'check', ReadonlySet<string>> = {
+  check: new Set(['check-state.json', 'check.json', 'report.json', 'adapters']),
   adapter: new Set(['adapter_config.json', 'adapter_model.safetensors', 'checkpoint']),
   merged: new Set(['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json',
     'generation_config.json', 'tokenizer.model']),
@@ -82,6 +84,27 @@ export function whyNotOurs(target: string, kind: OutputKind): string | undefined
       const head = readStart(target, CONFIG_MARKER.length);
       return head === CONFIG_MARKER ? undefined : `does not start with DomLoRA's line "${CONFIG_MARKER}"`;
     }
+    case 'check': {
+      // The state file says whose it is; every entry must be one the check writes, every adapter one DomLoRA wrote.
+      let st: { tool?: { name?: string }; kind?: string } | undefined;
+      try { st = JSON.parse(fs.readFileSync(path.join(target, 'check-state.json'), 'utf8')); } catch { /* missing or not JSON */ }
+      if (st?.tool?.name !== 'domlora' || st.kind !== 'placement-check') return `is not ${WHAT.check} DomLoRA wrote (no check-state.json of a DomLoRA check)`;
+      const others = fs.readdirSync(target).filter((e) => !FOLDER_ENTRIES.check.has(e) && !isTempOf(e, FOLDER_ENTRIES.check));
+      if (others.length) return `holds files DomLoRA did not write (${others.slice(0, 3).join(', ')})`;
+      const adapters = path.join(target, 'adapters');
+      if (!fs.existsSync(adapters)) return undefined;
+      for (const id of fs.readdirSync(adapters)) {
+        const dir = path.join(adapters, id);
+        if (!fs.statSync(dir).isDirectory()) return `holds files DomLoRA did not write (adapters/${id})`;
+        for (const run of fs.readdirSync(dir)) {
+          if (/^\.seed-\d+\.\d+\.\d+\.tmp(\.old)?$/.test(run)) continue; // a run's write cut short
+          const full = path.join(dir, run);
+          const why = /^seed-\d+$/.test(run) && fs.statSync(full).isDirectory() ? whyNotOurs(full, 'adapter') : 'is not a run folder of a check';
+          if (why) return `holds adapters/${id}/${run}, which ${why}`;
+        }
+      }
+      return undefined;
+    }
     case 'adapter':
     case 'merged': {
       const file = path.join(target, kind === 'adapter' ? 'adapter_model.safetensors' : 'model.safetensors');
@@ -96,6 +119,12 @@ export function whyNotOurs(target: string, kind: OutputKind): string | undefined
       return undefined;
     }
   }
+}
+
+/** A writer's temporary of one of `names` (`.${name}.${pid}.${ms}.tmp`, see atomic.ts), left by a killed write. */
+function isTempOf(entry: string, names: ReadonlySet<string>): boolean {
+  const m = /^\.(.+)\.\d+\.\d+\.tmp(\.old)?$/.exec(entry);
+  return !!m && names.has(m[1]);
 }
 
 function readStart(file: string, n: number): string {

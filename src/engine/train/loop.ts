@@ -135,8 +135,11 @@ function resumeData(params: TrainParams, state: TrainerState | undefined, stateF
   return state.plan.data;
 }
 
-/** Tokenizes the training data, then holds out an evaluation split (or reads --eval-data). */
-function splitRecords(ds: Dataset, tokenizer: ModelTokenizer, s: RunSettings, splitGiven: boolean, hooks: JobHooks): { train: TokenizedRecord[]; evalSet: TokenizedRecord[] } {
+/**
+ * Tokenizes the training data, then holds out an evaluation split (or reads --eval-data). The placement check calls
+ * it too, before any work, to refuse data that leaves nothing to evaluate on.
+ */
+export function splitRecords(ds: Dataset, tokenizer: ModelTokenizer, s: RunSettings, splitGiven: boolean, hooks: JobHooks): { train: TokenizedRecord[]; evalSet: TokenizedRecord[] } {
   const all = tokenizeDataset(ds, tokenizer, { seqLen: s.seqLen, limit: s.maxSamples });
   requireUsable(all, s.seqLen, ds.file);
   warnSkipped(all, s.seqLen, ds.file, hooks);
@@ -161,7 +164,7 @@ function splitRecords(ds: Dataset, tokenizer: ModelTokenizer, s: RunSettings, sp
     hooks.log?.('warn', `${ds.file}: no held-out evaluation: the default ${why}; pass --eval-data FILE or --eval-split to evaluate`);
     return { train: all.records, evalSet: [] };
   }
-  const order = permutation(n, s.seed ^ 0x9e3779b9);
+  const order = permutation(n, (s.splitSeed ?? s.seed) ^ 0x9e3779b9);
   const evalIdx = new Set(order.slice(0, nEval));
   return { evalSet: all.records.filter((_, i) => evalIdx.has(i)), train: all.records.filter((_, i) => !evalIdx.has(i)) };
 }

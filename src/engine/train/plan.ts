@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ProbeReport, TrainParams, TrainCurvePoint } from '../../protocol/messages';
-import { DEFAULTS, type LimitKey } from '../../protocol/params';
+import { DEFAULTS, limitProblem, type LimitKey } from '../../protocol/params';
 import type { ModelConfig } from '../hf/config';
 import type { ModuleSpec } from '../hf/modules';
 import { badInput } from '../runtime/errors';
@@ -29,6 +29,8 @@ export interface RunPlan {
   steps: number; batchSize: number; gradAccum: number; seqLen: number; seed: number; weightDecay: number;
   warmupSteps: number; evalEvery: number; checkpointEvery: number; beta1: number; beta2: number; eps: number;
   data: string; dataSha256: string; evalData?: string; evalSplit: number; maxSamples?: number;
+  /** The seed of the held-out split when it is not `seed` (the placement check holds it fixed across its seeds). */
+  splitSeed?: number;
 }
 
 /** The trainer's state in a checkpoint: the plan, how far it got, and what it measured. */
@@ -36,11 +38,13 @@ export interface TrainerState { plan: RunPlan; step: number; curve: TrainCurvePo
 
 /** What a run needs to know before it reads its data: the plan's settings that do not depend on the records. */
 export type RunSettings = Pick<RunPlan, 'preset' | 'rank' | 'alpha' | 'lr' | 'batchSize' | 'gradAccum' | 'seqLen' | 'seed'
-  | 'weightDecay' | 'beta1' | 'beta2' | 'eps' | 'evalSplit' | 'maxSamples' | 'evalData'>;
+  | 'weightDecay' | 'beta1' | 'beta2' | 'eps' | 'evalSplit' | 'maxSamples' | 'evalData' | 'splitSeed'>;
 
 /** The checks that need nothing but the params: every number in its range, and flags that cannot go together. */
 export function checkTrainParams(params: TrainParams): void {
   checkLimits(params, TRAIN_LIMITS);
+  const splitProblem = params.splitSeed === undefined ? undefined : limitProblem('seed', params.splitSeed);
+  if (splitProblem) throw badInput(`the split seed: ${splitProblem}`);
   if (params.alpha !== undefined && !Number.isInteger(params.alpha)) {
     throw badInput(`--alpha must be an integer for training (PEFT and Ollama store lora_alpha as an integer), got ${params.alpha}`);
   }
@@ -61,6 +65,7 @@ export function runSettings(params: TrainParams, cfg: ModelConfig, configFile: s
     seed: params.seed ?? d.seed, weightDecay: params.weightDecay ?? d.weightDecay, beta1: d.beta1, beta2: d.beta2, eps: d.eps,
     evalSplit: params.evalSplit ?? d.evalSplit, maxSamples: params.maxSamples,
     evalData: params.evalData ? path.resolve(params.evalData) : undefined,
+    ...(params.splitSeed !== undefined && params.splitSeed !== (params.seed ?? d.seed) ? { splitSeed: params.splitSeed } : {}),
   };
 }
 
