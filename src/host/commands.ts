@@ -197,16 +197,14 @@ export const runProbe: CommandFactory = (ctx) => async (uri?: vscode.Uri | Model
   const params: ProbeParams = {
     modelDir, data, out, samples: opts.samples ?? settings.samples, seqLen: opts.seqLen ?? settings.seqLen,
     rank: settings.rank, alpha: settings.alpha, backend: settings.backend, gpuMemoryGiB: settings.gpuMemoryGiB,
+    // The report goes under the workspace folder (or the storage) through real folders only: a link planted in a
+    // cloned .domlora/ does not send it elsewhere.
+    ...(opts.out ? {} : { outRoot: ctx.store.dataRoot(modelDir) }),
   };
   ctx.models.setJob(modelDir, { kind: 'probe' });
   try {
     const report = await ctx.jobs.run({ kind: 'probe', model, title: `DomLoRA: PAGE probe of ${model}` }, 'probe', params,
       (p) => ctx.models.jobProgress(modelDir, p));
-    // The worker writes the report atomically; should an engine build not, the host keeps the result anyway.
-    if (!fs.existsSync(out)) {
-      fs.mkdirSync(path.dirname(out), { recursive: true });
-      fs.writeFileSync(out, JSON.stringify(report, null, 2));
-    }
     ctx.models.setJob(modelDir, undefined);
     ctx.models.setReport(modelDir, report, out);
     ctx.panels.show(modelDir);
@@ -252,9 +250,10 @@ export const train: CommandFactory = (ctx) => async (uri?: vscode.Uri | ModelsNo
   data ??= await pickDataset(ctx, modelDir, settings, 'train');
   if (!data || !checkDataset(data)) return undefined;
   const out = opts.out ?? ctx.store.newAdapterDir(modelDir, preset, settings.adapterDirectory);
+  const outRoot = opts.out ? undefined : settings.adapterDirectory ?? ctx.store.dataRoot(modelDir);
   const steps = opts.steps ?? settings.steps;
   const params: TrainParams = {
-    modelDir, data, preset, out, rank: settings.rank, alpha: settings.alpha, lr: settings.learningRate, steps,
+    modelDir, data, preset, out, ...(outRoot ? { outRoot } : {}), rank: settings.rank, alpha: settings.alpha, lr: settings.learningRate, steps,
     backend: settings.backend, gpuMemoryGiB: settings.gpuMemoryGiB, seqLen: settings.seqLen,
     ...(targets ? { targets } : {}),
     ...(rep ? { fromReport: rep.path } : {}),
@@ -380,7 +379,8 @@ export const exportAdapter: CommandFactory = (ctx) => async (uri?: vscode.Uri | 
     if (!chosen) return undefined;
     out = chosen.fsPath;
   }
-  const params: ExportParams = { adapterDir, format, out, modelDir, force: true };
+  // The user chose the file; the export replaces it only as itself, never through a link in its place.
+  const params: ExportParams = { adapterDir, format, out, modelDir, force: true, outRoot: path.dirname(out) };
   try {
     const result = await ctx.jobs.run({ kind: 'export', model, title: `DomLoRA: exporting ${model} (${format})` }, 'export', params);
     for (const line of result.text.split('\n')) if (line.trim()) ctx.log(`[export] ${line}`);

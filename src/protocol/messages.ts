@@ -31,6 +31,12 @@ export interface ProbeParams {
   force?: boolean;
   /** Another report of the same model to compare with; the comparison goes into the report. */
   compare?: string;
+  /**
+   * The folder the user chose for the output (a workspace folder, the extension's storage, the adapter folder of the
+   * setting): the output must lie inside it through real folders, no symbolic link and no `..` on the way. Unset (the
+   * CLI's --out, a path the user typed), the path is taken as given.
+   */
+  outRoot?: string;
 }
 export interface TrainParams {
   modelDir: string; data: string; targets?: string[]; fromReport?: string; preset?: 'domlora' | 'vanilla';
@@ -42,6 +48,12 @@ export interface TrainParams {
   keepCheckpoint?: boolean;
   /** Keep the outputs of the frozen layers below the lowest adapter across epochs (default true). */
   cacheLowerLayers?: boolean;
+  /**
+   * The folder the user chose for the output (a workspace folder, the extension's storage, the adapter folder of the
+   * setting): the output must lie inside it through real folders, no symbolic link and no `..` on the way. Unset (the
+   * CLI's --out, a path the user typed), the path is taken as given.
+   */
+  outRoot?: string;
 }
 /** `models`: the model folders of the Hugging Face cache and the given ones, from their headers alone. */
 export interface ModelsParams {
@@ -55,6 +67,12 @@ export interface ModelsParams {
 export interface ExportParams {
   adapterDir: string; format: 'merged' | 'peft-config' | 'axolotl' | 'llamafactory' | 'mlx'; out: string;
   modelDir?: string; force?: boolean; gpus?: number;
+  /**
+   * The folder the user chose for the output (a workspace folder, the extension's storage, the adapter folder of the
+   * setting): the output must lie inside it through real folders, no symbolic link and no `..` on the way. Unset (the
+   * CLI's --out, a path the user typed), the path is taken as given.
+   */
+  outRoot?: string;
 }
 
 /**

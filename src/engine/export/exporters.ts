@@ -9,7 +9,7 @@ import { JobHooks, throwIfCancelled, yieldToEvents } from '../runtime/jobs';
 import { openModelFolder, ModelFolder } from '../hf/folder';
 import { readAdapterFiles, PeftConfig } from './peft';
 import { readHeader, writeSafetensorsStreaming } from '../hf/safetensors';
-import { writeDirAtomic, writeFileAtomic } from '../runtime/atomic';
+import { writeDirAtomic, writeFileAtomic, type WriteScope } from '../runtime/atomic';
 import { checkLimits } from '../runtime/limits';
 import { claimOutput, MERGED_MARKER } from '../runtime/outputs';
 import { loraScale } from '../model/lora';
@@ -201,7 +201,7 @@ export async function runExport(params: ExportParams, hooks: JobHooks = {}): Pro
     throw badInput('LLaMA-Factory reads a config only from a .yaml or .yml file (llamafactory-cli train FILE.yaml); name --out accordingly', path.resolve(params.out));
   }
   // The output is checked before the work, and replaced only when DomLoRA wrote it (runtime/outputs.ts).
-  const claim = claimOutput(params.out, params.format === 'merged' ? 'merged' : 'config', { force: params.force });
+  const claim = claimOutput(params.out, params.format === 'merged' ? 'merged' : 'config', { force: params.force, root: params.outRoot });
   const out = claim.path;
   try {
     return await exportTo(params, adapterDir, peftCfg, folder, out, hooks);
@@ -219,6 +219,7 @@ async function exportTo(params: ExportParams, adapterDir: string, peftCfg: PeftC
   const checks = runtimeChecks(peftCfg, folder.cfg.modelType, header ? [...header.tensors.keys()] : [], { adapterDir, shell });
   const outWord = params.format === 'merged' ? '' : shellWord(out, shell);
   const p = placementOf(peftCfg, folder.cfg.numLayers, folder.cfg.modelType);
+  const scope: WriteScope = { root: params.outRoot };
   const baseModel = peftCfg.base_model_name_or_path || (params.modelDir ?? folder.dir);
   const gpus = params.gpus;
   const lr = learningRate(header?.metadata ?? {});
@@ -226,25 +227,25 @@ async function exportTo(params: ExportParams, adapterDir: string, peftCfg: PeftC
   const lines: string[] = [];
   switch (params.format) {
     case 'merged': {
-      await exportMerged(adapterDir, folder, out, hooks);
+      await exportMerged(adapterDir, folder, out, hooks, scope);
       lines.push(`merged model written to ${out} (W + (alpha/r) B A folded into the base weights)`);
       break;
     }
     case 'peft-config': {
-      writeFileAtomic(out, peftConfigPy(peftCfg, p, gpus));
+      writeFileAtomic(out, peftConfigPy(peftCfg, p, gpus), scope);
       lines.push(`PEFT LoraConfig written to ${out}`,
         gpus ? `train on ${gpuCount(gpus)}: accelerate launch --num_processes ${gpus} YOUR_TRAIN_SCRIPT.py` : 'train: python YOUR_TRAIN_SCRIPT.py');
       break;
     }
     case 'axolotl': {
-      writeFileAtomic(out, axolotlYaml(peftCfg, p, baseModel, lr));
+      writeFileAtomic(out, axolotlYaml(peftCfg, p, baseModel, lr), scope);
       lines.push(`Axolotl config written to ${out}`, `${fill('datasets')} train` + (gpus
         ? ` on ${gpuCount(gpus)}: axolotl train ${outWord} --launcher accelerate -- --num_processes=${gpus}`
         : `: axolotl train ${outWord}`));
       break;
     }
     case 'llamafactory': {
-      writeFileAtomic(out, llamaFactoryYaml(peftCfg, p, baseModel, lr));
+      writeFileAtomic(out, llamaFactoryYaml(peftCfg, p, baseModel, lr), scope);
       // llamafactory-cli trains on every visible GPU by itself; a count is set with NPROC_PER_NODE (and one GPU by
       // hiding the others).
       const env: Record<string, string> = gpus === undefined ? {} : gpus === 1 ? { CUDA_VISIBLE_DEVICES: '0' } : { FORCE_TORCHRUN: '1', NPROC_PER_NODE: String(gpus) };
@@ -259,7 +260,7 @@ async function exportTo(params: ExportParams, adapterDir: string, peftCfg: PeftC
         throw badInput(`MLX-LM adapts the same module paths in each of the last N layers (num_layers), which cannot express ${p.modules.length === 1 ? p.modules[0] : `this placement (${p.modules.join(', ')})`} in a ${L}-layer model; ` +
           'an MLX config would train a different placement. Use --format peft-config, or train with DomLoRA and convert the PEFT adapter.');
       }
-      writeFileAtomic(out, mlxYaml(peftCfg, p, baseModel, folder.cfg.modelType, L, lr));
+      writeFileAtomic(out, mlxYaml(peftCfg, p, baseModel, folder.cfg.modelType, L, lr), scope);
       lines.push(`MLX-LM config written to ${out}`, `${fill('data')} train: mlx_lm.lora --config ${outWord}` +
         (gpus ? ` (--gpus does not apply: MLX trains on one Apple-silicon machine)` : ''));
       break;
@@ -281,7 +282,7 @@ function pyValue(v: unknown): string {
 }
 
 /** Folds W + (alpha / r) B A into a copy of the base model, tensor by tensor. */
-async function exportMerged(adapterDir: string, folder: ModelFolder, out: string, hooks: JobHooks): Promise<void> {
+async function exportMerged(adapterDir: string, folder: ModelFolder, out: string, hooks: JobHooks, scope: WriteScope): Promise<void> {
   const { config, tensors } = readAdapterFiles(adapterDir, folder);
   const scale = loraScale(config.lora_alpha, config.r, Boolean(config.use_rslora));
   // Keyed by the name in the weight files (GPT-2 checkpoints may store `h.0...` for `transformer.h.0...`).
@@ -319,5 +320,5 @@ async function exportMerged(adapterDir: string, folder: ModelFolder, out: string
       const src = path.join(folder.dir, f);
       if (fs.existsSync(src)) fs.copyFileSync(src, path.join(tmp, f));
     }
-  });
+  }, scope);
 }
