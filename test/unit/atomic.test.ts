@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { sweepStaleTemps, tempName, writeDirAtomic, writeFileAtomic } from '../../src/engine/runtime/atomic';
+import { escapeProblem, sweepStaleTemps, tempName, writeDirAtomic, writeFileAtomic } from '../../src/engine/runtime/atomic';
 import { DomLoraError } from '../../src/engine/runtime/errors';
 import { claimOutput } from '../../src/engine/runtime/outputs';
 import { STORIES } from '../helpers/reference';
@@ -178,6 +178,18 @@ test('a link planted in .domlora/ does not redirect a claimed output, a file or 
   const dir = tmpDir();
   writeFileAtomic(path.join(dir, '.domlora', 'tiny', 'probe-1.json'), '{}', { root: dir });
   assert.equal(fs.readFileSync(path.join(dir, '.domlora', 'tiny', 'probe-1.json'), 'utf8'), '{}');
+  // A root that does not exist yet (the extension's storage before its first job, an export folder the user named)
+  // is created with what goes in it; a link planted in its place still stops the write.
+  const fresh = path.join(dir, 'storage', 'models');
+  claimOutput(path.join(fresh, 'm', 'probe-1.json'), 'report', { root: fresh });
+  writeFileAtomic(path.join(fresh, 'm', 'probe-1.json'), '{}', { root: fresh });
+  assert.equal(fs.readFileSync(path.join(fresh, 'm', 'probe-1.json'), 'utf8'), '{}');
+  const later = path.join(dir, 'later');
+  fs.mkdirSync(path.join(dir, 'elsewhere'));
+  assert.equal(escapeProblem(path.join(later, 'x', 'y.json'), later), undefined);
+  fs.mkdirSync(later);
+  fs.symlinkSync(path.join(dir, 'elsewhere'), path.join(later, 'x'));
+  assert.match(escapeProblem(path.join(later, 'x', 'y.json'), later) ?? '', /x is a symbolic link/);
 });
 
 test('an output escaping its root by `..`, a link in its own place or a file on the way is refused', async () => {

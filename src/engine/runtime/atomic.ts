@@ -41,6 +41,9 @@ export function escapeProblem(target: string, root: string): string | undefined 
     if (p !== t && !st.isDirectory()) return `${p} is not a folder`;
     if (p !== t) deepest = p;
   }
+  // A root that does not exist yet (the extension's storage before its first job, a folder the user named for an
+  // export) holds nothing planted: DomLoRA creates it and what lies below, and checks again before each rename.
+  if (deepest === r && !fs.existsSync(r)) return undefined;
   // The links were looked for above; the real paths catch what lstat does not call a link (a mount, a junction).
   try {
     const realRoot = fs.realpathSync(r);
@@ -60,6 +63,13 @@ export function assertInside(target: string, scope: WriteScope): void {
   if (why) throw badInput(`DomLoRA does not write there: ${why}. Remove what is in the way, or choose another folder`, path.resolve(target));
 }
 
+/** Whether `dir` is the scope's root or lies above it: the root is the user's choice, so making it is not an escape. */
+export function rootOrAbove(dir: string, scope: WriteScope): boolean {
+  if (scope.root === undefined) return false;
+  const rel = path.relative(path.resolve(dir), path.resolve(scope.root));
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+}
+
 /** Creates the missing folders down to `dir` one at a time (never following a link when there is a root); returns those it made. */
 export function makeFolders(dir: string, scope: WriteScope = {}): string[] {
   const missing: string[] = [];
@@ -70,7 +80,7 @@ export function makeFolders(dir: string, scope: WriteScope = {}): string[] {
   }
   const made: string[] = [];
   for (const m of missing.reverse()) {
-    assertInside(m, scope);
+    if (!rootOrAbove(m, scope)) assertInside(m, scope);
     try {
       fs.mkdirSync(m, { mode: createMode('dir') });
       made.push(m);

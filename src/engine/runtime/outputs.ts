@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readHeader } from '../hf/safetensors';
-import { assertInside, createMode, tempName, type WriteScope } from './atomic';
+import { assertInside, createMode, rootOrAbove, tempName, type WriteScope } from './atomic';
 import { badInput, DomLoraError } from './errors';
 
 export type OutputKind = 'report' | 'adapter' | 'merged' | 'config';
@@ -136,7 +136,7 @@ function makeParents(dir: string, target: string, scope: WriteScope): string[] {
   const created: string[] = [];
   for (const m of missing.reverse()) {
     try {
-      assertInside(m, scope);
+      if (!rootOrAbove(m, scope)) assertInside(m, scope);
       fs.mkdirSync(m, { mode: createMode('dir') });
       created.push(m);
     } catch (e) {
