@@ -24,9 +24,10 @@
 //   BENCH_ROOT=dir                      the repository (for test/reference and bench-results/) when the bundle is
 //                                       not at out/bench/bench.js
 //   BENCH_GPU_MEMORY=20                 our GPU budget in GiB (--gpu-memory, domlora.gpuMemoryGiB) on webgpu
+//   BENCH_BIG_GPU_MEMORY=20             the same for the big rows (f), (g) only
 //
-// `npm run bench:big` = BENCH_ONLY=big15,big8: models as big as users fine-tune, ours only, the estimate beside the
-// measurement: (f) Qwen2.5-1.5B shapes, BF16, PAGE over 2 x 256 tokens; (g) Llama-3.1-8B shapes (untied, 128k
+// `npm run bench:big` = BENCH_ONLY=big15,big8: models as big as users fine-tune, ours (and PyTorch when
+// BENCH_TORCH_DEVICE=cuda: an 8B model in f32 does not fit PyTorch's CPU side here), the estimate beside the measurement: (f) Qwen2.5-1.5B shapes, BF16, PAGE over 2 x 256 tokens; (g) Llama-3.1-8B shapes (untied, 128k
 // vocabulary), BF16, a 16 GB file written to the temp folder and deleted after, PAGE over 2 x 256 tokens.
 //
 // Every measurement runs in its own child process, so its peak resident memory (maxRSS, model load included) is
@@ -332,8 +333,18 @@ async function parent(): Promise<void> {
     const bytes = fs.statSync(path.join(m.dir, 'model.safetensors')).size;
     console.log(`(${row === 'big15' ? 'f' : 'g'}) ${TINY ? 'TINY ' : ''}${label}, BF16 (${(bytes / 2 ** 30).toFixed(1)} GiB file, ${m.reused ? 'reused' : 'written'} in ${m.seconds.toFixed(0)} s), ` +
       `PAGE probe of ${LARGE_RECORDS} records x ${LARGE_TOKENS} tokens on ${BACKEND}`);
-    big[row] = runChild('ours   ', process.execPath, [self, 'child', 'probe', m.dir, m.data, String(LARGE_RECORDS)]);
+    // PyTorch beside ours only on a GPU: on this box an 8B model in f32 (32 GB) does not fit PyTorch's CPU side.
+    const torch = process.env.BENCH_TORCH_DEVICE === 'cuda'
+      ? runChild('PyTorch', PY, torchArgs('page', m.dir, m.data, { rank: RANK, alpha: ALPHA, records: LARGE_RECORDS })) : undefined;
+    const bigEnv = process.env.BENCH_BIG_GPU_MEMORY ? { ...process.env, BENCH_GPU_MEMORY: process.env.BENCH_BIG_GPU_MEMORY } : process.env;
+    big[row] = runChild('ours   ', process.execPath, ['--max-old-space-size=32000', self, 'child', 'probe', m.dir, m.data, String(LARGE_RECORDS)], bigEnv);
     big[row].fileBytes = bytes;
+    if (torch) {
+      big[row].torch = torch;
+      if (typeof big[row].seconds === 'number' && typeof torch.seconds === 'number') {
+        console.log(`          PyTorch ${torch.seconds.toFixed(2)} s (loss ${String(torch.loss)}), ours ${big[row].seconds.toFixed(2)} s (loss ${String(big[row].loss)})`);
+      }
+    }
     if (big[row].estimate) console.log(`          ${String(big[row].estimate)}`);
     dropModel(m.dir);
   }

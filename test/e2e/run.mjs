@@ -285,6 +285,10 @@ function explorerRow(page, name) {
 }
 
 async function openContextMenu(page, folder) {
+  // Another journey may have left the side bar on the DomLoRA view (the Models view): show the Explorer, as a user would.
+  if (!(await page.locator('.explorer-folders-view').first().isVisible().catch(() => false))) {
+    await runPaletteCommand(page, 'View: Show Explorer');
+  }
   const row = explorerRow(page, folder);
   await row.waitFor({ state: 'visible', timeout: 30_000 });
   await row.click({ button: 'right' });

@@ -2,7 +2,7 @@
 """An independent PyTorch reference for DomLoRA's tests: Hugging Face decoders, LoRA, PAGE, gradients and AdamW.
 
 Architectures (config.json's model_type): llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, gpt2, gpt_neox,
-each written from its transformers modeling file (see ARCHS and forward below).
+smollm3, olmo2, granite, each written from its transformers modeling file (see ARCHS and forward below).
 
 Usage:  /usr/bin/python3 test/reference/llama_ref.py REQUEST.json      (or "-" to read the request from stdin)
 Prints one JSON object on stdout. On a bad request it prints {"error": "..."} on stdout, the message on stderr, and
@@ -49,6 +49,7 @@ _LLAMA = {"prefix": "model.layers", "kinds": KINDS,
 # Per model_type: where layer N lives, the candidate kinds (heatmap columns) and each kind's path under the layer.
 ARCHS = {
     "llama": _LLAMA, "mistral": _LLAMA, "qwen2": _LLAMA, "qwen3": _LLAMA, "gemma": _LLAMA, "gemma2": _LLAMA, "gemma3_text": _LLAMA,
+    "smollm3": _LLAMA, "olmo2": _LLAMA, "granite": _LLAMA,
     # Phi-3 fuses q/k/v and gate/up; PEFT adapts the fused modules.
     "phi3": {"prefix": "model.layers", "kinds": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
              "paths": {"qkv_proj": "self_attn.qkv_proj", "o_proj": "self_attn.o_proj",
@@ -117,12 +118,12 @@ class ArchConfig:
             self.n_kv_head = int(d.get("num_key_value_heads") or self.n_head)
             default_hd = {"gemma": 256, "gemma2": 256, "gemma3_text": 256, "qwen3": 128}.get(mt, self.n_embd // self.n_head)
             self.head_dim = int(d.get("head_dim") or default_hd)
-            self.eps = float(d.get("rms_norm_eps", 1e-5 if mt == "phi3" else 1e-6))
+            self.eps = float(d.get("rms_norm_eps", 1e-5 if mt in ("phi3", "olmo2") else 1e-6))
             self.max_pos = int(d.get("max_position_embeddings") or (131072 if gemma3 else 2048))
         self.vocab_size = int(need("vocab_size"))
         # transformers' defaults: Gemma 2, Gemma 3 and GPT-2 tie the output projection to the embeddings, the others
         # do not.
-        self.tied = bool(d.get("tie_word_embeddings", mt in ("gemma", "gemma2", "gemma3_text", "gpt2")))
+        self.tied = bool(d.get("tie_word_embeddings", mt in ("gemma", "gemma2", "gemma3_text", "gpt2", "smollm3")))
         # transformers v5 moves rope_theta and the scaling parameters into rope_parameters (for Gemma 3: one dict per
         # layer type, {"full_attention": {...}, "sliding_attention": {...}}).
         rope_params = d.get("rope_parameters") or {}
@@ -130,8 +131,9 @@ class ArchConfig:
         local_params = (rope_params.get("sliding_attention") or {}) if per_type else {}
         if per_type:
             rope_params = rope_params["full_attention"]
+        # SmolLM3Config's default base is 2,000,000 (transformers 4.53).
         self.rope_theta = float(d.get("rope_theta") or rope_params.get("rope_theta")
-                                or (1_000_000.0 if gemma3 else 10000.0))
+                                or {"gemma3_text": 1_000_000.0, "smollm3": 2_000_000.0}.get(mt, 10000.0))
         scaling = d.get("rope_scaling") or (rope_params if rope_params.get("rope_type", "default") != "default" else None)
         self.rope_scaling = scaling
         # Gemma 3: the sliding layers rotate with a second RoPE, base rope_local_base_freq (default 10000) and no
@@ -178,14 +180,37 @@ class ArchConfig:
         # pass it to the attention function (eager, sdpa, flash alike), so transformers ignores that key.
         self.attn_scale = (float(d.get("query_pre_attn_scalar") or 256) ** -0.5 if self.sandwich
                            else 1.0 / math.sqrt(self.head_dim))
+        # Granite: attention_multiplier replaces the scale; embedding_multiplier, residual_multiplier and
+        # logits_scaling (GraniteConfig: all four default to 1.0).
+        self.embedding_multiplier = self.residual_multiplier = self.logits_scaling = 1.0
+        if mt == "granite":
+            self.attn_scale = float(d.get("attention_multiplier", 1.0))
+            self.embedding_multiplier = float(d.get("embedding_multiplier", 1.0))
+            self.residual_multiplier = float(d.get("residual_multiplier", 1.0))
+            self.logits_scaling = float(d.get("logits_scaling", 1.0))
         self.attn_softcap = d.get("attn_logit_softcapping", 50.0) if mt == "gemma2" else None
         self.final_softcap = {"gemma2": d.get("final_logit_softcapping", 30.0),
                               "gemma3_text": d.get("final_logit_softcapping")}.get(mt)
-        # q_norm / k_norm on each query and key head before RoPE (Qwen3: RMSNorm; Gemma 3: RMSNorm times 1 + w).
-        self.qk_norm = mt in ("qwen3", "gemma3_text")
+        # q_norm / k_norm on each query and key head before RoPE (Qwen3: RMSNorm; Gemma 3: RMSNorm times 1 + w);
+        # OLMo 2's over the whole q and k projections.
+        self.qk_norm = {"qwen3": "head", "gemma3_text": "head", "olmo2": "projection"}.get(mt)
+        # OLMo 2: no norm before the blocks, post_attention_layernorm / post_feedforward_layernorm on their outputs.
+        self.post_norms = mt == "olmo2"
+        # SmolLM3: per layer, whether RoPE applies (no_rope_layers, 1 = RoPE; default: every 4th layer without).
+        self.rope_layers = self._rope_layers(d) if mt == "smollm3" else [True] * self.n_layer
         self.windows = self._windows(d)
         # Per layer: rotate with the local RoPE (Gemma 3's sliding layers, even when sliding_window is null).
         self.local_rope = self._sliding_layers(d) if gemma3 else [False] * self.n_layer
+
+    def _rope_layers(self, d):
+        """SmolLM3Config: no_rope_layers, else [int((i + 1) % no_rope_layer_interval != 0) for i in layers]."""
+        flags = d.get("no_rope_layers")
+        if flags is None:
+            interval = int(d.get("no_rope_layer_interval", 4))
+            flags = [int((i + 1) % interval != 0) for i in range(self.n_layer)]
+        if len(flags) < self.n_layer:
+            raise RefError(f"no_rope_layers has {len(flags)} entries for {self.n_layer} layers")
+        return [bool(flags[i]) for i in range(self.n_layer)]
 
     def _sliding_layers(self, d):
         """Gemma3TextConfig: layer_types when given, else sliding_window_pattern (default 6): layer i slides iff
@@ -210,7 +235,13 @@ class ArchConfig:
             return [int(sw) if s else None for s in self._sliding_layers(d)]
         if mt == "gemma2":
             sw = d.get("sliding_window", 4096)  # Gemma2Config's default
-        if sw is None or mt in ("llama", "gemma", "gpt2", "gpt_neox"):
+        if mt == "smollm3" and sw is not None:
+            # SmolLM3Config: layer_types, else sliding on the NoPE layers when use_sliding_window; the model masks
+            # every sliding_attention layer with sliding_window.
+            types = d.get("layer_types") or [
+                "sliding_attention" if d.get("use_sliding_window", False) and not r else "full_attention" for r in self.rope_layers]
+            return [sw if t == "sliding_attention" else None for t in types]
+        if sw is None or mt in ("llama", "gemma", "gpt2", "gpt_neox", "smollm3", "olmo2", "granite"):
             return [None] * self.n_layer
         if mt in ("qwen2", "qwen3") and not d.get("use_sliding_window", False):
             return [None] * self.n_layer  # Qwen2Config sets sliding_window = None unless use_sliding_window
@@ -284,6 +315,9 @@ def norm_names(cfg):
     if cfg.model_type == "gpt_neox":
         return {"embed": "gpt_neox.embed_in", "final": "gpt_neox.final_layer_norm",
                 "layer": ["input_layernorm", "post_attention_layernorm"]}
+    if cfg.post_norms:
+        return {"embed": "model.embed_tokens", "final": "model.norm",
+                "layer": ["post_attention_layernorm", "post_feedforward_layernorm", "self_attn.q_norm", "self_attn.k_norm"]}
     layer = ["input_layernorm", "post_attention_layernorm"]
     if cfg.sandwich:
         layer += ["pre_feedforward_layernorm", "post_feedforward_layernorm"]
@@ -469,9 +503,14 @@ def attention(cfg, x, params, layer, loras, cos, sin):
         q, k, v = qkv[..., :hd], qkv[..., hd:2 * hd], qkv[..., 2 * hd:]  # (T, nh, hd) each
     else:
         q, k, v = lin(x, "q_proj"), lin(x, "k_proj"), lin(x, "v_proj")
+    if cfg.qk_norm == "projection":
+        # Olmo2Attention: q_norm(q_proj(x)), k_norm(k_proj(x)), RMSNorm over the whole projection, then the heads.
+        p = f"{cfg.layer_prefix}.{layer}.self_attn."
+        q = norm(cfg, q, params, p + "q_norm")  # (T, nh * hd)
+        k = norm(cfg, k, params, p + "k_norm")  # (T, nkv * hd)
     q = q.reshape(T, nh, hd)
     k = k.reshape(T, nkv, hd)
-    if cfg.qk_norm:
+    if cfg.qk_norm == "head":
         # Qwen3Attention / Gemma3Attention: q_norm / k_norm (the architecture's RMSNorm over head_dim, Gemma's times
         # 1 + w) on each head, before RoPE.
         p = f"{cfg.layer_prefix}.{layer}.self_attn."
@@ -479,7 +518,7 @@ def attention(cfg, x, params, layer, loras, cos, sin):
         k = norm(cfg, k, params, p + "k_norm")  # (T, nkv, hd)
     q, k = q.transpose(0, 1), k.transpose(0, 1)  # (nh, T, hd), (nkv, T, hd)
     v = v.reshape(T, nkv, hd).transpose(0, 1)  # (nkv, T, hd)
-    if cfg.model_type != "gpt2":
+    if cfg.model_type != "gpt2" and cfg.rope_layers[layer]:  # SmolLM3Attention: if self.use_rope
         rd = cfg.rotary_dim  # cos, sin: (T, rd); the rest of each head passes through
         q = torch.cat([q[..., :rd] * cos + rotate_half(q[..., :rd]) * sin, q[..., rd:]], dim=-1)  # (nh, T, hd)
         k = torch.cat([k[..., :rd] * cos + rotate_half(k[..., :rd]) * sin, k[..., rd:]], dim=-1)  # (nkv, T, hd)
@@ -529,13 +568,20 @@ def forward(cfg, params, ids, loras=None):
         # GemmaModel's and Gemma2Model's normalizer, Gemma3TextScaledWordEmbedding's embed_scale: sqrt(hidden) in the
         # model's dtype.
         x = x * torch.tensor(cfg.n_embd ** 0.5, dtype=x.dtype)
+    x = x * cfg.embedding_multiplier  # GraniteModel: inputs_embeds * embedding_multiplier (1 elsewhere)
     if cfg.model_type == "gpt2":
         if T > cfg.max_pos:
             raise RefError(f"a record of {T} tokens exceeds n_positions {cfg.max_pos}")
         x = x + params["transformer.wpe.weight"][:T]  # learned absolute positions
     gemma = cfg.sandwich
+    rm = cfg.residual_multiplier  # GraniteDecoderLayer: residual + hidden_states * residual_multiplier
     for i in range(cfg.n_layer):
         p = f"{cfg.layer_prefix}.{i}."
+        if cfg.post_norms:
+            # Olmo2DecoderLayer: x + post_attention_layernorm(attn(x)), then x + post_feedforward_layernorm(mlp(x)).
+            x = x + norm(cfg, attention(cfg, x, params, i, loras, cos, sin), params, p + "post_attention_layernorm")
+            x = x + norm(cfg, mlp(cfg, x, params, i, loras), params, p + "post_feedforward_layernorm")
+            continue
         pre_attn, pre_mlp = ("ln_1", "ln_2") if cfg.model_type == "gpt2" else (
             "input_layernorm", "pre_feedforward_layernorm" if gemma else "post_attention_layernorm")
         rope = (cos_l, sin_l) if cfg.local_rope[i] else (cos, sin)
@@ -546,13 +592,14 @@ def forward(cfg, params, ids, loras=None):
             continue
         if gemma:
             a = norm(cfg, a, params, p + "post_attention_layernorm")
-        x = x + a
+        x = x + a * rm
         m = mlp(cfg, norm(cfg, x, params, p + pre_mlp), params, i, loras)
         if gemma:
             m = norm(cfg, m, params, p + "post_feedforward_layernorm")
-        x = x + m  # (T, C)
+        x = x + m * rm  # (T, C)
     x = norm(cfg, x, params, names["final"])  # (T, C)
     logits = x @ params["lm_head.weight"].T  # (T, V)
+    logits = logits / cfg.logits_scaling  # GraniteForCausalLM: logits / logits_scaling (1 elsewhere)
     if cfg.final_softcap:
         logits = torch.tanh(logits / cfg.final_softcap) * cfg.final_softcap
     return logits

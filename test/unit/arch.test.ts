@@ -125,6 +125,57 @@ test('GPT-NeoX (Pythia): parallel residual, per-head [q, k, v] query_key_value, 
   assert.deepEqual([...ARCHITECTURES.gpt_neox.modules.kinds], ['query_key_value', 'dense', 'dense_h_to_4h', 'dense_4h_to_h']);
 });
 
+test('SmolLM3: no RoPE on the layers no_rope_layers marks (every 4th by default), tied head, a window on the NoPE layers', async () => {
+  const shape: SynthShape = { ...BASE, layers: 4, seed: 51, arch: 'smollm3', tied: true };
+  // The default list leaves layer 3 unrotated; rotating it too moves the loss.
+  await checkAgainstReference('smollm3', shape, [{ no_rope_layers: [1, 1, 1, 1] }]);
+  // A list of its own (layers 0 and 2 NoPE), with use_sliding_window: the window lands on the NoPE layers.
+  await checkAgainstReference('smollm3-list-window', { ...shape, seed: 52, config: { no_rope_layers: [0, 1, 0, 1], use_sliding_window: true, sliding_window: 8 } },
+    [{ no_rope_layers: [1, 1, 1, 1], use_sliding_window: false }, { use_sliding_window: false }], [40, 17]);
+  // SmolLM3Config's rules, transcribed: the interval when there is no list, layer_types when given, the defaults.
+  const base = { model_type: 'smollm3', hidden_size: 64, intermediate_size: 96, num_hidden_layers: 8, num_attention_heads: 4, vocab_size: 100 };
+  const c = normaliseConfig(base);
+  assert.deepEqual(c.ropeLayers, [true, true, true, false, true, true, true, false]);
+  assert.deepEqual([c.tieWordEmbeddings, c.ropeTheta, c.maxPositionEmbeddings, c.normEps], [true, 2000000, 32768, 1e-6]);
+  assert.deepEqual(c.slidingWindows, Array(8).fill(null));
+  assert.deepEqual(normaliseConfig({ ...base, no_rope_layer_interval: 3 }).ropeLayers, [true, true, false, true, true, false, true, true]);
+  assert.deepEqual(normaliseConfig({ ...base, num_hidden_layers: 2, no_rope_layers: [0, 1, 1] }).ropeLayers, [false, true], 'a longer list is read as far as the layers go');
+  assert.deepEqual(normaliseConfig({ ...base, use_sliding_window: true, sliding_window: 16 }).slidingWindows, [null, null, null, 16, null, null, null, 16]);
+  assert.deepEqual(normaliseConfig({ ...base, sliding_window: 16 }).slidingWindows, Array(8).fill(null), 'no window unless use_sliding_window');
+  assert.deepEqual(normaliseConfig({ ...base, num_hidden_layers: 2, sliding_window: 16, layer_types: ['sliding_attention', 'full_attention'] }).slidingWindows, [16, null]);
+  assert.throws(() => normaliseConfig({ ...base, no_rope_layers: [1, 1, 0] }, 'cfg.json'), /cfg\.json: "no_rope_layers" must list 1 \(RoPE\) or 0 \(no RoPE\) for each of the 8 layers/);
+  assert.throws(() => normaliseConfig({ ...base, no_rope_layer_interval: 0 }), /"no_rope_layer_interval" must be a positive integer/);
+});
+
+test('OLMo 2: norms on the blocks\' outputs only, RMSNorm q_norm / k_norm over the whole projection before RoPE', async () => {
+  await checkAgainstReference('olmo2', { ...BASE, seed: 53, arch: 'olmo2' });
+  // With q/k/v/o biases and head_dim x heads != hidden: the q norm is 48 wide, the k norm 24, the hidden state 32.
+  await checkAgainstReference('olmo2-bias-head-dim', { ...BASE, seed: 54, arch: 'olmo2', attentionBias: true, headDim: 12 }, [], [33, 21]);
+  const c = normaliseConfig({ model_type: 'olmo2', hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 100 });
+  assert.deepEqual([c.qkNorm, c.sandwichNorms, c.tieWordEmbeddings, c.normEps, c.numKvHeads], ['projection', true, false, 1e-5, 4]);
+});
+
+test('Granite: embedding_multiplier, residual_multiplier, attention_multiplier (the attention scale) and logits_scaling match PyTorch', async () => {
+  const shape: SynthShape = { ...BASE, seed: 55, arch: 'granite', config: { embedding_multiplier: 6, residual_multiplier: 0.5, attention_multiplier: 0.3, logits_scaling: 3 } };
+  // Each multiplier, set back to what Llama does, moves the loss.
+  await checkAgainstReference('granite', shape,
+    [{ embedding_multiplier: 1 }, { residual_multiplier: 1 }, { attention_multiplier: 1 / Math.sqrt(8) }, { logits_scaling: 1 }]);
+  // granite-3.1-2b-base's own values (12, 0.22, 0.015625, 8), tied.
+  await checkAgainstReference('granite-3.1-values', { ...BASE, seed: 56, arch: 'granite', tied: true }, [], [33, 21]);
+  const c = normaliseConfig({ model_type: 'granite', hidden_size: 64, intermediate_size: 96, num_hidden_layers: 2, num_attention_heads: 4, vocab_size: 100 });
+  assert.deepEqual([c.embedScale, c.residualScale, c.attnScale, c.logitScale], [1, 1, 1, 1], 'GraniteConfig\'s defaults are 1.0, the attention scale too');
+});
+
+test('head_dim other than hidden / heads (Mistral-Nemo: 128, not 5120 / 32) matches PyTorch; without the key it is hidden / heads', async () => {
+  // 4 heads of 16 over a 32-wide hidden state; Qwen 3's test above does the same with its q/k norms.
+  await checkAgainstReference('mistral-head-dim', { ...BASE, seed: 57, arch: 'mistral', headDim: 16 });
+  const raw = { model_type: 'mistral', hidden_size: 5120, intermediate_size: 14336, num_hidden_layers: 40, num_attention_heads: 32, num_key_value_heads: 8, vocab_size: 131072 };
+  assert.equal(normaliseConfig({ ...raw, head_dim: 128 }).headDim, 128);
+  assert.equal(normaliseConfig(raw).headDim, 160);
+  const q = candidateModules(normaliseConfig({ ...raw, head_dim: 128, num_hidden_layers: 1 }))[0];
+  assert.deepEqual([q.name, q.dIn, q.dOut], ['model.layers.0.self_attn.q_proj', 5120, 4096]);
+});
+
 test('exact GELU (erf) and its derivative, as GPT-NeoX uses it', async () => {
   const dir = path.join(tmpDir(), 'gelu-exact');
   await writeSynthModel(dir, { ...BASE, layers: 1, seed: 39, arch: 'gpt_neox', kvHeads: 4 });
@@ -174,6 +225,9 @@ test('PEFT export: names, target_modules and fan_in_fan_out, applied by PEFT\'s 
     ['gpt2', { ...BASE, layers: 2, seed: 35, arch: 'gpt2', kvHeads: 4, tied: true, intermediateSize: 64, unprefixed: true }],
     ['gpt_neox', { ...BASE, layers: 2, seed: 36, arch: 'gpt_neox', kvHeads: 4, intermediateSize: 64 }],
     ['gemma3_text', { ...BASE, layers: 2, seed: 44, arch: 'gemma3_text', tied: true, headDim: 12, config: { sliding_window: 8, sliding_window_pattern: 2 } }],
+    ['smollm3', { ...BASE, layers: 2, seed: 58, arch: 'smollm3', tied: true, config: { no_rope_layers: [1, 0] } }],
+    ['olmo2', { ...BASE, layers: 2, seed: 59, arch: 'olmo2', headDim: 12 }],
+    ['granite', { ...BASE, layers: 2, seed: 60, arch: 'granite', config: { embedding_multiplier: 6, residual_multiplier: 0.5, attention_multiplier: 0.3, logits_scaling: 3 } }],
   ];
   for (const [label, shape] of shapes) {
     const dir = path.join(tmpDir(), label);
@@ -220,18 +274,22 @@ test('PEFT export: names, target_modules and fan_in_fan_out, applied by PEFT\'s 
 });
 
 test('an unsupported model_type fails with the list of supported ones; info reads every architecture from headers', async () => {
-  for (const [arch, extra] of [['gpt2', { kvHeads: 4, unprefixed: true }], ['phi3', {}], ['gemma2', { tied: true }], ['gpt_neox', { kvHeads: 4 }]] as const) {
+  for (const [arch, extra] of [['gpt2', { kvHeads: 4, unprefixed: true }], ['phi3', {}], ['gemma2', { tied: true }], ['gpt_neox', { kvHeads: 4 }],
+    ['smollm3', { tied: true }], ['olmo2', {}], ['granite', {}]] as const) {
     const dir = path.join(tmpDir(), arch);
     await writeSynthModel(dir, { ...BASE, layers: 2, seed: 40, arch, ...extra });
     const info = modelInfo(dir);
     assert.deepEqual(info.kinds, [...ARCHITECTURES[arch].modules.kinds]);
     assert.equal(info.modules.length, 2 * info.kinds.length);
+    // The count from the config is what the weight files hold (OLMo 2: no input norms, q/k norms projection-wide).
+    const { store } = openModelFolder(dir);
+    assert.equal(info.model.parameters, store.names.reduce((s, n) => s + store.entry(n).shape.reduce((a, b) => a * b, 1), 0), `${arch}: parameters`);
     // GPT-NeoX's untied head is embed_out, not lm_head.
     if (arch === 'gpt_neox') assert.equal(info.model.tiedEmbeddings, false);
   }
   const dir = path.join(tmpDir(), 'mixtral');
   await writeSynthModel(dir, { ...BASE, layers: 1, seed: 41, config: { model_type: 'mixtral' } });
-  assert.throws(() => modelInfo(dir), /model_type "mixtral" is not supported; supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, gpt2, gpt_neox$/);
+  assert.throws(() => modelInfo(dir), /model_type "mixtral" is not supported; supported: llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, gpt2, gpt_neox, smollm3, olmo2, granite$/);
 });
 
 test('normaliseConfig: HF defaults per architecture, sliding windows per layer, GPT-2 key names', () => {
@@ -258,7 +316,7 @@ test('normaliseConfig: HF defaults per architecture, sliding windows per layer, 
   assert.deepEqual(cfg({ ...base, model_type: 'qwen2', sliding_window: 8, layer_types: Array(4).fill('sliding_attention') }).slidingWindows, [null, null, null, null]);
   assert.equal(cfg({ ...base, model_type: 'qwen2' }).attentionBias, true);
   assert.equal(cfg({ ...base, model_type: 'qwen3' }).headDim, 128);
-  assert.equal(cfg({ ...base, model_type: 'qwen3' }).qkNorm, true);
+  assert.equal(cfg({ ...base, model_type: 'qwen3' }).qkNorm, 'head');
   assert.equal(cfg({ ...base, model_type: 'phi3' }).normEps, 1e-5);
   // GPT-2 keeps its own keys; n_inner defaults to 4 * n_embd; LayerNorm; learned positions; tied head.
   const gpt2 = cfg({ model_type: 'gpt2', n_embd: 48, n_layer: 2, n_head: 4, n_positions: 128, vocab_size: 100 });

@@ -45,9 +45,10 @@ test('normaliseConfig reads stories260K', () => {
     modelType: 'llama', hiddenSize: 64, intermediateSize: 172, numLayers: 5, numHeads: 8, numKvHeads: 4, headDim: 8,
     vocabSize: 512, normEps: 1e-5, ropeTheta: 10000, ropeScaling: null, rotaryDim: 8, maxPositionEmbeddings: 512,
     tieWordEmbeddings: true, attentionBias: false, mlpBias: false, hiddenAct: 'silu', dtype: 'float32',
-    bosTokenId: 1, eosTokenId: 2, normType: 'rms', normOffset: 0, qkNorm: false, sandwichNorms: false, embedScale: 1,
+    bosTokenId: 1, eosTokenId: 2, normType: 'rms', normOffset: 0, qkNorm: null, sandwichNorms: false, embedScale: 1,
     positions: 'rope', attnScale: 1 / Math.sqrt(8), attnScaleByLayer: false, attnSoftcap: null, finalSoftcap: null,
-    slidingWindows: [null, null, null, null, null], ropeLocalTheta: null, parallelResidual: false, qkvPerHead: false,
+    residualScale: 1, logitScale: 1, slidingWindows: [null, null, null, null, null], ropeLayers: [true, true, true, true, true],
+    ropeLocalTheta: null, parallelResidual: false, qkvPerHead: false,
   });
   assert.equal(cfg.raw, RAW);
 });
@@ -169,7 +170,7 @@ test('Gemma 3 text: q/k norms, no soft-caps unless set, every sliding_window_pat
   const g3 = (extra: Record<string, unknown>) => normaliseConfig(variant({ model_type: 'gemma3_text', num_hidden_layers: 7, hidden_activation: 'gelu_pytorch_tanh', ...extra }), FILE);
   const c = g3({ sliding_window: 512 });
   assert.deepEqual(c.slidingWindows, [512, 512, 512, 512, 512, null, 512]);
-  assert.equal(c.qkNorm, true);
+  assert.equal(c.qkNorm, 'head');
   assert.equal(c.normOffset, 1);
   assert.equal(c.sandwichNorms, true);
   assert.equal(c.attnSoftcap, null);

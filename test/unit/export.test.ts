@@ -177,6 +177,41 @@ test('GPT-2 (Conv1D): fan_in_fan_out in PEFT and Axolotl, group-qualified kinds 
   assert.deepEqual(peftMatches(universe, String(lf.lora_target).split(','), null), want);
 });
 
+// SmolLM3, OLMo 2 and Granite name their projections as Llama does; OLMo 2's q_norm / k_norm and post-block norms sit
+// beside them under the same parents, and no trainer's target may reach them.
+for (const arch of ['smollm3', 'olmo2', 'granite'] as const) {
+  test(`${arch}: every trainer's export adapts exactly the adapter's modules, never a norm beside them`, async () => {
+    const dir = tmpDir();
+    const model = path.join(dir, arch);
+    await writeSynthModel(model, { hiddenSize: 32, intermediateSize: 48, layers: 3, heads: 4, kvHeads: 2, vocabSize: 384, tied: arch === 'smollm3', seed: 9, arch });
+    const folder = openModelFolder(model);
+    const norms = folder.store.names.filter((n) => /norm\.weight$/.test(n)).map((n) => n.slice(0, -'.weight'.length));
+    assert.ok(norms.some((n) => (arch === 'olmo2' ? /self_attn\.q_norm$/ : /input_layernorm$/).test(n)), `${arch}: the norms are in the universe`);
+    const universe = [...candidateModules(folder.cfg).map((s) => s.name), ...norms, 'model.embed_tokens', 'lm_head'];
+    // The top layer's o_proj and down_proj: a product of kinds and layers that MLX-LM can say too.
+    const want = ['model.layers.2.mlp.down_proj', 'model.layers.2.self_attn.o_proj'];
+    const { dir: adapter } = makeAdapter(path.join(dir, 'adapter'), model, want);
+    const exp = async (format: ExportParams['format'], file: string) => {
+      const r = await runExport({ adapterDir: adapter, format, out: path.join(dir, file), modelDir: model });
+      return { r, cfg: readConfig(r.out) };
+    };
+    const pc = (await exp('peft-config', 'c.py')).cfg;
+    assert.deepEqual(sorted(pc.target_modules as string[]), ['down_proj', 'o_proj']);
+    assert.equal(pc.fan_in_fan_out, undefined);
+    assert.deepEqual(sorted(peftMatches(universe, pc.target_modules as string[], pc.layers_to_transform as number[])), want);
+    const ax = (await exp('axolotl', 'a.yml')).cfg;
+    assert.deepEqual(sorted(peftMatches(universe, ax.lora_target_modules as string[], ax.peft_layers_to_transform as number[])), want);
+    const lf = await exp('llamafactory', 'l.yaml');
+    assert.deepEqual(sorted(peftMatches(universe, String(lf.cfg.lora_target).split(',').map((t) => t.trim()), null)), want);
+    const mx = (await exp('mlx', 'm.yaml')).cfg;
+    const lp = mx.lora_parameters as Obj;
+    assert.deepEqual(sorted(mlxMatches(universe, mx.num_layers as number, 3, lp.keys as string[])), want);
+    // Ollama imports safetensors adapters for Llama, Mistral and Gemma only: these say to go through llama.cpp.
+    const ollama = lf.r.warnings.find((w) => w.startsWith('Ollama imports safetensors adapters only for '));
+    assert.ok(ollama && !ollama.split(';')[0]!.split(/[ ,]+/).includes(arch) && /convert with llama\.cpp/.test(ollama), lf.r.warnings.join('\n'));
+  });
+}
+
 test('launch lines: no GPU count unless --gpus is given, singular for one; a LLaMA-Factory config must be a .yaml file', async () => {
   const dir = tmpDir();
   const { dir: adapter } = makeAdapter(path.join(dir, 'adapter'), STORIES, ['model.layers.1.mlp.down_proj']);
@@ -198,5 +233,5 @@ test('launch lines: no GPU count unless --gpus is given, singular for one; a LLa
 
   await badInput(exp('llamafactory', 'lf.cfg'), /LLaMA-Factory reads a config only from a \.yaml or \.yml file/);
   assert.ok(!fs.existsSync(path.join(dir, 'lf.cfg')));
-  for (const gpus of [0, -1, 1.5]) await badInput(exp('axolotl', `g${gpus}.yml`, gpus), /--gpus must be a positive integer/);
+  for (const gpus of [0, -1, 1.5]) await badInput(exp('axolotl', `g${gpus}.yml`, gpus), /--gpus must be an integer from 1 to 4096, got/);
 });

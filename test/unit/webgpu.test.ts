@@ -13,7 +13,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
 import { initBackend } from '../../src/engine/runtime/backend';
-import { loadModel } from '../../src/engine/hf/folder';
 import { candidateModules } from '../../src/engine/hf/modules';
 import { readDataset } from '../../src/engine/data/read';
 import { tokenizeDataset, type TokenizedRecord } from '../../src/engine/data/tokenize';
@@ -26,7 +25,11 @@ import { runStepsAsync } from '../../src/engine/runtime/jobs';
 import { BackendFailedError, CancelledError } from '../../src/engine/runtime/errors';
 import { writeSafetensors } from '../../src/engine/hf/safetensors';
 import { FIXTURES, STORIES, tmpDir, reference, maxRelErr } from '../helpers/reference';
-import { checkAgainstReference } from '../helpers/archcheck';
+import { checkAgainstReference, randomRecords } from '../helpers/archcheck';
+import { loadModel, openModelFolder } from '../../src/engine/hf/folder';
+import { writeSynthModel } from '../../src/engine/hf/synth';
+import { Decoder } from '../../src/engine/model/decoder';
+import { lossLayerMajor } from '../../src/engine/model/schedule';
 
 const GOLDEN = JSON.parse(fs.readFileSync(path.join(STORIES, 'golden_reference.json'), 'utf8'));
 const ALPACA = path.join(FIXTURES, 'data/instruction/alpaca_en_demo.json');
@@ -99,12 +102,14 @@ test('webgpu: PAGE on stories260K matches PyTorch (shares 1e-4, sampled and expe
 });
 
 // Llama, one with biases (Qwen 2) and one with soft-caps and sandwich norms (Gemma 2), one with a parallel residual
-// (GPT-NeoX): loss, PAGE and LoRA gradients against the reference, through the same checks as arch.test.ts.
+// (GPT-NeoX), one with no norm before its blocks and q/k norms over the whole projection (OLMo 2): loss, PAGE and
+// LoRA gradients against the reference, through the same checks as arch.test.ts.
 for (const [label, shape] of [
   ['llama', { ...BASE, seed: 61 }],
   ['qwen2', { ...BASE, seed: 62, arch: 'qwen2', tied: true }],
   ['gemma2', { ...BASE, seed: 63, arch: 'gemma2', tied: true, headDim: 12, config: { sliding_window: 8, attn_logit_softcapping: 1.5, final_logit_softcapping: 4.0 } }],
   ['gpt_neox', { ...BASE, seed: 64, arch: 'gpt_neox', kvHeads: 4 }],
+  ['olmo2', { ...BASE, seed: 65, arch: 'olmo2', headDim: 12 }],
 ] as const) {
   test(`webgpu: ${label} matches PyTorch (loss, PAGE, LoRA gradients)`, async () => {
     const err = await checkAgainstReference(`webgpu-${label}`, shape, [], [33, 21]);
@@ -118,10 +123,14 @@ test('webgpu: a short DomLoRA run writes a PEFT adapter that PyTorch, applying i
     seqLen: 64, maxSamples: 40, evalSplit: 0.25, out, backend: 'webgpu' });
   assert.equal(r.backend, 'webgpu');
   assert.ok(r.evalLossAfter! < r.evalLossBefore!, `eval loss ${r.evalLossBefore} -> ${r.evalLossAfter}`);
+  // The first two GSM8K records whose answer starts within 64 tokens (the file's first records start theirs later,
+  // and an eval with no supervised token is refused).
   const data = path.join(tmpDir(), 'eval.jsonl');
   fs.writeFileSync(data, fs.readFileSync(GSM8K, 'utf8').split('\n').slice(0, 2).join('\n') + '\n');
-  const ours = await runEval({ modelDir: STORIES, data, adapter: out, seqLen: 64, backend: 'webgpu' });
-  const recs = records(STORIES, data, 2, 64);
+  // GSM8K's answers start past token 100: the eval runs at 192 tokens so both records are scored.
+  const ours = await runEval({ modelDir: STORIES, data, adapter: out, seqLen: 192, backend: 'webgpu' });
+  assert.equal(ours.losses.length, 2);
+  const recs = records(STORIES, data, 2, 192);
   const ref = reference<{ losses: number[] }>({ model_dir: STORIES, records: recs.map((x) => ({ input_ids: x.inputIds, loss_mask: x.lossMask })), mode: 'eval-adapter', adapter_dir: out });
   ours.losses.forEach((l, i) => assert.ok(Math.abs(l - ref.losses[i]) < 1e-4, `record ${i}: ${l} vs PEFT-applied ${ref.losses[i]}`));
 });
@@ -150,6 +159,53 @@ test('webgpu: a vocabulary split into parts (a binding limit forced small) gives
     assert.ok(maxRelErr(a, b) < 1e-5, `PAGE rel err ${maxRelErr(a, b)}`);
   } finally {
     delete process.env.DOMLORA_MAX_BINDING_BYTES;
+  }
+});
+
+test('webgpu: jobs planned layer-major by a small GPU budget give the resident jobs\' loss and PAGE (layers read from the files)', async () => {
+  const data = path.join(tmpDir(), 'two.jsonl');
+  fs.writeFileSync(data, [GOLDEN.tinystories_greedy_text.text, 'Once upon a time there was a little dog. He liked to run in the park with his friend.']
+    .map((text) => JSON.stringify({ text })).join('\n') + '\n');
+  const logs: string[] = [];
+  const hooks = { log: (_l: string, m: string) => logs.push(m) };
+  const params = { modelDir: STORIES, data, samples: 2, seqLen: 64, backend: 'webgpu', bootstrap: 1 } as const;
+  const resident = await runProbe(params, hooks);
+  const ev = await runEval({ modelDir: STORIES, data, seqLen: 64, backend: 'webgpu' }, hooks);
+  try {
+    logs.length = 0;
+    // Budgets below each job's resident plan, above one layer at a time (an evaluation keeps no activations).
+    process.env.DOMLORA_MEMORY_BUDGET = String(6e6);
+    const streamed = await runProbe(params, hooks);
+    process.env.DOMLORA_MEMORY_BUDGET = String(2e6);
+    const evs = await runEval({ modelDir: STORIES, data, seqLen: 64, backend: 'webgpu' }, hooks);
+    assert.equal(logs.filter((l) => /layer-major: .*streamed from the files/.test(l)).length, 2, logs.join('\n'));
+    assert.ok(Math.abs(streamed.report.meanLoss - resident.report.meanLoss) < 1e-5, `probe loss ${streamed.report.meanLoss} vs ${resident.report.meanLoss}`);
+    assert.ok(Math.abs(evs.meanLoss - ev.meanLoss) < 1e-5, `eval loss ${evs.meanLoss} vs ${ev.meanLoss}`);
+    const a = streamed.report.modules.map((m) => m.pageExpected), b = resident.report.modules.map((m) => m.pageExpected);
+    assert.ok(maxRelErr(a, b) < 1e-4, `PAGE rel err ${maxRelErr(a, b)}`);
+  } finally {
+    delete process.env.DOMLORA_MEMORY_BUDGET;
+  }
+});
+
+test('webgpu: the head of many records at a 152k vocabulary equals each record\'s own (chunks of logits within a binding)', async () => {
+  // Qwen2.5's vocabulary with a tiny body. Found on an H200: 256-row chunks of logits ([256, 151936], 155 MB) gave
+  // a wrong loss there, and on lavapipe exceed its 128 MiB binding.
+  const dir = path.join(tmpDir(), 'bigvocab');
+  const V = 151936;
+  await writeSynthModel(dir, { hiddenSize: 32, intermediateSize: 48, layers: 1, heads: 4, kvHeads: 2, vocabSize: V, tied: true, seed: 81 });
+  const folder = openModelFolder(dir);
+  const recs = randomRecords(82, [300, 260], V);
+  const resident = Decoder.load(folder.cfg, folder.store);
+  const streamed = Decoder.load(folder.cfg, folder.store, { stream: true, streamVocab: false });
+  try {
+    const one: number[] = [];
+    for (const r of recs) one.push((await runStepsAsync(resident.recordLossSteps(r.inputIds, r.lossMask), undefined)).loss);
+    const many = (await runStepsAsync(lossLayerMajor(streamed, recs.map((r) => ({ ids: r.inputIds, mask: r.lossMask }))), undefined)).map((p) => p.loss);
+    one.forEach((l, i) => assert.ok(Math.abs(many[i] - l) < 1e-5 * Math.abs(l), `record ${i}: ${many[i]} (many) vs ${l} (one)`));
+  } finally {
+    resident.dispose();
+    streamed.dispose();
   }
 });
 

@@ -45,7 +45,7 @@ export const llama: ArchDef = {
     partialRotary: false,
     flags: (c) => ({
       normType: 'rms', normOffset: 0, embedScale: 1, attnScale: 1 / Math.sqrt(c.headDim), attnScaleByLayer: false,
-      attnSoftcap: null, finalSoftcap: null, ropeLocalTheta: null, parallelResidual: false, qkvPerHead: false,
+      attnSoftcap: null, finalSoftcap: null, residualScale: 1, logitScale: 1, ropeLocalTheta: null, parallelResidual: false, qkvPerHead: false,
       attentionBias: Boolean(c.raw.attention_bias), mlpBias: Boolean(c.raw.mlp_bias),
     }),
     // Llama's attention is always full; the others here add a window.

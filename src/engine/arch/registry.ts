@@ -12,8 +12,11 @@ import { gemma3_text } from './gemma3_text';
 import { phi3 } from './phi3';
 import { gpt2 } from './gpt2';
 import { gpt_neox } from './gpt_neox';
+import { smollm3 } from './smollm3';
+import { olmo2 } from './olmo2';
+import { granite } from './granite';
 
-const ALL: readonly ArchDef[] = [llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, gpt2, gpt_neox];
+const ALL: readonly ArchDef[] = [llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, gpt2, gpt_neox, smollm3, olmo2, granite];
 
 export const ARCHITECTURES: Readonly<Record<string, ArchDef>> = Object.fromEntries(ALL.map((a) => [a.modelType, a]));
 export const SUPPORTED_MODEL_TYPES: readonly string[] = ALL.map((a) => a.modelType);

@@ -26,20 +26,25 @@ export interface ModuleLayout {
 
 /**
  * The norms of a layer, by the part they play, as paths under the layer (`.weight`, and `.bias` for LayerNorm, are
- * appended). A name that is present turns the norm on: `attnOut` and `mlpOut` are Gemma 2's sandwich norms, `q` and
- * `k` the per-head query/key norms of Qwen 3 and Gemma 3.
+ * appended). A name that is present turns the norm on: `attnOut` and `mlpOut` are Gemma 2's sandwich norms (and OLMo
+ * 2's only ones, which has no `input` or `preMlp`), `q` and `k` the query/key norms of Qwen 3, Gemma 3 and OLMo 2.
  */
 export interface LayerNormNames {
-  /** Before attention (input_layernorm, GPT-2's ln_1). */
-  readonly input: string;
+  /** Before attention (input_layernorm, GPT-2's ln_1); absent in OLMo 2, whose attention reads the layer input. */
+  readonly input?: string;
   /** Before the MLP (Llama's post_attention_layernorm, Gemma 2's pre_feedforward_layernorm, GPT-2's ln_2). */
-  readonly preMlp: string;
-  /** On the attention output, before the residual add (Gemma 2's post_attention_layernorm). */
+  readonly preMlp?: string;
+  /** On the attention output, before the residual add (Gemma 2's and OLMo 2's post_attention_layernorm). */
   readonly attnOut?: string;
-  /** On the MLP output, before the residual add (Gemma 2's post_feedforward_layernorm). */
+  /** On the MLP output, before the residual add (Gemma 2's and OLMo 2's post_feedforward_layernorm). */
   readonly mlpOut?: string;
   readonly q?: string;
   readonly k?: string;
+  /**
+   * What the q/k norms normalise: each head over head_dim (`head`, Qwen 3 and Gemma 3, the default), or the whole
+   * projection at once, over heads x head_dim (`projection`, OLMo 2's q_norm and k_norm, before the heads are split).
+   */
+  readonly qkOver?: 'head' | 'projection';
 }
 
 /** The names of the tensors outside the linear modules. */
@@ -85,6 +90,8 @@ export interface ConfigDefaults {
   readonly intermediateTimesHidden?: number;
   /** The fraction of each head RoPE rotates when the config does not say. */
   readonly partialRotary?: number;
+  /** RoPE's base when the config has no rope_theta (10000 unless said: SmolLM3's is 2,000,000). */
+  readonly ropeTheta?: number;
 }
 
 /** Reads optional numbers of a raw config.json, with the file named in errors. */
@@ -117,6 +124,10 @@ export interface ArchFlags {
   attnSoftcap: number | null;
   /** Gemma 2: logits become cap * tanh(logits / cap). */
   finalSoftcap: number | null;
+  /** Granite's residual_multiplier: each block's output is scaled by it before the residual add (1 elsewhere). */
+  residualScale: number;
+  /** Granite's logits_scaling: the logits are divided by it (1 elsewhere). */
+  logitScale: number;
   /** Gemma 3: the RoPE base of sliding-window layers (rope_local_base_freq, unscaled); null: every layer uses ropeTheta. */
   ropeLocalTheta: number | null;
   /** GPT-NeoX's use_parallel_residual: x + attn(ln1(x)) + mlp(ln2(x)), both blocks reading the layer's input. */
@@ -139,6 +150,8 @@ export interface ConfigRules {
   flags(c: ConfigReader): ArchFlags;
   /** Per layer: how many positions (itself included) a query sees, or null for all earlier ones. */
   slidingWindows(c: ConfigReader): (number | null)[];
+  /** Per layer: whether RoPE rotates its queries and keys (SmolLM3's no_rope_layers); absent, every layer does. */
+  ropeLayers?(c: ConfigReader): boolean[];
 }
 
 /** Which linears carry a bias, for the parameter count and synthetic folders (loading takes whatever is stored). */

@@ -32,10 +32,15 @@ export interface ModelConfig extends ArchFlags {
   dtype: string;
   bosTokenId?: number;
   eosTokenId?: number | number[];
-  /** Qwen 3 and Gemma 3: RMSNorm over head_dim on every query and key head, before RoPE. */
-  qkNorm: boolean;
-  /** Gemma 2 and 3: norms on the attention and MLP outputs too, before each residual add. */
+  /**
+   * Norms on the queries and keys before RoPE: over head_dim on every head (`head`, Qwen 3 and Gemma 3), over the
+   * whole projection (`projection`, OLMo 2), or none.
+   */
+  qkNorm: 'head' | 'projection' | null;
+  /** Gemma 2 and 3, OLMo 2: norms on the attention and MLP outputs, before each residual add. */
   sandwichNorms: boolean;
+  /** Per layer: whether RoPE rotates its queries and keys (false on SmolLM3's NoPE layers). */
+  ropeLayers: boolean[];
   /** `rope`, or `learned` absolute position embeddings (GPT-2). */
   positions: 'rope' | 'learned';
   /** Per layer: how many positions (itself included) a query sees, or null for all earlier ones. */
@@ -129,11 +134,12 @@ export function normaliseConfig(raw: Record<string, unknown>, file = 'config.jso
     dtype: String(raw.dtype ?? raw.torch_dtype ?? 'float32'),
     bosTokenId: typeof raw.bos_token_id === 'number' ? raw.bos_token_id : undefined,
     eosTokenId: (raw.eos_token_id ?? undefined) as number | number[] | undefined,
-    qkNorm: Boolean(arch.tensors.norms.q && arch.tensors.norms.k),
+    qkNorm: arch.tensors.norms.q && arch.tensors.norms.k ? arch.tensors.norms.qkOver ?? 'head' : null,
     sandwichNorms: Boolean(arch.tensors.norms.attnOut && arch.tensors.norms.mlpOut),
     positions: arch.config.positions,
     ...arch.config.flags(reader),
     slidingWindows: arch.config.slidingWindows(reader),
+    ropeLayers: arch.config.positions === 'rope' ? arch.config.ropeLayers?.(reader) ?? new Array(numLayers).fill(true) : new Array(numLayers).fill(false),
     raw,
   };
 }
@@ -153,7 +159,7 @@ function readRope(raw: Record<string, unknown>, arch: ArchDef, headDim: number, 
   const local = (perType ? ropeAll!.sliding_attention ?? null : null) as Record<string, unknown> | null;
   // An architecture's own keys (GPT-NeoX's rotary_emb_base, rotary_pct) come first, as transformers reads them.
   const ownTheta = keys.ropeTheta ? raw[keys.ropeTheta] : undefined;
-  const theta = num(ownTheta != null ? keys.ropeTheta! : 'rope_theta', 10000, ownTheta ?? ropeParams?.rope_theta ?? raw.rope_theta);
+  const theta = num(ownTheta != null ? keys.ropeTheta! : 'rope_theta', def.ropeTheta ?? 10000, ownTheta ?? ropeParams?.rope_theta ?? raw.rope_theta);
   // partial_rotary_factor < 1 (Phi-4-mini; GPT-NeoX's rotary_pct, 0.25 by default): RoPE rotates only the first
   // head_dim x factor dimensions of each head.
   const partial = (keys.partialRotary ? raw[keys.partialRotary] : undefined) ?? raw.partial_rotary_factor

@@ -94,7 +94,11 @@ export function parameterCount(cfg: ModelConfig): number {
   const H = cfg.hiddenSize;
   const one = candidateModules({ ...cfg, numLayers: 1, slidingWindows: [null] });
   const normSize = cfg.normType === 'layernorm' ? 2 : 1;
-  const norms = (cfg.sandwichNorms ? 4 : 2) * H * normSize + (cfg.qkNorm ? 2 * cfg.headDim : 0);
+  const n = arch.tensors.norms;
+  // The norms the layer has (OLMo 2 has neither input nor pre-MLP norm), and the q/k norms: one head wide, or the
+  // whole projection (OLMo 2).
+  const qkWidth = cfg.qkNorm === 'projection' ? (cfg.numHeads + cfg.numKvHeads) * cfg.headDim : cfg.qkNorm === 'head' ? 2 * cfg.headDim : 0;
+  const norms = [n.input, n.preMlp, n.attnOut, n.mlpOut].filter(Boolean).length * H * normSize + qkWidth * normSize;
   const b = arch.biases(cfg);
   const biased = (kind: string) => {
     const role = roleOf(cfg.modelType, kind);

@@ -121,12 +121,17 @@ function synthSpecs(arch: ArchDef, shape: SynthShape, config: Record<string, unk
   for (let l = 0; l < shape.layers; l++) {
     const p = `${modules.layerPrefix}.${l}`;
     const n = names.norms;
-    norm(`${p}.${n.input}`, H);
+    if (n.input) norm(`${p}.${n.input}`, H);
     linears(l, attnIn);
-    if (n.q && n.k) { norm(`${p}.${n.q}`, hdCfg); norm(`${p}.${n.k}`, hdCfg); }
+    if (n.q && n.k) {
+      // One head wide, or the whole projection (OLMo 2).
+      const whole = n.qkOver === 'projection';
+      norm(`${p}.${n.q}`, whole ? dims.numHeads * hdCfg : hdCfg);
+      norm(`${p}.${n.k}`, whole ? dims.numKvHeads * hdCfg : hdCfg);
+    }
     linears(l, [R.o]);
     if (n.attnOut) norm(`${p}.${n.attnOut}`, H);
-    norm(`${p}.${n.preMlp}`, H);
+    if (n.preMlp) norm(`${p}.${n.preMlp}`, H);
     if (n.mlpOut) norm(`${p}.${n.mlpOut}`, H);
     linears(l, [...mlpIn, R.down]);
   }

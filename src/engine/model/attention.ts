@@ -1,6 +1,6 @@
 // The attention block, forward and backward: the q/k/v projections (or one fused qkv), Qwen 3's and Gemma 3's
-// per-head q/k norms, RoPE, causal (and sliding-window) softmax attention with grouped key/value heads, Gemma 2's
-// soft-cap, and the output projection.
+// per-head q/k norms (OLMo 2's over the whole projection), RoPE (not on SmolLM3's NoPE layers), causal (and
+// sliding-window) softmax attention with grouped key/value heads, Gemma 2's soft-cap, and the output projection.
 //
 // Grouped-query attention: heads h = g*rep + j share key/value head g (HF repeat_kv), so stacking a group's queries
 // as [rep*T, hd] needs no repeat at all. On wasm each group runs as plain 2-D matmuls ('grouped'); on a GPU one
@@ -14,14 +14,19 @@ import type { BackwardContext, BackwardStop, LayerContext, LayerWeights, LoraAda
 /** What the attention backward needs, kept from the forward. */
 export interface AttentionCache {
   h1: tf.Tensor2D; // normed input of q, k, v (or qkv) [T, H]
-  qn?: NormCache; // per-head q norm, x = q before it [T*nH, hd]
-  kn?: NormCache; // [T*nKV, hd]
+  qn?: NormCache; // q norm, x = q before it [T*nH, hd] (per head) or [T, nH*hd] (over the projection)
+  kn?: NormCache; // [T*nKV, hd] or [T, nKV*hd]
   q: tf.Tensor3D; // roped queries, kv-group major [nKV, rep*T, hd]
   k: tf.Tensor3D; // roped keys [nKV, T, hd]
   v: tf.Tensor3D; // values [nKV, T, hd]
   p: tf.Tensor3D; // attention probabilities [nKV, rep*T, T]
   capT?: tf.Tensor3D; // soft-capping: tanh(scores / cap) [nKV, rep*T, T]
   att: tf.Tensor2D; // attention output, the input of o_proj [T, nH*hd]
+}
+
+/** The 2-D shape a q/k norm works on for n heads: a row per head ([T*n, hd]), or a row per token ([T, n*hd], OLMo 2). */
+function qkNormShape(c: LayerContext, T: number, n: number): [number, number] {
+  return c.cfg.qkNorm === 'projection' ? [T, n * c.cfg.headDim] : [T * n, c.cfg.headDim];
 }
 
 /** Scores' factor at layer l (1/sqrt(hd), Gemma 2's query_pre_attn_scalar, GPT-2's optional 1/(l+1)). */
@@ -54,13 +59,14 @@ export function attentionForward(c: LayerContext, l: number, L: LayerWeights, h1
   }
   let qn: { y: tf.Tensor2D; c: NormCache } | undefined, kn: typeof qn;
   if (L.qNorm && L.kNorm) {
-    qn = normForward(cfg, tf.reshape(q0, [T * nH, hd]), L.qNorm); // every head normed over hd
-    kn = normForward(cfg, tf.reshape(k0, [T * nKV, hd]), L.kNorm);
+    // Every head normed over hd (Qwen 3, Gemma 3), or the whole projection at once (OLMo 2).
+    qn = normForward(cfg, tf.reshape(q0, qkNormShape(c, T, nH)), L.qNorm);
+    kn = normForward(cfg, tf.reshape(k0, qkNormShape(c, T, nKV)), L.kNorm);
     q0 = qn.y; k0 = kn.y;
   }
   let qr = tf.reshape(q0, [T, nH, hd]) as tf.Tensor3D;
   let kr = tf.reshape(k0, [T, nKV, hd]) as tf.Tensor3D;
-  if (cfg.positions === 'rope') {
+  if (cfg.ropeLayers[l]) {
     qr = c.rope.apply(qr, T, false, l);
     kr = c.rope.apply(kr, T, false, l);
   }
@@ -159,12 +165,12 @@ export function attentionBackward(c: LayerContext, l: number, L: LayerWeights, d
   }
   let dqr = tf.transpose(tf.reshape(dq3, [nH, T, hd]), [1, 0, 2]) as tf.Tensor3D; // [T, nH, hd]
   let dkr = tf.transpose(dk3, [1, 0, 2]) as tf.Tensor3D; // [T, nKV, hd]
-  if (cfg.positions === 'rope') {
+  if (cfg.ropeLayers[l]) {
     dqr = c.rope.apply(dqr, T, true, l);
     dkr = c.rope.apply(dkr, T, true, l);
   }
-  let dq = tf.reshape(dqr, [T * nH, hd]) as tf.Tensor2D;
-  let dk = tf.reshape(dkr, [T * nKV, hd]) as tf.Tensor2D;
+  let dq = tf.reshape(dqr, qkNormShape(c, T, nH)) as tf.Tensor2D;
+  let dk = tf.reshape(dkr, qkNormShape(c, T, nKV)) as tf.Tensor2D;
   if (cache.qn && cache.kn) {
     dq = normBackward(dq, cache.qn, L.qNorm!);
     dk = normBackward(dk, cache.kn, L.kNorm!);

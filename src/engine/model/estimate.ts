@@ -33,37 +33,49 @@ export function layerActivationFloats(cfg: ModelConfig, T: number): { kept: numb
   const roles: ArchRoles = archOf(cfg.modelType).modules.roles;
   const gated = !roles.fc; // gate and up (separate or fused), else GPT-2's plain fc -> act
   const ln = cfg.normType === 'layernorm';
-  const softcap = cfg.attnSoftcap ? 1 : 0;
-  const sandwich = cfg.sandwichNorms ? 1 : 0;
   // A NormCache: the norm's input [n, d], 1/rms [n, 1], and LayerNorm's mean [n, 1].
   const normKept = (n: number, d: number) => n * d + n * (ln ? 2 : 1);
   // normBackward: xhat, dxhat, dxhat*xhat, xhat*dot, the difference, the result (LayerNorm: x - mu, centred dxhat).
   const normWork = (n: number, d: number) => n * d * (ln ? 8 : 6) + n * (ln ? 2 : 1);
+  const softcap = cfg.attnSoftcap ? 1 : 0;
+  const sandwich = cfg.sandwichNorms ? 1 : 0;
+  const names = archOf(cfg.modelType).tensors.norms;
+  // The norms before attention and before the MLP, when the architecture has them (OLMo 2 has neither: its blocks
+  // read the residual stream itself, a handle on the same buffer, so only the norm's own tensors go).
+  const n1 = names.input ? 1 : 0, n2 = names.preMlp ? 1 : 0;
+  // The q/k norms' rows: one per head ([T*n, hd]) or one per token over the projection ([T, n*hd], OLMo 2).
+  const qkRows = (n: number) => (cfg.qkNorm === 'projection' ? T : T * n);
+  const qkWidth = (n: number) => (cfg.qkNorm === 'projection' ? n * cfg.headDim : cfg.headDim);
+  const qkKept = cfg.qkNorm ? normKept(qkRows(nH), qkWidth(nH)) + normKept(qkRows(nKV), qkWidth(nKV)) : 0;
+  const qkWork = cfg.qkNorm ? normWork(qkRows(nH), qkWidth(nH)) + normWork(qkRows(nKV), qkWidth(nKV)) : 0;
   const kept =
-    normKept(T, H) + T * H // n1 (x: the layer input) and h1
+    n1 * normKept(T, H) + T * H // n1 (x: the layer input) and h1 (the normed input, or the input itself)
     + T * Q + 2 * T * K + T * Q // q, k, v (roped, kv-group major) and att, o_proj's input
     + TT * (1 + softcap) // p, and Gemma 2's tanh(scores / cap)
-    + normKept(T, H) + T * H // n2 (x: the residual after attention, or a copy of the layer input when parallel) and h2
+    + n2 * normKept(T, H) + T * H // n2 (x: the residual after attention, or a copy of the layer input when parallel) and h2
     + T * I * (gated ? 3 : 2) // g, act and, when gated, u
-    + (cfg.qkNorm ? normKept(T * nH, cfg.headDim) + normKept(T * nKV, cfg.headDim) : 0) // Qwen 3's qn, kn
-    + sandwich * 2 * normKept(T, H); // Gemma 2's an, mn
+    + qkKept // Qwen 3's, Gemma 3's and OLMo 2's qn, kn
+    + sandwich * 2 * normKept(T, H); // Gemma 2's and OLMo 2's an, mn
   // Backward, MLP: dAct, act and act' (silu: 6 tensors, tanh-gelu: 19, erf-gelu: 11), the gate/up or fc gradients,
   // the pre-MLP norm.
   const actWork = cfg.hiddenAct === 'gelu_tanh' ? 19 : cfg.hiddenAct === 'gelu' ? 11 : 6;
-  let mlp = T * I + actWork * T * I + sandwich * normWork(T, H);
+  // Granite's residual_multiplier: dy times it, on the way into each block.
+  const scaled = cfg.residualScale !== 1 ? T * H : 0;
+  let mlp = T * I + actWork * T * I + sandwich * normWork(T, H) + scaled;
   if (!gated) mlp += T * I + T * H; // dAct * act'(g), then fc's dx
   else mlp += 3 * T * I + (roles.gateUp ? 2 * T * I + T * H : 3 * T * H); // dg, du; fused: their concat and one dx
-  mlp += normWork(T, H) + T * H; // n2's backward and the residual sum
+  mlp += n2 * normWork(T, H) + T * H; // n2's backward and the residual sum
   // Attention: dAtt and its transpose, the unstacked dO, p, q, k, v (and caps), per kv group dP, the softmax backward
   // (4 [rep*T, T]), the scale, dS^T and p^T (7 in all, +3 through the soft-cap), dq, dk, dv and their stacks.
-  let att = sandwich * normWork(T, H) + 2 * T * Q
+  let att = sandwich * normWork(T, H) + scaled + 2 * T * Q
     + (T * Q + TT * (1 + softcap) + T * Q + 2 * T * K)
     + (T * K + TT * (7 + 3 * softcap) + nH * T + T * Q + 2 * T * K)
     + (2 * T * Q + 2 * T * K) + 2 * T * K;
-  if (cfg.positions === 'rope') att += 5 * T * Q + 5 * T * K; // the inverse rotation of dq and dk
-  if (cfg.qkNorm) att += normWork(T * nH, cfg.headDim) + normWork(T * nKV, cfg.headDim);
+  // The inverse rotation of dq and dk, on any layer that rotates (SmolLM3's NoPE layers do not: an upper bound).
+  if (cfg.ropeLayers.some(Boolean)) att += 5 * T * Q + 5 * T * K;
+  att += qkWork;
   att += roles.qkv ? T * (Q + 2 * K) + T * H : 4 * T * H; // fused: the concat and one dx; else three dx and their sum
-  att += normWork(T, H) + T * H; // n1's backward and the residual sum
+  att += n1 * normWork(T, H) + T * H; // n1's backward and the residual sum
   // The allowance for taps and LoRA paths (see above).
   const inputOf: Record<string, string> = {};
   for (const [role, kind] of Object.entries(roles)) inputOf[kind as string] = ['q', 'k', 'v', 'qkv'].includes(role) ? 'h1' : role === 'o' ? 'att' : role === 'down' ? 'act' : 'h2';

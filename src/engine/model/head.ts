@@ -176,7 +176,9 @@ export function* headLossManySteps(cfg: ModelConfig, w: EndWeights, items: HeadI
     const targets = rowsOf.flatMap((r) => r.tgt);
     const weights = rowsOf.flatMap((r) => r.tgt.map(() => 1 / r.tgt.length)); // each record's mean over its rows
     const R = targets.length;
-    const chunk = Math.min(R, 256);
+    // The single record's chunking (headChunkRows): about 32 MiB of logits at once, which also keeps each binding far
+    // under a GPU's limit (lavapipe binds 128 MiB; 256 rows of a 152k vocabulary would be 155 MB).
+    const chunk = headChunkRows(R, cfg.vocabSize);
     const chunks: { c0: number; n: number; h: tf.Tensor2D; m: tf.Tensor2D; s: tf.Tensor2D; picked: tf.Tensor1D }[] = [];
     for (let c0 = 0; c0 < R; c0 += chunk) {
       const n = Math.min(chunk, R - c0);

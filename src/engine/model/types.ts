@@ -19,8 +19,9 @@ export interface Norm { w: tf.Tensor1D; b?: tf.Tensor1D }
 
 /** A layer's weights: its norms by role (see arch/types.ts LayerNormNames) and its linears by kind. */
 export interface LayerWeights {
-  inputNorm: Norm;
-  preMlpNorm: Norm;
+  /** Absent in OLMo 2, whose blocks read the residual stream as it is. */
+  inputNorm?: Norm;
+  preMlpNorm?: Norm;
   attnOutNorm?: Norm;
   mlpOutNorm?: Norm;
   qNorm?: Norm;

@@ -65,10 +65,14 @@ function loadInScope(cfg: ModelConfig, store: WeightStore, opts: ModelOptions): 
   const key = (name: string) => storedName(has, name, cfg.modelType);
   const t2 = (name: string, shape: [number, number]) => tf.tensor2d(store.read(key(name), shape), shape);
   const t1 = (name: string, n: number) => tf.tensor1d(store.read(key(name), [n]));
-  const norm = (prefix: string, n: number): Norm => {
+  /** A norm's weights, Gemma's 1 + w folded in, and times `scale` (w and b: the norm's output scales with them). */
+  const norm = (prefix: string, n: number, scale = 1): Norm => {
     let w = t1(`${prefix}.weight`, n);
-    if (cfg.normOffset) w = tf.tidy(() => { const o = tf.add(w, cfg.normOffset) as tf.Tensor1D; w.dispose(); return o; });
-    return cfg.normType === 'layernorm' ? { w, b: t1(`${prefix}.bias`, n) } : { w };
+    const fold = (t: tf.Tensor1D, add: number, mul: number) => tf.tidy(() => { const o = tf.mul(tf.add(t, add), mul) as tf.Tensor1D; t.dispose(); return o; });
+    if (cfg.normOffset || scale !== 1) w = fold(w, cfg.normOffset, scale);
+    if (cfg.normType !== 'layernorm') return { w };
+    const b = t1(`${prefix}.bias`, n);
+    return { w, b: scale !== 1 ? fold(b, 0, scale) : b };
   };
   // The embedding and the head: in parts the backend can bind, resident or left in the files.
   const untied = !cfg.tieWordEmbeddings && store.has(names.head);
@@ -115,13 +119,19 @@ function loadInScope(cfg: ModelConfig, store: WeightStore, opts: ModelOptions): 
     }
     const p = `${modules.layerPrefix}.${l}`;
     const n = names.norms;
+    // OLMo 2's q/k norms span the whole projection (heads x head_dim); the others' one head.
+    const [qn, kn] = cfg.qkNorm === 'projection' ? [cfg.numHeads * cfg.headDim, cfg.numKvHeads * cfg.headDim] : [cfg.headDim, cfg.headDim];
     layers.push({
-      inputNorm: norm(`${p}.${n.input}`, H), preMlpNorm: norm(`${p}.${n.preMlp}`, H), linears,
+      ...(n.input ? { inputNorm: norm(`${p}.${n.input}`, H) } : {}),
+      ...(n.preMlp ? { preMlpNorm: norm(`${p}.${n.preMlp}`, H) } : {}),
+      linears,
       ...(n.attnOut && n.mlpOut ? { attnOutNorm: norm(`${p}.${n.attnOut}`, H), mlpOutNorm: norm(`${p}.${n.mlpOut}`, H) } : {}),
-      ...(n.q && n.k ? { qNorm: norm(`${p}.${n.q}`, cfg.headDim), kNorm: norm(`${p}.${n.k}`, cfg.headDim) } : {}),
+      ...(n.q && n.k ? { qNorm: norm(`${p}.${n.q}`, qn), kNorm: norm(`${p}.${n.k}`, kn) } : {}),
     });
   }
-  const finalNorm = norm(names.finalNorm, H);
+  // Granite divides the logits by logits_scaling. The head is linear with no bias, so that is the final norm's
+  // output divided by it: folded into the norm's weights here, the head's forward and backward need nothing else.
+  const finalNorm = norm(names.finalNorm, H, 1 / cfg.logitScale);
   return { embed, head, finalNorm, positions, layers, ...(source ? { source } : {}) };
 }
 

@@ -13,7 +13,7 @@ import { badInput, DomLoraError } from './errors';
 export type OutputKind = 'report' | 'adapter' | 'merged' | 'config';
 
 /** The first line of every trainer config DomLoRA exports (peft-config, axolotl, llamafactory, mlx). */
-export const CONFIG_MARKER = '# LoRA placement found by DomLoRA (PAGE).';
+export const CONFIG_MARKER = '# LoRA placement found by DomLoRA (PAGE)';
 /** The safetensors metadata key of a merged model DomLoRA wrote (its value: the adapter folder merged in). */
 export const MERGED_MARKER = 'domlora.merged_from';
 
