@@ -318,7 +318,7 @@ export const showHeatmap: CommandFactory = (ctx) => async (uri?: vscode.Uri | Mo
     modelDir = ctx.panels.activeModel() ?? ctx.store.lastModel();
     if (!modelDir || !fs.existsSync(modelDir)) modelDir = await resolveModelFolder(ctx, undefined, 'show the PAGE heatmap of');
   }
-  if (!modelDir) return undefined;
+  if (!modelDir || refuseRestricted(ctx, modelDir, 'the model folder')) return undefined;
   const rep = ctx.models.report(modelDir);
   if (!rep) {
     notify.info(`DomLoRA: there is no PAGE report for ${modelName(modelDir)} yet.`,
