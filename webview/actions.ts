@@ -33,9 +33,9 @@ export function rerunProbe(): void {
   send(RerunProbeCommand, {});
 }
 
-/** Reveals an adapter folder (or any path the host named) in the explorer or the OS. */
-export function reveal(path: string): void {
-  send(RevealCommand, { path });
+/** Reveals the adapter of a run in the explorer or the OS (the host knows its folder; the webview names the run). */
+export function revealAdapter(preset: Preset): void {
+  send(RevealCommand, { what: 'adapter', preset });
 }
 
 /** Places the adapter at a module (undefined: back to the dominant one): drawn at once, then sent to the host. */

@@ -81,7 +81,7 @@ function runCard(preset: Preset, run: RunView | undefined, _yRange: [number, num
   }
   if (res?.adapterDir) {
     const link = h('a', { href: '#', class: 'adapter-link', title: res.adapterDir }, icon('folder'), ` ${basename(res.adapterDir)}`);
-    link.addEventListener('click', (e) => { e.preventDefault(); actions.reveal(res.adapterDir); });
+    link.addEventListener('click', (e) => { e.preventDefault(); actions.revealAdapter(preset); });
     children.push(h('div', { class: 'run-actions' }, link));
   }
   if (run.error && run.status === 'failed') children.push(h('p', { class: 'error-text' }, run.error));

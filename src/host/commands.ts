@@ -7,11 +7,12 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { moduleLabel, type CheckParams, type CheckResult, type CompareResult, type ExportParams, type ProbeParams, type ProbeReport, type TrainParams } from '../protocol/messages';
 import type { CheckView, ComparisonView, Preset, RunView } from '../protocol/webview';
-import { readSettings, type Settings } from './config';
+import { readSettings, settingValue, type Settings } from './config';
 import type { CommandFactory, Ctx } from './ctx';
 import * as notify from './notify';
 import { modelUriOf, pickAndProbe, type ModelsNode } from './modelsView';
 import { ensureFolder, isModelFolder, modelName, readReport } from './store';
+import { MANAGE_TRUST } from './trust';
 import { JobError } from './worker';
 
 export interface ProbeOptions { data?: string; samples?: number; seqLen?: number; out?: string }
@@ -49,7 +50,15 @@ export async function resolveModelFolder(ctx: Ctx, arg: unknown, purpose: string
       + `Pick the folder that holds the model's config.json.`);
     return undefined;
   }
-  return path.resolve(dir);
+  const resolved = path.resolve(dir);
+  return refuseRestricted(ctx, resolved, 'the model folder') ? undefined : resolved;
+}
+
+/** In Restricted Mode, a path outside the workspace and the extension's storage is refused, saying why (trust.ts). */
+export function refuseRestricted(ctx: Ctx, p: string, what: string): boolean {
+  const why = ctx.restriction(p, what);
+  if (why) notify.warn(why, MANAGE_TRUST);
+  return why !== undefined;
 }
 
 async function pickModelFolder(ctx: Ctx, purpose: string): Promise<vscode.Uri | undefined> {
@@ -127,7 +136,8 @@ function displayPath(file: string): string {
   return vscode.workspace.getWorkspaceFolder(vscode.Uri.file(file)) ? vscode.workspace.asRelativePath(file, true) : file;
 }
 
-function checkDataset(file: string): boolean {
+function checkDataset(ctx: Ctx, file: string): boolean {
+  if (refuseRestricted(ctx, file, 'the dataset')) return false;
   if (!fs.existsSync(file) || !fs.statSync(file).isFile()) {
     notify.error(`DomLoRA: the dataset ${file} does not exist. Check the setting domlora.dataset or pick another file.`);
     return false;
@@ -137,11 +147,12 @@ function checkDataset(file: string): boolean {
 
 /** Makes the folder the `domlora.adapterDirectory` setting names, if it names one; false, after an error naming the
  * setting and the path, when it cannot be a folder. */
-function prepareAdapterDirectory(settings: Settings, scope: vscode.Uri): boolean {
-  const raw = vscode.workspace.getConfiguration('domlora', scope).get<string>('adapterDirectory', '').trim();
+function prepareAdapterDirectory(ctx: Ctx, settings: Settings, scope: vscode.Uri): boolean {
+  const raw = settingValue(vscode.workspace.getConfiguration('domlora', scope), 'adapterDirectory', '', ctx.isTrusted()).trim();
   if (!raw) return true;
   const openSetting = { title: 'Open Settings', run: () => vscode.commands.executeCommand('workbench.action.openSettings', 'domlora.adapterDirectory') };
   const dir = settings.adapterDirectory;
+  if (dir && refuseRestricted(ctx, dir, 'the folder of the setting domlora.adapterDirectory,')) return false;
   if (!dir) {
     notify.error(`DomLoRA: the setting domlora.adapterDirectory is the relative path "${raw}", but no workspace folder is open `
       + 'to resolve it against. Use an absolute path. Nothing was trained.', openSetting);
@@ -192,23 +203,22 @@ export const runProbe: CommandFactory = (ctx) => async (uri?: vscode.Uri | Model
   if (!modelDir) return undefined;
   const model = modelName(modelDir);
   if (refuseWhileBusy(ctx)) return undefined;
-  const settings = readSettings(vscode.Uri.file(modelDir));
+  const settings = readSettings(vscode.Uri.file(modelDir), ctx.isTrusted());
+  if (opts.out && refuseRestricted(ctx, opts.out, 'the report')) return undefined;
   const data = opts.data ?? await pickDataset(ctx, modelDir, settings, 'probe');
-  if (!data || !checkDataset(data)) return undefined;
+  if (!data || !checkDataset(ctx, data)) return undefined;
   const out = opts.out ?? ctx.store.newReportPath(modelDir);
   const params: ProbeParams = {
     modelDir, data, out, samples: opts.samples ?? settings.samples, seqLen: opts.seqLen ?? settings.seqLen,
     rank: settings.rank, alpha: settings.alpha, backend: settings.backend, gpuMemoryGiB: settings.gpuMemoryGiB,
+    // The report goes under the workspace folder (or the storage) through real folders only: a link planted in a
+    // cloned .domlora/ does not send it elsewhere.
+    ...(opts.out ? {} : { outRoot: ctx.store.dataRoot(modelDir) }),
   };
   ctx.models.setJob(modelDir, { kind: 'probe' });
   try {
     const report = await ctx.jobs.run({ kind: 'probe', model, title: `DomLoRA: PAGE probe of ${model}` }, 'probe', params,
       (p) => ctx.models.jobProgress(modelDir, p));
-    // The worker writes the report atomically; should an engine build not, the host keeps the result anyway.
-    if (!fs.existsSync(out)) {
-      fs.mkdirSync(path.dirname(out), { recursive: true });
-      fs.writeFileSync(out, JSON.stringify(report, null, 2));
-    }
     ctx.models.setJob(modelDir, undefined);
     ctx.models.setReport(modelDir, report, out);
     ctx.panels.show(modelDir);
@@ -231,7 +241,7 @@ export const train: CommandFactory = (ctx) => async (uri?: vscode.Uri | ModelsNo
   const preset: Preset = opts.preset ?? 'domlora';
   const modelDir = modelUriOf(uri) ? await resolveModelFolder(ctx, uri, 'train')
     : ctx.panels.activeModel() ?? await resolveModelFolder(ctx, undefined, 'train');
-  if (!modelDir) return undefined;
+  if (!modelDir || refuseRestricted(ctx, modelDir, 'the model folder')) return undefined;
   const model = modelName(modelDir);
   if (refuseWhileBusy(ctx)) return undefined;
   const rep = ctx.models.report(modelDir);
@@ -246,17 +256,21 @@ export const train: CommandFactory = (ctx) => async (uri?: vscode.Uri | ModelsNo
     }
     targets = [module];
   }
-  const settings = readSettings(vscode.Uri.file(modelDir));
+  const settings = readSettings(vscode.Uri.file(modelDir), ctx.isTrusted());
+  if (opts.out && refuseRestricted(ctx, opts.out, 'the adapter folder')) return undefined;
   // The adapter folder of the setting is made before anything is asked or run, so a bad one costs nothing.
-  if (!opts.out && !prepareAdapterDirectory(settings, vscode.Uri.file(modelDir))) return undefined;
+  if (!opts.out && !prepareAdapterDirectory(ctx, settings, vscode.Uri.file(modelDir))) return undefined;
   let data = opts.data ?? settings.dataset;
-  if (!data && rep && fs.existsSync(rep.report.config.dataset)) data = rep.report.config.dataset;
+  // The report's dataset is used unasked only where Restricted Mode would allow it (a report can be planted).
+  const reported = rep?.report.config.dataset;
+  if (!data && reported && fs.existsSync(reported) && !ctx.restriction(reported, 'the dataset')) data = reported;
   data ??= await pickDataset(ctx, modelDir, settings, 'train');
-  if (!data || !checkDataset(data)) return undefined;
+  if (!data || !checkDataset(ctx, data)) return undefined;
   const out = opts.out ?? ctx.store.newAdapterDir(modelDir, preset, settings.adapterDirectory);
+  const outRoot = opts.out ? undefined : settings.adapterDirectory ?? ctx.store.dataRoot(modelDir);
   const steps = opts.steps ?? settings.steps;
   const params: TrainParams = {
-    modelDir, data, preset, out, rank: settings.rank, alpha: settings.alpha, lr: settings.learningRate, steps,
+    modelDir, data, preset, out, ...(outRoot ? { outRoot } : {}), rank: settings.rank, alpha: settings.alpha, lr: settings.learningRate, steps,
     backend: settings.backend, gpuMemoryGiB: settings.gpuMemoryGiB, seqLen: settings.seqLen,
     ...(targets ? { targets } : {}),
     ...(rep ? { fromReport: rep.path } : {}),
@@ -306,7 +320,7 @@ export const showHeatmap: CommandFactory = (ctx) => async (uri?: vscode.Uri | Mo
     modelDir = ctx.panels.activeModel() ?? ctx.store.lastModel();
     if (!modelDir || !fs.existsSync(modelDir)) modelDir = await resolveModelFolder(ctx, undefined, 'show the PAGE heatmap of');
   }
-  if (!modelDir) return undefined;
+  if (!modelDir || refuseRestricted(ctx, modelDir, 'the model folder')) return undefined;
   const rep = ctx.models.report(modelDir);
   if (!rep) {
     notify.info(`DomLoRA: there is no PAGE report for ${modelName(modelDir)} yet.`,
@@ -338,7 +352,7 @@ export const revealPanel: CommandFactory = (ctx) => () => {
 export const showLog: CommandFactory = (ctx) => () => ctx.output.show();
 
 /** The Models view's refresh button. */
-export const refreshModels: CommandFactory = (ctx) => () => ctx.modelsView.refresh();
+export const refreshModels: CommandFactory = (ctx) => () => ctx.modelsView.refresh(true);
 
 /** "DomLoRA: Probe a Model…": the Models view's list in a quick pick; the pick is probed (options as runProbe's). */
 export const probeModel: CommandFactory = (ctx) => (opts?: ProbeOptions) => pickAndProbe(ctx.modelsView, opts);
@@ -355,7 +369,7 @@ const EXPORT_FORMATS: { format: ExportParams['format']; label: string; detail: s
 export const exportAdapter: CommandFactory = (ctx) => async (uri?: vscode.Uri | ModelsNode, opts: ExportOptions = {}) => {
   const modelDir = modelUriOf(uri) ? await resolveModelFolder(ctx, uri, 'export')
     : ctx.panels.activeModel() ?? await resolveModelFolder(ctx, undefined, 'export');
-  if (!modelDir) return undefined;
+  if (!modelDir || refuseRestricted(ctx, modelDir, 'the model folder')) return undefined;
   const model = modelName(modelDir);
   const runs = ctx.store.runs(modelDir);
   const run = (opts.preset ? runs[opts.preset] : undefined) ?? runs.domlora ?? runs.vanilla;
@@ -382,7 +396,9 @@ export const exportAdapter: CommandFactory = (ctx) => async (uri?: vscode.Uri | 
     if (!chosen) return undefined;
     out = chosen.fsPath;
   }
-  const params: ExportParams = { adapterDir, format, out, modelDir, force: true };
+  if (refuseRestricted(ctx, adapterDir, 'the adapter') || refuseRestricted(ctx, out, 'the export')) return undefined;
+  // The user chose the file; the export replaces it only as itself, never through a link in its place.
+  const params: ExportParams = { adapterDir, format, out, modelDir, force: true, outRoot: path.dirname(out) };
   try {
     const result = await ctx.jobs.run({ kind: 'export', model, title: `DomLoRA: exporting ${model} (${format})` }, 'export', params);
     for (const line of result.text.split('\n')) if (line.trim()) ctx.log(`[export] ${line}`);
@@ -465,7 +481,8 @@ export const checkPlacement: CommandFactory = (ctx) => async (uri?: vscode.Uri |
     notify.info(`DomLoRA: there is no stopped placement check of ${model} to resume.`);
     return undefined;
   }
-  const settings = readSettings(vscode.Uri.file(modelDir));
+  const settings = readSettings(vscode.Uri.file(modelDir), ctx.isTrusted());
+  if (opts.out && refuseRestricted(ctx, opts.out, 'the check folder')) return undefined;
   let params: CheckParams;
   if (resume) {
     params = { modelDir, data: '', out: last!.dir, resume: last!.dir, backend: settings.backend, gpuMemoryGiB: settings.gpuMemoryGiB };
@@ -474,7 +491,7 @@ export const checkPlacement: CommandFactory = (ctx) => async (uri?: vscode.Uri |
     let data = opts.data;
     if (!data && fs.existsSync(rep.report.config.dataset)) data = rep.report.config.dataset;
     data ??= settings.dataset ?? await pickDataset(ctx, modelDir, settings, 'check the placement of');
-    if (!data || !checkDataset(data)) return undefined;
+    if (!data || !checkDataset(ctx, data)) return undefined;
     params = {
       modelDir, data, report: rep.path, out: opts.out ?? ctx.store.newCheckDir(modelDir), seeds, placements: opts.placements,
       rank: settings.rank, alpha: settings.alpha, lr: settings.learningRate, steps: opts.steps ?? settings.steps, seqLen: settings.seqLen,
@@ -563,6 +580,8 @@ export const compareDatasets: CommandFactory = (ctx) => async (uri?: vscode.Uri 
     notify.warn(`DomLoRA: pick two or more reports to compare (${files.length} picked).`);
     return undefined;
   }
+  // Restricted Mode: reports outside the workspace are not read, as datasets and models are not.
+  if (files.some((f) => refuseRestricted(ctx, f, 'the report'))) return undefined;
   let result: CompareResult;
   try {
     result = await ctx.worker.request('compare', { reports: files }).result;

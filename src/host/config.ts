@@ -59,9 +59,25 @@ function isSet(c: vscode.WorkspaceConfiguration, key: string): boolean {
     i?.workspaceFolderLanguageValue].some((v) => v !== undefined);
 }
 
-export function readSettings(scope?: vscode.Uri): Settings {
+/**
+ * The settings that name a path or a backend: package.json lists them as `restrictedConfigurations`, so that in
+ * Restricted Mode a cloned repository's `.vscode/settings.json` cannot point DomLoRA at another folder or backend.
+ */
+export const RESTRICTED_SETTINGS = ['backend', 'dataset', 'adapterDirectory', 'huggingFaceCache'] as const;
+
+/**
+ * A restricted setting's value: in Restricted Mode the user's own (global) value only, as VS Code does for
+ * `restrictedConfigurations`; read here too so that the rule holds whatever VS Code's version or trust settings.
+ */
+export function settingValue<T>(c: vscode.WorkspaceConfiguration, key: (typeof RESTRICTED_SETTINGS)[number], fallback: T, trusted: boolean): T {
+  if (trusted) return c.get<T>(key, fallback);
+  return c.inspect<T>(key)?.globalValue ?? fallback;
+}
+
+/** The settings for a job on `scope`; `trusted` false (Restricted Mode) reads the restricted ones from user settings only. */
+export function readSettings(scope?: vscode.Uri, trusted = vscode.workspace.isTrusted): Settings {
   const c = vscode.workspace.getConfiguration('domlora', scope);
-  const backend = c.get<string>('backend', SETTING_DEFAULTS.backend);
+  const backend = settingValue<string>(c, 'backend', SETTING_DEFAULTS.backend, trusted);
   const valid: BackendChoice[] = ['auto', 'tensorflow', 'webgpu', 'wasm', 'cpu'];
   return {
     backend: (valid as string[]).includes(backend) ? (backend as BackendChoice) : 'auto',
@@ -71,9 +87,9 @@ export function readSettings(scope?: vscode.Uri): Settings {
     seqLen: isSet(c, 'seqLen') ? numeric(c.get('seqLen'), SETTING_DEFAULTS.seqLen) : undefined,
     learningRate: numeric(c.get('learningRate'), SETTING_DEFAULTS.learningRate),
     steps: numeric(c.get('steps'), SETTING_DEFAULTS.steps),
-    dataset: resolveSettingPath(c.get<string>('dataset', ''), scope),
-    adapterDirectory: resolveSettingPath(c.get<string>('adapterDirectory', ''), scope),
+    dataset: resolveSettingPath(settingValue(c, 'dataset', '', trusted), scope),
+    adapterDirectory: resolveSettingPath(settingValue(c, 'adapterDirectory', '', trusted), scope),
     gpuMemoryGiB: numeric(c.get('gpuMemoryGiB'), SETTING_DEFAULTS.gpuMemoryGiB),
-    huggingFaceCache: resolveSettingPath(c.get<string>('huggingFaceCache', ''), scope),
+    huggingFaceCache: resolveSettingPath(settingValue(c, 'huggingFaceCache', '', trusted), scope),
   };
 }

@@ -12,6 +12,7 @@ import { MODELS_VIEW, ModelsView } from './modelsView';
 import { onNotice, recentNotices, type Notice } from './notify';
 import { PanelManager } from './panel';
 import { StatusBar } from './status';
+import { insideRoots, restrictedMessage, restrictedRoots } from './trust';
 import { Store } from './store';
 import { WorkerClient } from './worker';
 
@@ -46,7 +47,7 @@ export class Ctx implements vscode.Disposable {
     this.worker = new WorkerClient({
       script: this.workerScript,
       log: (line) => this.log(line),
-      backend: () => readSettings().backend,
+      backend: () => readSettings(undefined, this.isTrusted()).backend,
       env: (): Record<string, string> => (fs.existsSync(this.nativeDir) ? { DOMLORA_NATIVE_DIR: this.nativeDir } : {}),
     });
     this.own({ dispose: () => this.worker.dispose() });
@@ -61,9 +62,13 @@ export class Ctx implements vscode.Disposable {
     this.models = this.own(new Models(this.store, () => this.worker.backendInfo ?? this.rememberedBackend()));
     this.panels = this.own(new PanelManager({
       extensionUri: extension.extensionUri, models: this.models, store: this.store, log: (line) => this.log(line),
+      isTrusted: () => this.isTrusted(),
     }));
     this.modelFolders = this.own(new ModelFolders());
-    this.modelsView = this.own(new ModelsView(this.worker, this.modelFolders, (line) => this.log(line), { publishContext: true }));
+    this.modelsView = this.own(new ModelsView(this.worker, this.modelFolders, (line) => this.log(line),
+      { publishContext: true, isTrusted: () => this.isTrusted() }));
+    // Trusted from now on: the view lists the cache too, and restored panels may read their reports.
+    this.own(vscode.workspace.onDidGrantWorkspaceTrust(() => this.modelsView.refresh()));
     this.own(vscode.window.createTreeView(MODELS_VIEW, { treeDataProvider: this.modelsView, showCollapseAll: true }));
     onNotice((n) => this.log(`[${n.level === 'warning' ? 'warn' : n.level}] ${n.message}`));
     this.own({ dispose: () => onNotice(undefined) });
@@ -82,6 +87,15 @@ export class Ctx implements vscode.Disposable {
 
   /** Workspace Trust: false in Restricted Mode. A property, so the host tests can play an untrusted workspace. */
   isTrusted: () => boolean = () => vscode.workspace.isTrusted;
+
+  /**
+   * Why `p` (described by `what`, such as "the dataset") may not be read or written: in Restricted Mode, when it lies
+   * outside the workspace and the extension's storage (trust.ts). Undefined when it may.
+   */
+  restriction(p: string, what: string): string | undefined {
+    if (this.isTrusted() || insideRoots(p, restrictedRoots(this.extension))) return undefined;
+    return restrictedMessage(what, p);
+  }
 
   /** The messages shown to the user, newest last (read by the host tests). */
   get notices(): readonly Notice[] { return recentNotices(); }

@@ -67,7 +67,8 @@ export class Models implements vscode.Disposable {
 
   async place(modelDir: string, module: string | undefined): Promise<void> {
     const r = this.report(modelDir)?.report;
-    if (module && r && !r.modules.some((m) => m.name === module)) return;
+    // Only a module of the report: the name comes from the webview, which may be sent anything.
+    if (module && !r?.modules.some((m) => m.name === module)) return;
     // Placing on the dominant module is the default, so it is stored as "no choice".
     await this.store.setPlacement(modelDir, module && module !== r?.dominant.name ? module : undefined);
     this.fire(modelDir);

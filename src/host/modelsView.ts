@@ -84,6 +84,11 @@ export type FolderSource = Pick<ModelFolders, 'ready' | 'list' | 'onDidChange'>;
 export interface ModelsViewOptions {
   /** Publish the cache's state as the context key `domlora.models.cache` (the welcome content reads it). */
   publishContext?: boolean;
+  /**
+   * Workspace Trust (the context's). Untrusted, the view reads no model's files until the user asks (its refresh
+   * button, or the note it shows), and lists the workspace only: the cache lies outside it.
+   */
+  isTrusted?: () => boolean;
 }
 
 /** Where the cache stands after a listing: what the welcome content is chosen by. */
@@ -99,6 +104,8 @@ export class ModelsView implements vscode.TreeDataProvider<ModelsNode>, vscode.D
   readonly onDidChangeTreeData = this.changed.event;
   /** After the last listing: whether the cache was missing, empty or held models. */
   cacheState?: CacheState;
+  /** In Restricted Mode: whether the user asked for the listing. */
+  private asked = false;
 
   constructor(private readonly worker: Pick<WorkerClient, 'request'>, private readonly folders: FolderSource,
     private readonly log: (line: string) => void, private readonly options: ModelsViewOptions = {}) {
@@ -107,8 +114,10 @@ export class ModelsView implements vscode.TreeDataProvider<ModelsNode>, vscode.D
       vscode.workspace.onDidChangeConfiguration((e) => { if (e.affectsConfiguration('domlora.huggingFaceCache')) this.refresh(); }));
   }
 
-  /** Lists again: the workspace's model folders and the cache, through the worker. */
-  refresh(): void {
+  /** Lists again: the workspace's model folders and the cache, through the worker. `asked`: the user asked for it
+   * (in Restricted Mode nothing is read before that). */
+  refresh(asked = false): void {
+    if (asked) this.asked = true;
     this.listing = undefined;
     this.changed.fire(undefined);
   }
@@ -124,13 +133,18 @@ export class ModelsView implements vscode.TreeDataProvider<ModelsNode>, vscode.D
     return this.listing;
   }
 
+  private trusted(): boolean {
+    return this.options.isTrusted?.() ?? vscode.workspace.isTrusted;
+  }
+
   private async load(): Promise<Listing> {
     await this.folders.ready;
     const folders = this.folders.list().filter((u) => u.scheme === 'file').map((u) => u.fsPath);
-    const cacheDir = readSettings().huggingFaceCache;
+    const trusted = this.trusted();
+    const cacheDir = readSettings(undefined, trusted).huggingFaceCache;
     const work = (async (): Promise<Listing> => {
       try {
-        const result = await this.worker.request('models', { folders, ...(cacheDir ? { cacheDir } : {}) }).result;
+        const result = await this.worker.request('models', { folders, ...(!trusted ? { noCache: true } : cacheDir ? { cacheDir } : {}) }).result;
         const cache = result.cache;
         this.log(`[host] models: ${result.models.length} folders (${cache ? `cache ${cache.dir} from ${cache.from}${cache.exists ? '' : ', missing'}` : 'no cache'}) in ${result.seconds.toFixed(3)} s`);
         return { result };
@@ -150,6 +164,11 @@ export class ModelsView implements vscode.TreeDataProvider<ModelsNode>, vscode.D
   }
 
   async getChildren(node?: ModelsNode): Promise<ModelsNode[]> {
+    if (!node && !this.trusted() && !this.asked) {
+      return [{ kind: 'note', group: 'workspace', text: 'Restricted Mode: list this workspace\'s models',
+        tooltip: 'In Restricted Mode DomLoRA reads a model\'s files only when you ask, and lists the workspace only (the '
+          + 'Hugging Face cache is outside it). Click to list the workspace\'s model folders, or trust the workspace.' }];
+    }
     const { result, error } = await this.list();
     if (!node) {
       if (error || !result) return [{ kind: 'note', group: 'cache', text: `The listing failed: ${error ?? 'no answer'}`, tooltip: error }];
@@ -196,6 +215,10 @@ export class ModelsView implements vscode.TreeDataProvider<ModelsNode>, vscode.D
       item.id = `note:${node.group}`;
       item.iconPath = new vscode.ThemeIcon('info');
       item.tooltip = node.tooltip;
+      if (!this.trusted() && !this.asked) {
+        item.iconPath = new vscode.ThemeIcon('shield');
+        item.command = { command: 'domlora.refreshModels', title: 'List the workspace\'s models' };
+      }
       return item;
     }
     const e = node.entry;

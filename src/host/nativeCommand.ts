@@ -4,6 +4,7 @@
 // npm and the package's install script. Whatever fails, the install in place (if any) and the backend in use stay.
 import * as fs from 'node:fs';
 import * as vscode from 'vscode';
+import { shellFor, shellWord, withEnv } from '../protocol/shell';
 import type { CommandFactory, Ctx } from './ctx';
 import { commitInstall, findOnPath, NativeInstallError, nativeOptions, npmInstall, type NativePackageName } from './native';
 import * as notify from './notify';
@@ -55,7 +56,9 @@ export const installNativeBackend: CommandFactory = (ctx) => async (opts: Native
   const spec = opts.spec ?? `${pkg}@${version}`;
   const dir = ctx.nativeDir;
   const npm = findOnPath('npm');
-  const manual = `npm install --prefix "${dir}" ${pkg}@${version}`;
+  // Printed for the shell of this platform (PowerShell on Windows), the storage path quoted as one word.
+  const shell = shellFor(process.platform);
+  const manual = `npm install --prefix ${shellWord(dir, shell)} ${shellWord(`${pkg}@${version}`, shell)}`;
   if (!npm) {
     return fail(ctx, {
       ok: false, reason: 'no-npm',
@@ -117,7 +120,7 @@ export const installNativeBackend: CommandFactory = (ctx) => async (opts: Native
     const detail = (ready.detail ?? ready.backend).split(staging).join(dir).split(' (skipped: ')[0];
     ctx.log(`[host] native backend installed in ${dir}: ${detail}`);
     notify.info(`DomLoRA: ${pkg} is installed in ${dir} and works (${detail}). ${uses} `
-      + `The CLI uses it with DOMLORA_NATIVE_DIR="${dir}".`);
+      + `The CLI uses it with ${withEnv({ DOMLORA_NATIVE_DIR: dir }, 'domlora …', shell)}`);
     return { ok: true, dir, backend: { ...ready, detail } };
   });
 };

@@ -6,12 +6,12 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { TrainCurvePoint } from '../protocol/messages';
 import {
-  CancelCommand, CheckPlacementCommand, CloseComparisonCommand, CompareDatasetsCommand, ExportCommand, PlaceCommand, ReadyCommand,
-  RerunProbeCommand, RevealCommand, RevealPlacementCommand, StateNotification, TrainCommand, TrainPointNotification,
+  CancelCommand, CheckPlacementCommand, checkCommand, CloseComparisonCommand, CompareDatasetsCommand, ExportCommand, PlaceCommand,
+  ReadyCommand, RerunProbeCommand, RevealCommand, RevealPlacementCommand, StateNotification, TrainCommand, TrainPointNotification,
   type PanelState, type Preset, type WebviewMessage, type WebviewPersistedState,
 } from '../protocol/webview';
 import type { Models } from './models';
-import { modelName, type Store } from './store';
+import { isModelFolder, modelName, type Store } from './store';
 
 export const VIEW_TYPE = 'domlora.heatmap';
 
@@ -22,6 +22,8 @@ export interface PanelDeps {
   /** Remembers the model last looked at, so a restored panel knows its model. */
   store: Pick<Store, 'lastModel' | 'setLastModel'>;
   log(line: string): void;
+  /** Workspace Trust: in Restricted Mode a panel is not restored on its own (it would read the model's reports). */
+  isTrusted?: () => boolean;
 }
 
 export class HeatmapPanel implements vscode.Disposable {
@@ -46,7 +48,7 @@ export class HeatmapPanel implements vscode.Disposable {
     panel.title = `PAGE · ${modelName(modelDir)}`;
     panel.webview.html = renderHtml(panel.webview, ext, modelDir);
     this.disposables.push(
-      panel.webview.onDidReceiveMessage((m: WebviewMessage) => void this.onMessage(m)),
+      panel.webview.onDidReceiveMessage((m: unknown) => void this.receive(m)),
       panel.onDidDispose(() => this.dispose()),
       panel.onDidChangeViewState((e) => { if (e.webviewPanel.active) void deps.store.setLastModel(modelDir); }),
     );
@@ -58,6 +60,16 @@ export class HeatmapPanel implements vscode.Disposable {
 
   postPoint(preset: Preset, point: TrainCurvePoint, total: number, etaSeconds?: number): void {
     if (!this.disposed) void this.panel.webview.postMessage(TrainPointNotification.make({ preset, point, total, etaSeconds }));
+  }
+
+  /** A message from the webview: acted on only when it is a declared command with parameters of its type. */
+  receive(raw: unknown): Promise<void> {
+    const checked = checkCommand(raw);
+    if (!checked.ok) {
+      this.deps.log(`[panel] dropped a message from the webview: ${checked.why}`);
+      return Promise.resolve();
+    }
+    return this.onMessage(checked.msg);
   }
 
   private async onMessage(m: WebviewMessage): Promise<void> {
@@ -84,7 +96,11 @@ export class HeatmapPanel implements vscode.Disposable {
       } else if (CloseComparisonCommand.is(m)) {
         this.deps.models.setComparison(this.modelDir, undefined);
       } else if (RevealCommand.is(m)) {
-        const target = vscode.Uri.file(m.params.path);
+        // The path is the host's own: the panel's report, or the adapter its run wrote.
+        const state = this.deps.models.state(this.modelDir);
+        const p = m.params.what === 'report' ? state.reportPath : state.runs[m.params.preset]?.result?.adapterDir;
+        if (!p) { this.deps.log(`[panel] reveal: this model has no ${m.params.what === 'report' ? 'report' : `${m.params.preset} adapter`}`); return; }
+        const target = vscode.Uri.file(p);
         const inWorkspace = vscode.workspace.getWorkspaceFolder(target);
         await vscode.commands.executeCommand(inWorkspace ? 'revealInExplorer' : 'revealFileInOS', target);
       }
@@ -134,8 +150,10 @@ export class PanelManager implements vscode.Disposable {
       // A panel restored after a reload: the webview's saved state names its model; the host sends the data again.
       vscode.window.registerWebviewPanelSerializer(VIEW_TYPE, {
         deserializeWebviewPanel: async (panel: vscode.WebviewPanel, state: unknown) => {
-          const modelDir = (state as WebviewPersistedState | undefined)?.modelDir ?? store.lastModel();
-          if (!modelDir || !fs.existsSync(modelDir)) { panel.dispose(); return; }
+          const saved = (state as WebviewPersistedState | undefined)?.modelDir;
+          // The saved state comes from the webview: only a model folder, and nothing read before the user asks in Restricted Mode.
+          const modelDir = typeof saved === 'string' ? saved : store.lastModel();
+          if (!modelDir || !isModelFolder(modelDir) || deps.isTrusted?.() === false) { panel.dispose(); return; }
           this.adopt(panel, modelDir);
         },
       }),

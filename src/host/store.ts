@@ -10,6 +10,9 @@ import * as vscode from 'vscode';
 import { hfSnapshotOf, type ProbeReport } from '../protocol/messages';
 import type { CheckView, Preset, RunView } from '../protocol/webview';
 
+/** Folders the host creates: the umask's mode, never writable by others (as the engine's, runtime/atomic.ts). */
+const DIR_MODE = 0o775;
+
 /** `20261129-011900`: sortable, readable, and safe in file names on every OS. */
 export function timestamp(d = new Date()): string {
   const p = (n: number) => String(n).padStart(2, '0');
@@ -33,7 +36,7 @@ export function reserveFolder(dir: string, prefix: string): string {
   for (let i = 1; ; i++) {
     const candidate = path.join(dir, i === 1 ? base : `${base}-${i}`);
     try {
-      fs.mkdirSync(candidate);
+      fs.mkdirSync(candidate, { mode: DIR_MODE });
       return candidate;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
@@ -45,12 +48,12 @@ export function reserveFolder(dir: string, prefix: string): string {
 export function ensureFolder(dir: string): string | undefined {
   let error: string;
   try {
-    fs.mkdirSync(dir, { recursive: true });
+    fs.mkdirSync(dir, { recursive: true, mode: DIR_MODE });
     if (fs.statSync(dir).isDirectory()) {
       // A folder we cannot write to would fail only at the first checkpoint: try now (access() misses Windows ACLs).
       const probe = path.join(dir, `.domlora-write-test.${process.pid}`);
       try {
-        fs.writeFileSync(probe, '');
+        fs.closeSync(fs.openSync(probe, 'wx', 0o600));
         fs.rmSync(probe, { force: true });
         return undefined;
       } catch (err) {
@@ -81,6 +84,27 @@ export function modelFolderName(modelDir: string): string {
   return hfSnapshotOf(path.resolve(modelDir))?.folderName ?? path.basename(modelDir);
 }
 
+/** True when some folder from `root` (excluded) down to `dir` is a symbolic link, or is not a folder. */
+export function linkOnTheWay(dir: string, root: string): boolean {
+  const rel = path.relative(root, dir);
+  if (rel.startsWith('..') || path.isAbsolute(rel)) return true;
+  let p = root;
+  for (const part of rel.split(path.sep).filter(Boolean)) {
+    p = path.join(p, part);
+    try {
+      const st = fs.lstatSync(p);
+      if (st.isSymbolicLink() || !st.isDirectory()) return true;
+    } catch {
+      return false;
+    }
+  }
+  return false;
+}
+
+function isPlainFile(p: string): boolean {
+  try { return fs.lstatSync(p).isFile(); } catch { return false; }
+}
+
 function isInside(child: string, parent: string): boolean {
   const rel = path.relative(parent, child);
   return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
@@ -97,21 +121,33 @@ export function isModelFolder(dir: string): boolean {
 export class Store {
   constructor(private readonly context: vscode.ExtensionContext) {}
 
-  /** The folder holding a model's reports and adapters. */
-  modelDataDir(modelDir: string): string {
+  /**
+   * The folder a model's reports and adapters are written under, and must stay inside (the engine's outRoot): the
+   * workspace folder that holds the model (for a snapshot of the cache, the first one outside the cache), else the
+   * extension's global storage.
+   */
+  dataRoot(modelDir: string): string {
     const snapshot = hfSnapshotOf(path.resolve(modelDir));
     if (snapshot) {
       // The cache is read, never written: the first workspace folder that does not lie inside the cache holds it.
       const home = vscode.workspace.workspaceFolders?.find((f) => f.uri.scheme === 'file' && !isInside(f.uri.fsPath, snapshot.cacheDir));
-      if (home) return path.join(home.uri.fsPath, '.domlora', snapshot.folderName);
-      return path.join(this.context.globalStorageUri.fsPath, 'models', snapshot.folderName);
+      return home ? home.uri.fsPath : this.context.globalStorageUri.fsPath;
     }
     const folder = vscode.workspace.getWorkspaceFolder(vscode.Uri.file(modelDir));
+    return folder && folder.uri.scheme === 'file' ? folder.uri.fsPath : this.context.globalStorageUri.fsPath;
+  }
+
+  /** The folder holding a model's reports and adapters: `<dataRoot>/.domlora/<model>`, or `<storage>/models/<model>`. */
+  modelDataDir(modelDir: string): string {
+    const root = this.dataRoot(modelDir);
+    const snapshot = hfSnapshotOf(path.resolve(modelDir));
+    const inStorage = root === this.context.globalStorageUri.fsPath;
+    if (snapshot) return inStorage ? path.join(root, 'models', snapshot.folderName) : path.join(root, '.domlora', snapshot.folderName);
     const name = path.basename(modelDir);
-    if (folder && folder.uri.scheme === 'file') return path.join(folder.uri.fsPath, '.domlora', name);
+    if (!inStorage) return path.join(root, '.domlora', name);
     // Outside the workspace two models may share a folder name: a short hash of the path keeps them apart.
     const hash = crypto.createHash('sha256').update(path.resolve(modelDir)).digest('hex').slice(0, 8);
-    return path.join(this.context.globalStorageUri.fsPath, 'models', `${name}-${hash}`);
+    return path.join(root, 'models', `${name}-${hash}`);
   }
 
   newReportPath(modelDir: string): string {
@@ -130,16 +166,18 @@ export class Store {
     return freshPath(this.modelDataDir(modelDir), 'check-');
   }
 
-  /** Probe reports of a model, newest first. */
+  /** Probe reports of a model, newest first: plain files in its data folder, which is reached through no link (see
+   * escapeProblem in the engine's atomic.ts: a link planted in a cloned `.domlora/` does not make DomLoRA read elsewhere). */
   listReports(modelDir: string): string[] {
     const dir = this.modelDataDir(modelDir);
+    if (linkOnTheWay(dir, this.dataRoot(modelDir))) return [];
     let names: string[];
     try {
       names = fs.readdirSync(dir);
     } catch {
       return [];
     }
-    return names.filter((n) => /^probe-.*\.json$/.test(n)).sort().reverse().map((n) => path.join(dir, n));
+    return names.filter((n) => /^probe-.*\.json$/.test(n) && isPlainFile(path.join(dir, n))).sort().reverse().map((n) => path.join(dir, n));
   }
 
   /** The newest report that parses, with its path. The revisions of a cache model share a data folder: a report

@@ -31,6 +31,12 @@ export interface ProbeParams {
   force?: boolean;
   /** Another report of the same model to compare with; the comparison goes into the report. */
   compare?: string;
+  /**
+   * The folder the user chose for the output (a workspace folder, the extension's storage, the adapter folder of the
+   * setting): the output must lie inside it through real folders, no symbolic link and no `..` on the way. Unset (the
+   * CLI's --out, a path the user typed), the path is taken as given.
+   */
+  outRoot?: string;
 }
 export interface TrainParams {
   modelDir: string; data: string; targets?: string[]; fromReport?: string; preset?: 'domlora' | 'vanilla';
@@ -47,6 +53,12 @@ export interface TrainParams {
    * `seed`, so the runs of every seed are evaluated on the same records.
    */
   splitSeed?: number;
+  /**
+   * The folder the user chose for the output (a workspace folder, the extension's storage, the adapter folder of the
+   * setting): the output must lie inside it through real folders, no symbolic link and no `..` on the way. Unset (the
+   * CLI's --out, a path the user typed), the path is taken as given.
+   */
+  outRoot?: string;
 }
 /**
  * `check`: one adapter per placement, trained with the same budget and evaluated on the same held-out records.
@@ -85,6 +97,12 @@ export interface ModelsParams {
 export interface ExportParams {
   adapterDir: string; format: 'merged' | 'peft-config' | 'axolotl' | 'llamafactory' | 'mlx'; out: string;
   modelDir?: string; force?: boolean; gpus?: number;
+  /**
+   * The folder the user chose for the output (a workspace folder, the extension's storage, the adapter folder of the
+   * setting): the output must lie inside it through real folders, no symbolic link and no `..` on the way. Unset (the
+   * CLI's --out, a path the user typed), the path is taken as given.
+   */
+  outRoot?: string;
 }
 
 /**

@@ -22,6 +22,68 @@ export class MessageType<P> {
 
 export type ParamsOf<T> = T extends MessageType<infer P> ? P : never;
 
+// ---- Checking what the webview sends ---------------------------------------------------------------------------
+// The webview draws data read from files DomLoRA did not write (a cloned repository's reports, model names), so the
+// host treats its messages as untrusted: each webview -> host message is a CommandType, declared with a check of its
+// parameters, and the host acts only on a message that passes its type's check (checkCommand). A message names a
+// module, a preset or a kind of output, never a path: the host looks the path up in what it already knows.
+
+/** A check that an untrusted value has the type P. */
+export type Check<P> = (value: unknown) => value is P;
+
+/** Every CommandType made so far, by method: a new one is checked by the host without being listed anywhere. */
+const COMMANDS = new Map<string, CommandType<unknown>>();
+
+/** A message from the webview to the host: a MessageType with the check the host runs before acting on it. */
+export class CommandType<P> extends MessageType<P> {
+  constructor(method: string, readonly check: Check<P>) {
+    super(method);
+    if (COMMANDS.has(method)) throw new Error(`two webview commands are named ${method}`);
+    COMMANDS.set(method, this as CommandType<unknown>);
+  }
+}
+
+/** The message when it is a known command whose parameters pass its check; otherwise why it is dropped. */
+export function checkCommand(msg: unknown): { ok: true; msg: WebviewMessage } | { ok: false; why: string } {
+  if (typeof msg !== 'object' || msg === null || Array.isArray(msg)) return { ok: false, why: 'not an object' };
+  const { method, params, ...rest } = msg as Record<string, unknown>;
+  if (typeof method !== 'string') return { ok: false, why: 'no method' };
+  const type = COMMANDS.get(method);
+  if (!type) return { ok: false, why: `unknown method ${JSON.stringify(method.slice(0, 64))}` };
+  if (Object.keys(rest).length) return { ok: false, why: `${method}: unexpected fields besides method and params` };
+  if (!type.check(params)) return { ok: false, why: `${method}: the parameters do not have the declared type` };
+  return { ok: true, msg: { method, params } };
+}
+
+/** Checks to declare commands with: plain objects with exactly the named fields, short names, choices. */
+export const valid = {
+  /** A plain object whose fields are exactly these (a missing optional one is fine, an extra one is not). */
+  object<T>(fields: { [K in keyof T]-?: Check<T[K]> }): Check<T> {
+    const checks = Object.entries(fields) as [string, Check<unknown>][];
+    return (v: unknown): v is T => {
+      if (typeof v !== 'object' || v === null || Array.isArray(v) || Object.getPrototypeOf(v) !== Object.prototype) return false;
+      const o = v as Record<string, unknown>;
+      if (Object.keys(o).some((k) => !Object.hasOwn(fields, k))) return false;
+      return checks.every(([k, check]) => check(o[k]));
+    };
+  },
+  optional<T>(check: Check<T>): Check<T | undefined> {
+    return (v: unknown): v is T | undefined => v === undefined || check(v);
+  },
+  oneOf<const T extends string>(...values: T[]): Check<T> {
+    return (v: unknown): v is T => typeof v === 'string' && (values as string[]).includes(v);
+  },
+  /** A name (of a module, a model): one line of printable text, at most 512 characters. */
+  name(v: unknown): v is string {
+    // eslint-disable-next-line no-control-regex
+    return typeof v === 'string' && v.length > 0 && v.length <= 512 && !/[\u0000-\u001f\u007f]/.test(v);
+  },
+  /** A path the webview was given by the host and echoes back (the host does not act on it): at most 4096 characters. */
+  echoedPath(v: unknown): v is string {
+    return typeof v === 'string' && v.length <= 4096;
+  },
+};
+
 // ---- What the panel shows -------------------------------------------------------------------------------------
 
 export type Preset = 'domlora' | 'vanilla';
@@ -102,24 +164,29 @@ export const TrainPointNotification = new MessageType<{ preset: Preset; point: T
 
 // ---- Webview -> host ------------------------------------------------------------------------------------------
 
-/** The webview has (re)loaded and asks for the state of its model. */
-export const ReadyCommand = new MessageType<{ modelDir?: string }>('ready');
-/** Place the adapter at a module (undefined: back to the dominant module). */
-export const PlaceCommand = new MessageType<{ module?: string }>('place');
-export const TrainCommand = new MessageType<{ preset: Preset }>('train');
-export const ExportCommand = new MessageType<{ preset?: Preset }>('export');
-export const CancelCommand = new MessageType<Record<string, never>>('cancel');
-export const RerunProbeCommand = new MessageType<Record<string, never>>('probe');
-/** Reveal a file or folder (an adapter, the report) in the OS / the explorer. */
-export const RevealCommand = new MessageType<{ path: string }>('reveal');
+const PRESET = valid.oneOf<Preset>('domlora', 'vanilla');
+
+/** The webview has (re)loaded and asks for the state of its model (the host answers with its own panel's model). */
+export const ReadyCommand = new CommandType<{ modelDir?: string }>('ready', valid.object({ modelDir: valid.optional(valid.echoedPath) }));
+/** Place the adapter at a module of the model's report (undefined: back to the dominant module). */
+export const PlaceCommand = new CommandType<{ module?: string }>('place', valid.object({ module: valid.optional(valid.name) }));
+export const TrainCommand = new CommandType<{ preset: Preset }>('train', valid.object({ preset: PRESET }));
+export const ExportCommand = new CommandType<{ preset?: Preset }>('export', valid.object({ preset: valid.optional(PRESET) }));
+export const CancelCommand = new CommandType<Record<string, never>>('cancel', valid.object({}));
+export const RerunProbeCommand = new CommandType<Record<string, never>>('probe', valid.object({}));
+/** Reveal, in the explorer or the OS, the panel's report or the adapter its run of `preset` wrote: never a path. */
+export const RevealCommand = new CommandType<{ what: 'report' } | { what: 'adapter'; preset: Preset }>('reveal',
+  (v: unknown): v is { what: 'report' } | { what: 'adapter'; preset: Preset } =>
+    valid.object({ what: valid.oneOf('report') })(v) || valid.object({ what: valid.oneOf('adapter'), preset: PRESET })(v));
 /** Run the placement check for the report shown (or resume the one that stopped). */
-export const CheckPlacementCommand = new MessageType<{ resume?: boolean }>('check');
+export const CheckPlacementCommand = new CommandType<{ resume?: boolean }>('check',
+  valid.object({ resume: valid.optional((v: unknown): v is boolean => typeof v === 'boolean') }));
 /** Open the adapters of one placement of the check shown: named by its id, the host finds the folder. */
-export const RevealPlacementCommand = new MessageType<{ placement: string }>('check/reveal');
+export const RevealPlacementCommand = new CommandType<{ placement: string }>('check/reveal', valid.object({ placement: valid.name }));
 /** Pick reports of this model on other data and compare them (the Compare Datasets view). */
-export const CompareDatasetsCommand = new MessageType<Record<string, never>>('compare');
+export const CompareDatasetsCommand = new CommandType<Record<string, never>>('compare', valid.object({}));
 /** Close the comparison view. */
-export const CloseComparisonCommand = new MessageType<Record<string, never>>('compare/close');
+export const CloseComparisonCommand = new CommandType<Record<string, never>>('compare/close', valid.object({}));
 
 /** The state the webview keeps with `setState`, so a hidden and restored panel redraws at once. */
 export interface WebviewPersistedState {

@@ -12,6 +12,7 @@ import type { ProbeReport } from '../../src/protocol/messages';
 import type { Ctx } from '../../src/host/ctx';
 import type { NativeInstallResult } from '../../src/host/nativeCommand';
 import { findOnPath } from '../../src/host/native';
+import { shellWord } from '../../src/protocol/shell';
 
 function ctx(): Ctx {
   return vscode.extensions.getExtension('domlora.domlora')!.exports as Ctx;
@@ -69,7 +70,7 @@ describe('the native backend, installed from the extension', function () {
     }
     const msg = lastNotice(t)!.message;
     assert.match(msg, /installing @tensorflow\/tfjs-node needs npm, and VS Code finds none on its PATH/);
-    assert.ok(msg.includes(`npm install --prefix "${ctx().nativeDir}" @tensorflow/tfjs-node@4.22.0`), msg);
+    assert.ok(msg.includes(`npm install --prefix ${shellWord(ctx().nativeDir)} @tensorflow/tfjs-node@4.22.0`), msg);
   });
 
   it('a failing install: npm\'s reason in the message, nothing installed, the next job still on wasm', async () => {

@@ -1,12 +1,16 @@
 // Atomic writes: what a writer killed mid-write leaves behind is swept by the next writer of the same name, and
-// nothing else is.
+// nothing else is; a write stays inside the folder the user chose (no link, no `..` out of it), created exclusively,
+// with the umask's modes and never writable by others.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { sweepStaleTemps, writeDirAtomic, writeFileAtomic } from '../../src/engine/runtime/atomic';
+import { escapeProblem, sweepStaleTemps, tempName, writeDirAtomic, writeFileAtomic } from '../../src/engine/runtime/atomic';
+import { DomLoraError } from '../../src/engine/runtime/errors';
+import { claimOutput } from '../../src/engine/runtime/outputs';
+import { STORIES } from '../helpers/reference';
 
 /** The pid of a process that has exited (and been reaped): nothing runs under it, barring reuse. */
 function deadPid(): number {
@@ -144,4 +148,146 @@ test('writeDirAtomic puts the previous folder back when the new one cannot take 
   assert.equal(calls, 3, 'aside, into place (failed), back');
   assert.equal(fs.readFileSync(path.join(target, 'v'), 'utf8'), 'old');
   assert.deepEqual(fs.readdirSync(dir), ['adapter'], 'no temporary left');
+});
+
+// ---- Paths we write are ours -------------------------------------------------------------------------------------
+
+/** A workspace with a planted `.domlora` (or a deeper folder) that is a link to a folder outside it. */
+function plantedWorkspace(linkAt: string): { ws: string; outside: string } {
+  const dir = tmpDir();
+  const ws = path.join(dir, 'ws');
+  const outside = path.join(dir, 'outside');
+  fs.mkdirSync(ws);
+  fs.mkdirSync(outside);
+  fs.mkdirSync(path.dirname(path.join(ws, linkAt)), { recursive: true });
+  fs.symlinkSync(outside, path.join(ws, linkAt), 'dir');
+  return { ws, outside };
+}
+
+test('a link planted in .domlora/ does not redirect a claimed output, a file or a folder write', async () => {
+  for (const linkAt of ['.domlora', '.domlora/tiny']) {
+    const { ws, outside } = plantedWorkspace(linkAt);
+    const report = path.join(ws, '.domlora', 'tiny', 'probe-1.json');
+    const refused = (e: unknown) => e instanceof DomLoraError && e.code === 'bad-input' && /is a symbolic link, and DomLoRA writes only through real folders inside/.test(e.message);
+    assert.throws(() => claimOutput(report, 'report', { root: ws }), refused, linkAt);
+    assert.throws(() => writeFileAtomic(report, '{}', { root: ws }), refused);
+    await assert.rejects(writeDirAtomic(path.join(ws, '.domlora', 'tiny', 'adapter'), (t) => fs.writeFileSync(path.join(t, 'a'), 'x'), { root: ws }), refused);
+    assert.deepEqual(fs.readdirSync(outside), [], `nothing written through ${linkAt}`);
+  }
+  // The same write without a link goes where it should.
+  const dir = tmpDir();
+  writeFileAtomic(path.join(dir, '.domlora', 'tiny', 'probe-1.json'), '{}', { root: dir });
+  assert.equal(fs.readFileSync(path.join(dir, '.domlora', 'tiny', 'probe-1.json'), 'utf8'), '{}');
+  // A root that does not exist yet (the extension's storage before its first job, an export folder the user named)
+  // is created with what goes in it; a link planted in its place still stops the write.
+  const fresh = path.join(dir, 'storage', 'models');
+  claimOutput(path.join(fresh, 'm', 'probe-1.json'), 'report', { root: fresh });
+  writeFileAtomic(path.join(fresh, 'm', 'probe-1.json'), '{}', { root: fresh });
+  assert.equal(fs.readFileSync(path.join(fresh, 'm', 'probe-1.json'), 'utf8'), '{}');
+  const later = path.join(dir, 'later');
+  fs.mkdirSync(path.join(dir, 'elsewhere'));
+  assert.equal(escapeProblem(path.join(later, 'x', 'y.json'), later), undefined);
+  fs.mkdirSync(later);
+  fs.symlinkSync(path.join(dir, 'elsewhere'), path.join(later, 'x'));
+  assert.match(escapeProblem(path.join(later, 'x', 'y.json'), later) ?? '', /x is a symbolic link/);
+});
+
+test('an output escaping its root by `..`, a link in its own place or a file on the way is refused', async () => {
+  const { ws, outside } = plantedWorkspace('unrelated-link');
+  assert.throws(() => claimOutput(path.join(ws, '.domlora', '..', '..', 'outside', 'x.json'), 'report', { root: ws }), /lies outside/);
+  assert.throws(() => writeFileAtomic(`${ws}/.domlora/../../outside/y.json`, '{}', { root: ws }), /lies outside/);
+  assert.throws(() => claimOutput(ws, 'adapter', { root: ws }), /lies outside/, 'the root itself is not an output inside it');
+  // A report name that is a link to a file of the user's: neither claimed nor replaced.
+  fs.mkdirSync(path.join(ws, '.domlora', 'tiny'), { recursive: true });
+  const bashrc = path.join(outside, 'bashrc');
+  fs.writeFileSync(bashrc, 'mine');
+  fs.symlinkSync(bashrc, path.join(ws, '.domlora', 'tiny', 'probe-2.json'));
+  assert.throws(() => claimOutput(path.join(ws, '.domlora', 'tiny', 'probe-2.json'), 'report', { root: ws, force: true }), /probe-2\.json is a symbolic link/);
+  assert.throws(() => writeFileAtomic(path.join(ws, '.domlora', 'tiny', 'probe-2.json'), 'x', { root: ws }), /is a symbolic link/);
+  assert.equal(fs.readFileSync(bashrc, 'utf8'), 'mine');
+  // A file where a folder must be.
+  fs.writeFileSync(path.join(ws, 'file'), '');
+  assert.throws(() => writeFileAtomic(path.join(ws, 'file', 'x.json'), 'x', { root: ws }), /file is not a folder/);
+  assert.deepEqual(fs.readdirSync(outside), ['bashrc']);
+});
+
+test('a link planted while a folder is being written stops its move into place', async () => {
+  const dir = tmpDir();
+  const ws = path.join(dir, 'ws');
+  const outside = path.join(dir, 'outside');
+  fs.mkdirSync(path.join(ws, '.domlora', 'tiny'), { recursive: true });
+  fs.mkdirSync(outside);
+  await assert.rejects(writeDirAtomic(path.join(ws, '.domlora', 'tiny', 'adapter'), (tmp) => {
+    fs.writeFileSync(path.join(tmp, 'adapter_config.json'), '{}');
+    // Meanwhile .domlora (the temporary inside it) moves elsewhere and a link takes its place: the temporary's path
+    // still resolves, now through the link, and a rename would land outside the workspace.
+    fs.renameSync(path.join(ws, '.domlora'), path.join(outside, '.domlora'));
+    fs.symlinkSync(path.join(outside, '.domlora'), path.join(ws, '.domlora'), 'dir');
+  }, { root: ws }), /\.domlora is a symbolic link/);
+  assert.deepEqual(fs.readdirSync(path.join(outside, '.domlora', 'tiny')), [], 'not moved into place, and the temporary removed');
+});
+
+test('the temporary file is created exclusively: a link planted under its name is not written through', () => {
+  const dir = tmpDir();
+  const victim = path.join(dir, 'victim');
+  fs.writeFileSync(victim, 'mine');
+  const now = Date.now() + 3600_000;
+  const realNow = Date.now;
+  Date.now = () => now;
+  try {
+    fs.symlinkSync(victim, path.join(dir, tempName('out.json')));
+    assert.throws(() => writeFileAtomic(path.join(dir, 'out.json'), 'theirs'), /EEXIST/);
+  } finally {
+    Date.now = realNow;
+  }
+  assert.equal(fs.readFileSync(victim, 'utf8'), 'mine');
+  assert.ok(!fs.existsSync(path.join(dir, 'out.json')));
+});
+
+test('what DomLoRA creates takes its mode from the umask, and is never writable by others', async () => {
+  const saved = process.umask();
+  try {
+    for (const [umask, file, folder] of [[0o000, 0o664, 0o775], [0o022, 0o644, 0o755], [0o077, 0o600, 0o700]] as const) {
+      process.umask(umask);
+      const dir = tmpDir();
+      const claimed = claimOutput(path.join(dir, 'new', 'deeper', 'report.json'), 'report', { root: dir });
+      writeFileAtomic(claimed.path, '{}', { root: dir });
+      await writeDirAtomic(path.join(dir, 'new', 'adapter'), (tmp) => {
+        // Written as the trainer writes (writeFileSync's default mode), and a copied file whose source others may write.
+        fs.writeFileSync(path.join(tmp, 'adapter_config.json'), '{}');
+        fs.mkdirSync(path.join(tmp, 'checkpoint'));
+        fs.writeFileSync(path.join(tmp, 'checkpoint', 'trainer_state.json'), '{}', { mode: 0o666 });
+        fs.chmodSync(path.join(tmp, 'checkpoint', 'trainer_state.json'), 0o666);
+      }, { root: dir });
+      const mode = (p: string) => fs.statSync(path.join(dir, p)).mode & 0o777;
+      const name = `umask ${umask.toString(8)}`;
+      assert.equal(mode('new'), folder, `${name}: a parent the claim made`);
+      assert.equal(mode('new/deeper'), folder, name);
+      assert.equal(mode('new/deeper/report.json'), file, name);
+      assert.equal(mode('new/adapter'), folder, name);
+      assert.equal(mode('new/adapter/checkpoint'), folder, name);
+      assert.equal(mode('new/adapter/adapter_config.json'), file, name);
+      assert.equal(mode('new/adapter/checkpoint/trainer_state.json') & 0o002, 0, `${name}: a world-writable file lost o+w`);
+    }
+  } finally {
+    process.umask(saved);
+  }
+});
+
+test('the extension\'s outputs are confined end to end: an export into a planted .domlora link is refused before any work', async () => {
+  const { ws, outside } = plantedWorkspace('.domlora');
+  const { runExport } = await import('../../src/engine/export/exporters');
+  const { buildPeftConfig, writeAdapterFiles } = await import('../../src/engine/export/peft');
+  const { openModelFolder } = await import('../../src/engine/hf/folder');
+  const { candidateModules } = await import('../../src/engine/hf/modules');
+  const folder = openModelFolder(STORIES);
+  const spec = candidateModules(folder.cfg)[0]!;
+  const adapter = path.join(ws, 'adapter');
+  fs.mkdirSync(adapter);
+  writeAdapterFiles(adapter, [{ spec, a: new Float32Array(8 * spec.dIn), b: new Float32Array(8 * spec.dOut) }], buildPeftConfig([spec], folder.cfg.numLayers, 8, 16, STORIES), {});
+  for (const format of ['axolotl', 'merged'] as const) {
+    await assert.rejects(runExport({ adapterDir: adapter, format, out: path.join(ws, '.domlora', 'tiny', format === 'merged' ? 'merged' : 'a.yml'), modelDir: STORIES, outRoot: ws }),
+      /\.domlora is a symbolic link/);
+  }
+  assert.deepEqual(fs.readdirSync(outside), []);
 });

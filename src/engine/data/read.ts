@@ -5,6 +5,7 @@ import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import { badInput } from '../runtime/errors';
+import { checkFileSize, INPUT_LIMITS, mb } from '../runtime/inputs';
 import { detectFormat, SHAPES, tryParse, unknownShape, type RecordFormat } from './shapes';
 
 export interface ShapeCount { format: RecordFormat; count: number; /** 1-based line of its first record. */ firstLine: number }
@@ -48,12 +49,19 @@ function datasetText(bytes: Buffer, file: string): { text: string; compression?:
   let compression: 'gzip' | undefined;
   if (startsWith(bytes, [0x1f, 0x8b])) {
     try {
-      data = zlib.gunzipSync(bytes);
+      // A small file can inflate to any size (a gzip bomb): stop one byte past the limit.
+      data = zlib.gunzipSync(bytes, { maxOutputLength: INPUT_LIMITS.datasetBytes + 1 });
     } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+        throw badInput(`the dataset inflates to more than ${mb(INPUT_LIMITS.datasetBytes)}, the most DomLoRA reads; split it into smaller files`, file);
+      }
       throw badInput(`the dataset is gzip-compressed but cannot be decompressed (${err instanceof Error ? err.message : String(err)}); ` +
         'is the file complete?', file);
     }
     compression = 'gzip';
+    if (data.length > INPUT_LIMITS.datasetBytes) {
+      throw badInput(`the dataset inflates to more than ${mb(INPUT_LIMITS.datasetBytes)}, the most DomLoRA reads; split it into smaller files`, file);
+    }
   }
   for (const u of UNREADABLE) {
     if (startsWith(data, u.magic)) throw badInput(`the dataset is ${u.what}, not JSON or JSON Lines: ${u.fix.replace('FILE', file)}`, file);
@@ -64,6 +72,7 @@ function datasetText(bytes: Buffer, file: string): { text: string; compression?:
 
 /** Reads a dataset file, parses it (by content, not by extension) and checks every record has a known shape. */
 export function readDataset(file: string): Dataset {
+  checkFileSize(file, INPUT_LIMITS.datasetBytes, 'a dataset (split it into smaller files)');
   let bytes: Buffer;
   try {
     bytes = fs.readFileSync(file);
@@ -75,8 +84,9 @@ export function readDataset(file: string): Dataset {
   const empty = 'the dataset is empty: expected a JSON array of records or JSON Lines (one record per line)';
   if (text.trim() === '') throw badInput(empty, file);
 
-  const { raw, lines } = text.trimStart().startsWith('[') ? parseJsonArray(text, file) : parseJsonLines(text, file);
+  const { raw, lines, starts } = text.trimStart().startsWith('[') ? parseJsonArray(text, file) : parseJsonLines(text, file);
   if (raw.length === 0) throw badInput(empty, file);
+  if (starts) checkArrayRecordSizes(text, starts, lines, file);
 
   // Map iteration follows first appearance, so a tie goes to the format seen first.
   const counts = new Map<RecordFormat, ShapeCount>();
@@ -104,7 +114,31 @@ function mixedShapes(shapes: ShapeCount[]): string {
   return `the file mixes record shapes: ${list}. Each record is read by its own shape${text}`;
 }
 
-function parseJsonArray(text: string, file: string): { raw: unknown[]; lines: number[] } {
+/** The UTF-8 size of `text` from `start` to `end`, computed only when it could exceed `limit`. */
+function overLimit(text: string, start: number, end: number, limit: number): boolean {
+  const chars = end - start;
+  if (chars * 3 <= limit) return false; // a UTF-16 unit is at most 3 bytes of UTF-8
+  return chars > limit || Buffer.byteLength(text.slice(start, end), 'utf8') > limit;
+}
+
+/**
+ * Every record within INPUT_LIMITS.recordBytes: one huge record would take the tokenizer (and the chat template)
+ * minutes and gigabytes. JSON Lines are checked line by line before parsing; a JSON array here, by the spans of its
+ * top-level elements (each from its start to the next one's).
+ */
+function checkArrayRecordSizes(text: string, starts: number[], lines: number[], file: string): void {
+  for (let i = 0; i < starts.length; i++) {
+    const end = i + 1 < starts.length ? starts[i + 1]! : text.length;
+    if (overLimit(text, starts[i]!, end, INPUT_LIMITS.recordBytes)) throw recordTooLarge(lines[i] ?? 0, file);
+  }
+}
+
+function recordTooLarge(line: number, file: string) {
+  return badInput(`line ${line}: the record is larger than ${mb(INPUT_LIMITS.recordBytes)}, the most DomLoRA reads for one record; `
+    + 'split it or leave it out', file);
+}
+
+function parseJsonArray(text: string, file: string): { raw: unknown[]; lines: number[]; starts: number[] } {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -118,16 +152,17 @@ function parseJsonArray(text: string, file: string): { raw: unknown[]; lines: nu
     throw badInput(`${where}: invalid JSON: ${message.replace(/\s+/g, ' ')}`, file);
   }
   if (!Array.isArray(value)) throw badInput('expected a JSON array of records', file);
-  return { raw: value, lines: arrayElementLines(text) };
+  return { raw: value, ...arrayElements(text) };
 }
 
-function parseJsonLines(text: string, file: string): { raw: unknown[]; lines: number[] } {
+function parseJsonLines(text: string, file: string): { raw: unknown[]; lines: number[]; starts?: undefined } {
   const raw: unknown[] = [];
   const lines: number[] = [];
   const rows = text.split('\n');
   for (let i = 0; i < rows.length; i++) {
     const row = rows[i] as string;
     if (row.trim() === '') continue;
+    if (overLimit(row, 0, row.length, INPUT_LIMITS.recordBytes)) throw recordTooLarge(i + 1, file);
     try {
       raw.push(JSON.parse(row));
       lines.push(i + 1);
@@ -135,7 +170,10 @@ function parseJsonLines(text: string, file: string): { raw: unknown[]; lines: nu
       // A single pretty-printed object is not JSON Lines but is still an unambiguous one-record dataset.
       if (raw.length === 0) {
         const whole = tryParse(text);
-        if (whole !== undefined && !Array.isArray(whole)) return { raw: [whole], lines: [i + 1] };
+        if (whole !== undefined && !Array.isArray(whole)) {
+          if (overLimit(text, 0, text.length, INPUT_LIMITS.recordBytes)) throw recordTooLarge(i + 1, file);
+          return { raw: [whole], lines: [i + 1] };
+        }
       }
       throw badInput(`line ${i + 1}: invalid JSON: ${err instanceof Error ? err.message : String(err)}`, file);
     }
@@ -206,12 +244,13 @@ function arrayErrorLine(text: string): string {
 }
 
 /**
- * The line where each element of a top-level JSON array starts. One pass over text already known to be valid
- * JSON, tracking only strings (whose brackets do not count) and nesting depth: far cheaper than a parser with
- * positions, and it lets errors about record 812 say "line 4061".
+ * The line (and the offset) where each element of a top-level JSON array starts. One pass over text already known
+ * to be valid JSON, tracking only strings (whose brackets do not count) and nesting depth: far cheaper than a parser
+ * with positions, and it lets errors about record 812 say "line 4061".
  */
-function arrayElementLines(text: string): number[] {
+function arrayElements(text: string): { lines: number[]; starts: number[] } {
   const lines: number[] = [];
+  const starts: number[] = [];
   let line = 1;
   let depth = 0;
   let inString = false;
@@ -229,6 +268,7 @@ function arrayElementLines(text: string): number[] {
     if (c === ' ' || c === '\t' || c === '\r') continue;
     if (depth === 1 && expectingElement && c !== ']') {
       lines.push(line);
+      starts.push(i);
       expectingElement = false;
     }
     if (c === '"') inString = true;
@@ -238,6 +278,6 @@ function arrayElementLines(text: string): number[] {
     } else if (c === ']' || c === '}') depth--;
     else if (c === ',' && depth === 1) expectingElement = true;
   }
-  return lines;
+  return { lines, starts };
 }
 

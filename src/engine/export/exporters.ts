@@ -3,20 +3,26 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ExportParams, ExportResult } from '../../protocol/messages';
-import { badInput } from '../runtime/errors';
+import { shellFor, shellWord as quoteWord, UnquotableError, withEnv, type Shell } from '../../protocol/shell';
+import { badInput, DomLoraError } from '../runtime/errors';
 import { JobHooks, throwIfCancelled, yieldToEvents } from '../runtime/jobs';
 import { openModelFolder, ModelFolder } from '../hf/folder';
 import { readAdapterFiles, PeftConfig } from './peft';
 import { readHeader, writeSafetensorsStreaming } from '../hf/safetensors';
-import { writeDirAtomic, writeFileAtomic } from '../runtime/atomic';
+import { writeDirAtomic, writeFileAtomic, type WriteScope } from '../runtime/atomic';
 import { checkLimits } from '../runtime/limits';
 import { claimOutput, MERGED_MARKER } from '../runtime/outputs';
 import { loraScale } from '../model/lora';
 import { archOf, SUPPORTED_MODEL_TYPES } from '../arch/registry';
 import { moduleName, storedName, parseModuleName } from '../hf/modules';
 
-/** What vLLM, llama.cpp and Ollama refuse, checked before anyone tries. */
-export function runtimeChecks(cfg: PeftConfig, modelType: string, tensorNames: string[] = []): { warnings: string[]; loadCommands: string[] } {
+/**
+ * What vLLM, llama.cpp and Ollama refuse, checked before anyone tries, and the commands that load the adapter, with
+ * every path quoted for `shell` (the adapter folder is ADAPTER_DIR until one is given). Throws a bad-input error for
+ * a path no quoting makes safe to paste (see shellWord).
+ */
+export function runtimeChecks(cfg: PeftConfig, modelType: string, tensorNames: string[] = [],
+  o: { adapterDir?: string; shell?: Shell } = {}): { warnings: string[]; loadCommands: string[] } {
   const warnings: string[] = [];
   // llama.cpp's convert_lora_to_gguf.py maps only lora_A / lora_B weights; anything else in the file stops it.
   const extra = tensorNames.filter((n) => !/\.lora_[AB](?:\.default)?\.weight$/.test(n));
@@ -29,12 +35,29 @@ export function runtimeChecks(cfg: PeftConfig, modelType: string, tensorNames: s
   if (!Number.isInteger(cfg.lora_alpha)) warnings.push('Ollama needs an integer lora_alpha.');
   const ollamaArchs = SUPPORTED_MODEL_TYPES.filter((t) => archOf(t).ollama);
   if (!archOf(modelType).ollama) warnings.push(`Ollama imports safetensors adapters only for ${ollamaArchs.join(', ')}; convert with llama.cpp instead.`);
-  const loadCommands = [
-    `python -c "from peft import PeftModel; from transformers import AutoModelForCausalLM; m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained('${cfg.base_model_name_or_path}'), 'ADAPTER_DIR')"`,
-    `vllm serve ${cfg.base_model_name_or_path} --enable-lora --lora-modules domlora=ADAPTER_DIR${cfg.r > 16 ? ` --max-lora-rank ${vllmRanks.find((x) => x >= cfg.r) ?? cfg.r}` : ''}`,
-    `python convert_lora_to_gguf.py ADAPTER_DIR --base ${cfg.base_model_name_or_path} --outtype f16 && llama-cli -m BASE.gguf --lora ADAPTER_DIR/*.gguf`,
+  return { warnings, loadCommands: loadCommands(cfg, o.adapterDir ?? 'ADAPTER_DIR', o.shell ?? shellFor(process.platform)) };
+}
+
+/** PEFT in Python, vLLM, and llama.cpp's conversion then llama-cli: each a line to paste, its paths quoted. */
+function loadCommands(cfg: PeftConfig, adapterDir: string, shell: Shell): string[] {
+  const base = cfg.base_model_name_or_path;
+  const word = (s: string) => shellWord(s, shell);
+  // The paths themselves first, so a refusal names the path rather than a word built from it.
+  word(adapterDir);
+  word(base);
+  // The Python code is one shell word; its paths are Python string literals inside it. PowerShell 5 drops double
+  // quotes from the arguments of native programs, so there the literals take single quotes (doubled by the quoting).
+  const py = (s: string) => (shell === 'posix' ? JSON.stringify(s) : `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`);
+  const code = `from peft import PeftModel; from transformers import AutoModelForCausalLM; m = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(${py(base)}), ${py(adapterDir)})`;
+  const rank = cfg.r > 16 ? ` --max-lora-rank ${[8, 16, 32, 64, 128, 256, 320, 512].find((x) => x >= cfg.r) ?? cfg.r}` : '';
+  // The GGUF file is named, not globbed: PowerShell does not expand `*` for native programs.
+  const gguf = `${adapterDir.replace(/[\\/]+$/, '')}${shell === 'posix' ? '/' : '\\'}adapter-f16.gguf`;
+  const then = shell === 'posix' ? ' && ' : '; ';
+  return [
+    `python -c ${word(code)}`,
+    `vllm serve ${word(base)} --enable-lora --lora-modules ${word(`domlora=${adapterDir}`)}${rank}`,
+    `python convert_lora_to_gguf.py ${word(adapterDir)} --base ${word(base)} --outtype f16 --outfile ${word(gguf)}${then}llama-cli -m BASE.gguf --lora ${word(gguf)}`,
   ];
-  return { warnings, loadCommands };
 }
 
 /**
@@ -74,9 +97,18 @@ function yamlValue(v: string | number | boolean): string {
   return /^[A-Za-z0-9_./][A-Za-z0-9_./,-]*$/.test(v) && !/^(true|false|yes|no|on|off|null|~|[\d.]+)$/i.test(v) ? v : JSON.stringify(v);
 }
 
-/** A shell word, quoted when it needs to be, for the launch lines. */
-function shellWord(s: string): string {
-  return /^[A-Za-z0-9_./:=@%+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+/**
+ * One word of a printed command, quoted for the shell of this platform (POSIX sh, or PowerShell on Windows). A word
+ * no quoting makes safe to paste (a newline in a folder name) is refused as bad input naming it, before anything is
+ * written.
+ */
+export function shellWord(s: string, shell: Shell = shellFor(process.platform)): string {
+  try {
+    return quoteWord(s, shell);
+  } catch (e) {
+    if (!(e instanceof UnquotableError)) throw e;
+    throw new DomLoraError('bad-input', `${e.message}; rename it (or choose another --out) so that the printed commands can be pasted safely`, s);
+  }
 }
 
 const gpuCount = (n: number) => `${n} GPU${n === 1 ? '' : 's'}`;
@@ -169,7 +201,7 @@ export async function runExport(params: ExportParams, hooks: JobHooks = {}): Pro
     throw badInput('LLaMA-Factory reads a config only from a .yaml or .yml file (llamafactory-cli train FILE.yaml); name --out accordingly', path.resolve(params.out));
   }
   // The output is checked before the work, and replaced only when DomLoRA wrote it (runtime/outputs.ts).
-  const claim = claimOutput(params.out, params.format === 'merged' ? 'merged' : 'config', { force: params.force });
+  const claim = claimOutput(params.out, params.format === 'merged' ? 'merged' : 'config', { force: params.force, root: params.outRoot });
   const out = claim.path;
   try {
     return await exportTo(params, adapterDir, peftCfg, folder, out, hooks);
@@ -182,8 +214,12 @@ export async function runExport(params: ExportParams, hooks: JobHooks = {}): Pro
 async function exportTo(params: ExportParams, adapterDir: string, peftCfg: PeftConfig, folder: ModelFolder, out: string, hooks: JobHooks): Promise<ExportResult> {
   const stFile = path.join(adapterDir, 'adapter_model.safetensors');
   const header = fs.existsSync(stFile) ? readHeader(stFile) : undefined;
-  const checks = runtimeChecks(peftCfg, folder.cfg.modelType, header ? [...header.tensors.keys()] : []);
+  // Every command printed below is built before anything is written: a path that cannot be quoted stops the export here.
+  const shell = shellFor(process.platform);
+  const checks = runtimeChecks(peftCfg, folder.cfg.modelType, header ? [...header.tensors.keys()] : [], { adapterDir, shell });
+  const outWord = params.format === 'merged' ? '' : shellWord(out, shell);
   const p = placementOf(peftCfg, folder.cfg.numLayers, folder.cfg.modelType);
+  const scope: WriteScope = { root: params.outRoot };
   const baseModel = peftCfg.base_model_name_or_path || (params.modelDir ?? folder.dir);
   const gpus = params.gpus;
   const lr = learningRate(header?.metadata ?? {});
@@ -191,30 +227,30 @@ async function exportTo(params: ExportParams, adapterDir: string, peftCfg: PeftC
   const lines: string[] = [];
   switch (params.format) {
     case 'merged': {
-      await exportMerged(adapterDir, folder, out, hooks);
+      await exportMerged(adapterDir, folder, out, hooks, scope);
       lines.push(`merged model written to ${out} (W + (alpha/r) B A folded into the base weights)`);
       break;
     }
     case 'peft-config': {
-      writeFileAtomic(out, peftConfigPy(peftCfg, p, gpus));
+      writeFileAtomic(out, peftConfigPy(peftCfg, p, gpus), scope);
       lines.push(`PEFT LoraConfig written to ${out}`,
         gpus ? `train on ${gpuCount(gpus)}: accelerate launch --num_processes ${gpus} YOUR_TRAIN_SCRIPT.py` : 'train: python YOUR_TRAIN_SCRIPT.py');
       break;
     }
     case 'axolotl': {
-      writeFileAtomic(out, axolotlYaml(peftCfg, p, baseModel, lr));
+      writeFileAtomic(out, axolotlYaml(peftCfg, p, baseModel, lr), scope);
       lines.push(`Axolotl config written to ${out}`, `${fill('datasets')} train` + (gpus
-        ? ` on ${gpuCount(gpus)}: axolotl train ${shellWord(out)} --launcher accelerate -- --num_processes=${gpus}`
-        : `: axolotl train ${shellWord(out)}`));
+        ? ` on ${gpuCount(gpus)}: axolotl train ${outWord} --launcher accelerate -- --num_processes=${gpus}`
+        : `: axolotl train ${outWord}`));
       break;
     }
     case 'llamafactory': {
-      writeFileAtomic(out, llamaFactoryYaml(peftCfg, p, baseModel, lr));
+      writeFileAtomic(out, llamaFactoryYaml(peftCfg, p, baseModel, lr), scope);
       // llamafactory-cli trains on every visible GPU by itself; a count is set with NPROC_PER_NODE (and one GPU by
       // hiding the others).
-      const launch = gpus === undefined ? '' : gpus === 1 ? 'CUDA_VISIBLE_DEVICES=0 ' : `FORCE_TORCHRUN=1 NPROC_PER_NODE=${gpus} `;
+      const env: Record<string, string> = gpus === undefined ? {} : gpus === 1 ? { CUDA_VISIBLE_DEVICES: '0' } : { FORCE_TORCHRUN: '1', NPROC_PER_NODE: String(gpus) };
       lines.push(`LLaMA-Factory config written to ${out}`,
-        `${fill('dataset and template')} train${gpus ? ` on ${gpuCount(gpus)}` : ''}: ${launch}llamafactory-cli train ${shellWord(out)}`);
+        `${fill('dataset and template')} train${gpus ? ` on ${gpuCount(gpus)}` : ''}: ${withEnv(env, `llamafactory-cli train ${outWord}`, shell)}`);
       break;
     }
     case 'mlx': {
@@ -224,8 +260,8 @@ async function exportTo(params: ExportParams, adapterDir: string, peftCfg: PeftC
         throw badInput(`MLX-LM adapts the same module paths in each of the last N layers (num_layers), which cannot express ${p.modules.length === 1 ? p.modules[0] : `this placement (${p.modules.join(', ')})`} in a ${L}-layer model; ` +
           'an MLX config would train a different placement. Use --format peft-config, or train with DomLoRA and convert the PEFT adapter.');
       }
-      writeFileAtomic(out, mlxYaml(peftCfg, p, baseModel, folder.cfg.modelType, L, lr));
-      lines.push(`MLX-LM config written to ${out}`, `${fill('data')} train: mlx_lm.lora --config ${shellWord(out)}` +
+      writeFileAtomic(out, mlxYaml(peftCfg, p, baseModel, folder.cfg.modelType, L, lr), scope);
+      lines.push(`MLX-LM config written to ${out}`, `${fill('data')} train: mlx_lm.lora --config ${outWord}` +
         (gpus ? ` (--gpus does not apply: MLX trains on one Apple-silicon machine)` : ''));
       break;
     }
@@ -233,8 +269,8 @@ async function exportTo(params: ExportParams, adapterDir: string, peftCfg: PeftC
       throw badInput(`--format must be one of merged, peft-config, axolotl, llamafactory, mlx; got "${params.format as string}"`);
   }
   if (checks.warnings.length) lines.push('', 'Downstream runtimes:', ...checks.warnings.map((w) => `  ! ${w}`));
-  lines.push('', 'Load the adapter with:', ...checks.loadCommands.map((c) => `  ${c.replace(/ADAPTER_DIR/g, adapterDir)}`));
-  return { format: params.format, out, text: lines.join('\n'), warnings: checks.warnings, loadCommands: checks.loadCommands.map((c) => c.replace(/ADAPTER_DIR/g, adapterDir)) };
+  lines.push('', 'Load the adapter with:', ...checks.loadCommands.map((c) => `  ${c}`));
+  return { format: params.format, out, text: lines.join('\n'), warnings: checks.warnings, loadCommands: checks.loadCommands };
 }
 
 function pyValue(v: unknown): string {
@@ -246,7 +282,7 @@ function pyValue(v: unknown): string {
 }
 
 /** Folds W + (alpha / r) B A into a copy of the base model, tensor by tensor. */
-async function exportMerged(adapterDir: string, folder: ModelFolder, out: string, hooks: JobHooks): Promise<void> {
+async function exportMerged(adapterDir: string, folder: ModelFolder, out: string, hooks: JobHooks, scope: WriteScope): Promise<void> {
   const { config, tensors } = readAdapterFiles(adapterDir, folder);
   const scale = loraScale(config.lora_alpha, config.r, Boolean(config.use_rslora));
   // Keyed by the name in the weight files (GPT-2 checkpoints may store `h.0...` for `transformer.h.0...`).
@@ -284,5 +320,5 @@ async function exportMerged(adapterDir: string, folder: ModelFolder, out: string
       const src = path.join(folder.dir, f);
       if (fs.existsSync(src)) fs.copyFileSync(src, path.join(tmp, f));
     }
-  });
+  }, scope);
 }

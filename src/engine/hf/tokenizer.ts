@@ -4,8 +4,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Tokenizer } from '@huggingface/tokenizers';
-import { Template } from '@huggingface/jinja';
 import { badInput } from '../runtime/errors';
+import { INPUT_LIMITS, readBoundedText } from '../runtime/inputs';
+import { BoundedTemplate, TemplateLimitError } from './template';
 
 export interface ChatMessage { role: string; content: string }
 
@@ -50,7 +51,7 @@ export class ModelTokenizer {
 
   private readonly tokenizer: Tokenizer;
   private readonly specialTokenStrings: Record<string, string>;
-  private compiledTemplate?: Template;
+  private compiledTemplate?: BoundedTemplate;
 
   private constructor(
     tokenizer: Tokenizer,
@@ -58,6 +59,8 @@ export class ModelTokenizer {
     tokenizerJson: Record<string, unknown>,
     chatTemplate: string | undefined,
     private readonly configFile: string,
+    /** The file the chat template came from (tokenizer_config.json, chat_template.jinja or chat_template.json). */
+    private readonly templateFile: string,
   ) {
     this.tokenizer = tokenizer;
     this.chatTemplate = chatTemplate;
@@ -105,27 +108,32 @@ export class ModelTokenizer {
     if (!fs.existsSync(tokenizerFile)) {
       throw badInput('the model folder has no tokenizer.json (the fast-tokenizer file that transformers saves)', tokenizerFile);
     }
-    const tokenizerJson = readJsonObject(tokenizerFile);
-    const config: TokenizerConfigJson = fs.existsSync(configFile) ? readJsonObject(configFile) : {};
+    const tokenizerJson = readJsonObject(tokenizerFile, INPUT_LIMITS.tokenizerJsonBytes, 'a tokenizer.json');
+    checkVocabulary(tokenizerJson, tokenizerFile);
+    const config: TokenizerConfigJson = fs.existsSync(configFile) ? readJsonObject(configFile, INPUT_LIMITS.tokenizerConfigBytes, 'a tokenizer_config.json') : {};
 
     // special_tokens_map.json is older than the special-token keys of tokenizer_config.json; use it only to fill
     // in what the config leaves out.
     const mapFile = path.join(modelDir, 'special_tokens_map.json');
     if (fs.existsSync(mapFile)) {
-      const map = readJsonObject(mapFile);
+      const map = readJsonObject(mapFile, INPUT_LIMITS.smallFileBytes, 'a special_tokens_map.json');
       for (const key of ['bos_token', 'eos_token', 'unk_token', 'pad_token']) {
         if (config[key] === undefined && map[key] !== undefined) config[key] = map[key];
       }
     }
 
-    const chatTemplate = readChatTemplate(modelDir, config, configFile);
+    const { template: chatTemplate, file: templateFile } = readChatTemplate(modelDir, config, configFile);
+    if (chatTemplate !== undefined && chatTemplate.length > INPUT_LIMITS.chatTemplateChars) {
+      throw badInput(`the chat template is ${chatTemplate.length.toLocaleString('en-US')} characters long, over the `
+        + `${INPUT_LIMITS.chatTemplateChars.toLocaleString('en-US')} DomLoRA reads (real ones are under 100,000)`, templateFile);
+    }
     let tokenizer: Tokenizer;
     try {
       tokenizer = new Tokenizer(tokenizerJson, config);
     } catch (err) {
       throw badInput(`cannot build the tokenizer: ${err instanceof Error ? err.message : String(err)}`, tokenizerFile);
     }
-    return new ModelTokenizer(tokenizer, config, tokenizerJson, chatTemplate, configFile);
+    return new ModelTokenizer(tokenizer, config, tokenizerJson, chatTemplate, configFile, templateFile);
   }
 
   /** Token ids of `text`; with `addSpecial` (the default) BOS and EOS are added as the tokenizer config says. */
@@ -158,7 +166,8 @@ export class ModelTokenizer {
       throw badInput('the tokenizer has no chat template', this.configFile);
     }
     try {
-      this.compiledTemplate ??= new Template(this.chatTemplate);
+      // The template is code from the model folder: it runs with a time and an output limit (hf/template.ts).
+      this.compiledTemplate ??= new BoundedTemplate(this.chatTemplate);
       return this.compiledTemplate.render({
         ...this.specialTokenStrings,
         messages,
@@ -166,18 +175,16 @@ export class ModelTokenizer {
         ...(opts.tools ? { tools: opts.tools } : {}),
       });
     } catch (err) {
-      throw badInput(`the chat template failed: ${err instanceof Error ? err.message : String(err)}`, this.configFile);
+      if (err instanceof TemplateLimitError) throw badInput(err.message, this.templateFile);
+      const message = err instanceof RangeError && /call stack/i.test(err.message) ? 'it nests too deeply to be parsed' : err instanceof Error ? err.message : String(err);
+      throw badInput(`the chat template failed: ${message}`, this.templateFile);
     }
   }
 }
 
-function readJsonObject(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    throw badInput(`cannot read: ${err instanceof Error ? err.message : String(err)}`, file);
-  }
+/** A JSON object from a file no larger than `max` bytes (`what` names the kind of file in the error). */
+function readJsonObject(file: string, max: number, what: string): Record<string, unknown> {
+  const text = readBoundedText(file, max, what);
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -203,31 +210,66 @@ function tokenText(value: unknown): string | undefined {
  * The chat template: `chat_template` is a string, or a list of named templates of which 'default' is the one for
  * plain chat (the others, such as 'tool_use', are chosen by transformers only on request).
  */
-function readChatTemplate(modelDir: string, config: TokenizerConfigJson, configFile: string): string | undefined {
+function readChatTemplate(modelDir: string, config: TokenizerConfigJson, configFile: string): { template?: string; file: string } {
   const value = config.chat_template;
-  if (typeof value === 'string') return value;
+  if (typeof value === 'string') return { template: value, file: configFile };
   if (Array.isArray(value)) {
     const named = value.filter(isObject);
     const chosen = named.find((t) => t.name === 'default') ?? named[0];
-    if (chosen && typeof chosen.template === 'string') return chosen.template;
+    if (chosen && typeof chosen.template === 'string') return { template: chosen.template, file: configFile };
     throw badInput('chat_template is a list without a usable {name, template} entry', configFile);
   }
   if (isObject(value)) {
     const chosen = value.default ?? Object.values(value)[0];
-    if (typeof chosen === 'string') return chosen;
+    if (typeof chosen === 'string') return { template: chosen, file: configFile };
     throw badInput('chat_template is an object without a usable template', configFile);
   }
   if (value !== undefined && value !== null) throw badInput('chat_template must be a string or a list', configFile);
 
   const jinjaFile = path.join(modelDir, 'chat_template.jinja');
-  if (fs.existsSync(jinjaFile)) return fs.readFileSync(jinjaFile, 'utf8');
+  if (fs.existsSync(jinjaFile)) return { template: readBoundedText(jinjaFile, INPUT_LIMITS.smallFileBytes, 'a chat template'), file: jinjaFile };
   const jsonFile = path.join(modelDir, 'chat_template.json');
   if (fs.existsSync(jsonFile)) {
-    const template = readJsonObject(jsonFile).chat_template;
-    if (typeof template === 'string') return template;
+    const template = readJsonObject(jsonFile, INPUT_LIMITS.smallFileBytes, 'a chat_template.json').chat_template;
+    if (typeof template === 'string') return { template, file: jsonFile };
     throw badInput('chat_template.json has no string chat_template', jsonFile);
   }
-  return undefined;
+  return { file: configFile };
+}
+
+/**
+ * The vocabulary's size, bounded before tokenizers.js builds its tables: the entries of model.vocab (an object of
+ * token -> id for BPE and WordPiece, a list of [token, score] for Unigram), the merges, the added tokens, and every
+ * id (the embedding table the ids index is sized by the largest).
+ */
+function checkVocabulary(json: Record<string, unknown>, file: string): void {
+  const max = INPUT_LIMITS.vocabEntries;
+  const over = (what: string, n: number, limit = max) => {
+    if (n > limit) throw badInput(`${what} has ${n.toLocaleString('en-US')} entries, over the ${limit.toLocaleString('en-US')} DomLoRA reads (real vocabularies stop near 262,144)`, file);
+  };
+  const model = isObject(json.model) ? json.model : {};
+  const vocab = model.vocab;
+  if (Array.isArray(vocab)) over('model.vocab', vocab.length);
+  else if (isObject(vocab)) {
+    let n = 0;
+    for (const id of Object.values(vocab)) {
+      n++;
+      if (typeof id === 'number' && (!Number.isInteger(id) || id < 0 || id >= max)) {
+        throw badInput(`model.vocab holds the id ${id}; ids must be whole numbers from 0 to ${(max - 1).toLocaleString('en-US')}`, file);
+      }
+    }
+    over('model.vocab', n);
+  }
+  if (Array.isArray(model.merges)) over('model.merges', model.merges.length);
+  if (Array.isArray(json.added_tokens)) {
+    over('added_tokens', json.added_tokens.length, INPUT_LIMITS.addedTokens);
+    for (const t of json.added_tokens) {
+      const id = isObject(t) ? t.id : undefined;
+      if (typeof id === 'number' && (!Number.isInteger(id) || id < 0 || id >= max)) {
+        throw badInput(`added_tokens holds the id ${id}; ids must be whole numbers from 0 to ${(max - 1).toLocaleString('en-US')}`, file);
+      }
+    }
+  }
 }
 
 /**

@@ -34,7 +34,7 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
     throw badInput(`the stability threshold must be a number above 0 and at most 1, got ${params.stabilityThreshold}`);
   }
   const compareTo = params.compare ? readReportFile(params.compare) : undefined;
-  const claim = params.out ? claimOutput(params.out, 'report', { force: params.force }) : undefined;
+  const claim = params.out ? claimOutput(params.out, 'report', { force: params.force, root: params.outRoot }) : undefined;
   try {
     return await probe(params, compareTo, claim?.path, hooks);
   } catch (err) {
@@ -116,7 +116,7 @@ async function probe(params: ProbeParams, compareTo: ProbeReport | undefined, ou
     });
     if (stoppedEarly) hooks.log?.('info', `stopped early: the dominant module was stable for ${patience} records after ${recInfo.length} records`);
     if (compareTo && params.compare) report.comparison = { other: path.resolve(params.compare), ...compareReports(report, compareTo) };
-    if (out) writeFileAtomic(out, JSON.stringify(report, null, 1) + '\n');
+    if (out) writeFileAtomic(out, JSON.stringify(report, null, 1) + '\n', { root: params.outRoot });
     return { report, written: out };
   } finally {
     model.dispose();

@@ -1,17 +1,117 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { badInput } from './errors';
+
+/**
+ * Where a write must stay: `root` is the folder the user chose (a workspace folder, the extension's storage, the
+ * folder of domlora.adapterDirectory). The target must lie inside it through real folders only: no `..` out of it,
+ * and no symbolic link on the way, so that a link planted in a cloned repository's `.domlora/` cannot send a report
+ * or an adapter somewhere else. Without a root (the CLI's --out, which the user typed) paths are taken as given.
+ */
+export interface WriteScope { root?: string }
+
+/** Mode bits of what DomLoRA creates: what the umask leaves, less write for others (never world-writable). */
+export function createMode(kind: 'file' | 'dir'): number {
+  return (kind === 'dir' ? 0o777 : 0o666) & ~process.umask() & ~0o002;
+}
+
+/**
+ * Why writing `target` would leave `root` (a `..` escape, a symbolic link or a file on the way, a real path outside
+ * the root's), or undefined when it stays inside. Components that do not exist yet are fine: DomLoRA creates them,
+ * as folders.
+ */
+export function escapeProblem(target: string, root: string): string | undefined {
+  const r = path.resolve(root);
+  const t = path.resolve(target);
+  const rel = path.relative(r, t);
+  if (rel === '' || rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel)) return `it lies outside ${r}, the folder it must be written in`;
+  let deepest = r;
+  let p = r;
+  for (const part of rel.split(path.sep)) {
+    p = path.join(p, part);
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(p);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') break;
+      return `${p} cannot be read (${code})`;
+    }
+    if (st.isSymbolicLink()) return `${p} is a symbolic link, and DomLoRA writes only through real folders inside ${r}`;
+    if (p !== t && !st.isDirectory()) return `${p} is not a folder`;
+    if (p !== t) deepest = p;
+  }
+  // A root that does not exist yet (the extension's storage before its first job, a folder the user named for an
+  // export) holds nothing planted: DomLoRA creates it and what lies below, and checks again before each rename.
+  if (deepest === r && !fs.existsSync(r)) return undefined;
+  // The links were looked for above; the real paths catch what lstat does not call a link (a mount, a junction).
+  try {
+    const realRoot = fs.realpathSync(r);
+    const realDeepest = fs.realpathSync(deepest);
+    const back = path.relative(realRoot, realDeepest);
+    if (back.startsWith('..') || path.isAbsolute(back)) return `${deepest} resolves to ${realDeepest}, outside ${realRoot}`;
+  } catch (e) {
+    return `${r} cannot be resolved (${(e as NodeJS.ErrnoException).code ?? String(e)})`;
+  }
+  return undefined;
+}
+
+/** Throws a bad-input error naming `target` when writing it would leave `scope.root` (see escapeProblem). */
+export function assertInside(target: string, scope: WriteScope): void {
+  if (scope.root === undefined) return;
+  const why = escapeProblem(target, scope.root);
+  if (why) throw badInput(`DomLoRA does not write there: ${why}. Remove what is in the way, or choose another folder`, path.resolve(target));
+}
+
+/** Whether `dir` is the scope's root or lies above it: the root is the user's choice, so making it is not an escape. */
+export function rootOrAbove(dir: string, scope: WriteScope): boolean {
+  if (scope.root === undefined) return false;
+  const rel = path.relative(path.resolve(dir), path.resolve(scope.root));
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+}
+
+/** Creates the missing folders down to `dir` one at a time (never following a link when there is a root); returns those it made. */
+export function makeFolders(dir: string, scope: WriteScope = {}): string[] {
+  const missing: string[] = [];
+  for (let p = path.resolve(dir); ; p = path.dirname(p)) {
+    if (fs.existsSync(p)) break;
+    missing.push(p);
+    if (path.dirname(p) === p) break;
+  }
+  const made: string[] = [];
+  for (const m of missing.reverse()) {
+    if (!rootOrAbove(m, scope)) assertInside(m, scope);
+    try {
+      fs.mkdirSync(m, { mode: createMode('dir') });
+      made.push(m);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+  }
+  return made;
+}
 
 /**
  * Writes a file under a temporary name in the same folder, then renames it, so a reader (or a crash) never sees a
- * half-written file.
+ * half-written file. The temporary is created exclusively ('wx': never an existing file, nor through a link planted
+ * under its name), readable by its owner only while it is written, and given the umask's mode before the rename.
  */
-export function writeFileAtomic(file: string, data: string | Uint8Array): void {
+export function writeFileAtomic(file: string, data: string | Uint8Array, scope: WriteScope = {}): void {
+  assertInside(file, scope);
   const dir = path.dirname(file);
-  fs.mkdirSync(dir, { recursive: true });
+  makeFolders(dir, scope);
   sweepStaleTemps(dir, path.basename(file));
   const tmp = path.join(dir, tempName(path.basename(file)));
   try {
-    fs.writeFileSync(tmp, data);
+    const fd = fs.openSync(tmp, 'wx', 0o600);
+    try {
+      fs.writeFileSync(fd, data);
+      fs.fchmodSync(fd, createMode('file'));
+    } finally {
+      fs.closeSync(fd);
+    }
+    // Checked again at the last moment: the folders may have changed while the data was computed.
+    assertInside(file, scope);
     fs.renameSync(tmp, file);
   } catch (err) {
     fs.rmSync(tmp, { force: true });
@@ -21,20 +121,25 @@ export function writeFileAtomic(file: string, data: string | Uint8Array): void {
 
 /**
  * Builds a folder under a temporary sibling name with `fill`, then moves it into place. An existing folder at `dir`
- * is replaced only after the new one is complete.
+ * is replaced only after the new one is complete. The temporary folder is its owner's alone while `fill` writes in
+ * it; before the move, it and everything in it get the umask's modes, less write for others.
  */
-export async function writeDirAtomic(dir: string, fill: (tmpDir: string) => Promise<void> | void): Promise<void> {
-  // A target that is a symbolic link is written where it points, not over the link.
+export async function writeDirAtomic(dir: string, fill: (tmpDir: string) => Promise<void> | void, scope: WriteScope = {}): Promise<void> {
+  assertInside(dir, scope);
+  // Without a root (a path the user typed), a target that is a symbolic link is written where it points, not over
+  // the link; with one, assertInside has refused it.
   const target = realTarget(path.resolve(dir));
   const parent = path.dirname(target);
-  fs.mkdirSync(parent, { recursive: true });
+  makeFolders(parent, scope);
   sweepStaleTemps(parent, path.basename(target));
   const tmp = path.join(parent, tempName(path.basename(target)));
   const old = `${tmp}.old`;
   let movedAside = false;
-  fs.mkdirSync(tmp);
+  fs.mkdirSync(tmp, { mode: 0o700 });
   try {
     await fill(tmp);
+    restrictModes(tmp);
+    assertInside(dir, scope);
     if (fs.existsSync(target)) {
       fs.renameSync(target, old);
       movedAside = true;
@@ -52,6 +157,16 @@ export async function writeDirAtomic(dir: string, fill: (tmpDir: string) => Prom
     fs.rmSync(tmp, { recursive: true, force: true });
     throw err;
   }
+}
+
+/** Gives a folder DomLoRA filled the umask's mode, less write for others, and takes write for others from what is in it. */
+function restrictModes(dir: string): void {
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) restrictModes(p);
+    else if (e.isFile()) fs.chmodSync(p, fs.statSync(p).mode & 0o777 & ~0o002);
+  }
+  fs.chmodSync(dir, createMode('dir'));
 }
 
 /** The path itself, or where it points when it is a symbolic link to a folder. */

@@ -7,8 +7,8 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readHeader } from '../hf/safetensors';
-import { tempName } from './atomic';
-import { badInput } from './errors';
+import { assertInside, createMode, rootOrAbove, tempName, type WriteScope } from './atomic';
+import { badInput, DomLoraError } from './errors';
 
 export type OutputKind = 'report' | 'adapter' | 'merged' | 'config' | 'check';
 
@@ -37,11 +37,13 @@ export interface ClaimedOutput {
 
 /**
  * Checks that `out` can be written as a `kind` output, creates its missing parent folders one at a time and tries a
- * write in its folder. Throws a bad-input error naming the path and what is wrong.
+ * write in its folder. With a root (`o.root`, the folder the user chose), `out` must lie inside it through real
+ * folders only (see atomic.ts, escapeProblem). Throws a bad-input error naming the path and what is wrong.
  */
-export function claimOutput(out: string, kind: OutputKind, o: { force?: boolean; flag?: string } = {}): ClaimedOutput {
+export function claimOutput(out: string, kind: OutputKind, o: { force?: boolean; flag?: string } & WriteScope = {}): ClaimedOutput {
   const flag = o.flag ?? '--out';
   const target = path.resolve(out);
+  assertInside(target, o);
   const folder = FOLDER_KINDS.has(kind);
   let st: fs.Stats | undefined;
   try { st = fs.statSync(target); } catch (e) { if (!absent(e)) throw badInput(`cannot be read (${(e as NodeJS.ErrnoException).code})`, target); }
@@ -57,7 +59,7 @@ export function claimOutput(out: string, kind: OutputKind, o: { force?: boolean;
       }
     }
   }
-  const created = makeParents(path.dirname(target), target);
+  const created = makeParents(path.dirname(target), target, o);
   const release = () => {
     for (const dir of [...created].reverse()) { try { fs.rmdirSync(dir); } catch { break; } }
   };
@@ -143,7 +145,7 @@ function readStart(file: string, n: number): string {
 }
 
 /** Creates the missing folders from the nearest existing one down to `dir`, one mkdir each; returns those it made. */
-function makeParents(dir: string, target: string): string[] {
+function makeParents(dir: string, target: string, scope: WriteScope): string[] {
   const missing: string[] = [];
   let p = dir;
   for (;;) {
@@ -163,10 +165,12 @@ function makeParents(dir: string, target: string): string[] {
   const created: string[] = [];
   for (const m of missing.reverse()) {
     try {
-      fs.mkdirSync(m);
+      if (!rootOrAbove(m, scope)) assertInside(m, scope);
+      fs.mkdirSync(m, { mode: createMode('dir') });
       created.push(m);
     } catch (e) {
       for (const c of created.reverse()) { try { fs.rmdirSync(c); } catch { /* not empty any more */ } }
+      if (e instanceof DomLoraError) throw e;
       throw badInput(`cannot write there: the folder ${m} cannot be created (${(e as NodeJS.ErrnoException).code ?? String(e)})`, target);
     }
   }
@@ -179,11 +183,11 @@ function absent(e: unknown): boolean {
   return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
-/** Writes and removes a temporary file in `dir` (access() misses ACLs and read-only mounts). */
+/** Writes and removes a temporary file in `dir` (access() misses ACLs and read-only mounts); never an existing file. */
 function tryWrite(dir: string, name: string, target: string): void {
   const probe = path.join(dir, tempName(name));
   try {
-    fs.writeFileSync(probe, '');
+    fs.closeSync(fs.openSync(probe, 'wx', 0o600));
   } catch (e) {
     throw badInput(`cannot write there: the folder ${dir} is not writable (${(e as NodeJS.ErrnoException).code ?? String(e)})`, target);
   }

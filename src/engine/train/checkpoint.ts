@@ -32,7 +32,7 @@ export function provenance(plan: RunPlan, report?: ProbeReport): Record<string, 
  * which the final write leaves out unless `keepCheckpoint`.
  */
 export async function writeCheckpoint(dir: string, st: TrainerState, specs: ModuleSpec[], params32: Map<string, { a: Float32Array; b: Float32Array }>,
-  moments: Map<string, Float32Array>, o: { baseModel: string; final: boolean; keepCheckpoint?: boolean; provenance: Record<string, string> }, numLayers: number): Promise<void> {
+  moments: Map<string, Float32Array>, o: { baseModel: string; final: boolean; keepCheckpoint?: boolean; provenance: Record<string, string>; root?: string }, numLayers: number): Promise<void> {
   const cfg = buildPeftConfig(specs, numLayers, st.plan.rank, st.plan.alpha, o.baseModel);
   await writeDirAtomic(dir, (tmp) => {
     writeAdapterFiles(tmp, specs.map((s) => ({ spec: s, ...params32.get(s.name)! })), cfg, { ...o.provenance, 'domlora.step': String(st.step) });
@@ -42,7 +42,7 @@ export async function writeCheckpoint(dir: string, st: TrainerState, specs: Modu
     const list = [...moments.entries()].map(([name, data]) => ({ name, shape: [data.length], data }));
     fs.writeFileSync(path.join(ck, 'optimizer.safetensors'), encodeSafetensors(list, { format: 'domlora-adamw' }));
     fs.writeFileSync(path.join(ck, 'trainer_state.json'), JSON.stringify(st, null, 1) + '\n');
-  });
+  }, { root: o.root });
 }
 
 /** Reads a folder writeCheckpoint wrote: the trainer's state, and every tensor (adapter and moments) by name. */

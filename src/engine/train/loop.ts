@@ -43,7 +43,7 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
   const stateFile = resumeDir ? path.join(resumeDir, 'checkpoint', 'trainer_state.json') : '';
   const outDir = path.resolve(params.out);
   // Resuming in place rewrites the run's own folder; any other output follows the rule of every output.
-  const claim = resumeDir && outDir === resumeDir ? undefined : claimOutput(outDir, 'adapter', { force: params.force });
+  const claim = resumeDir && outDir === resumeDir ? undefined : claimOutput(outDir, 'adapter', { force: params.force, root: params.outRoot });
   let lora: LoraState | undefined;
   let model: Decoder | undefined;
   try {
@@ -105,6 +105,7 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
       `${train.length} train / ${evalSet.length} eval records, ${plan.steps} step${plan.steps === 1 ? '' : 's'} of ${perStep} records`);
     const save = (st: TrainerState, final: boolean) => writeCheckpoint(outDir, st, targets, lora!.params, lora!.moments, {
       baseModel: path.resolve(params.modelDir), final, keepCheckpoint: params.keepCheckpoint, provenance: provenance(plan, report),
+      root: params.outRoot,
     }, folder.cfg.numLayers);
     const run = await trainLoop(model, lora, plan, { train, evalSet }, state, save, params.cacheLowerLayers !== false, hooks, loaded.estimate.groupSize);
     const trainPoints = run.curve.filter((c) => c.loss !== undefined);
