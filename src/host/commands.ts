@@ -493,7 +493,8 @@ export const checkPlacement: CommandFactory = (ctx) => async (uri?: vscode.Uri |
     data ??= settings.dataset ?? await pickDataset(ctx, modelDir, settings, 'check the placement of');
     if (!data || !checkDataset(ctx, data)) return undefined;
     params = {
-      modelDir, data, report: rep.path, out: opts.out ?? ctx.store.newCheckDir(modelDir), seeds, placements: opts.placements,
+      modelDir, data, report: rep.path, out: opts.out ?? ctx.store.newCheckDir(modelDir), ...(opts.out ? {} : { outRoot: ctx.store.dataRoot(modelDir) }),
+      seeds, placements: opts.placements,
       rank: settings.rank, alpha: settings.alpha, lr: settings.learningRate, steps: opts.steps ?? settings.steps, seqLen: settings.seqLen,
       backend: settings.backend, gpuMemoryGiB: settings.gpuMemoryGiB,
     };

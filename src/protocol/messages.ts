@@ -79,6 +79,8 @@ export interface CheckParams {
   samples?: number;
   /** The check's folder: check.json, check-state.json, report.json (when it probed) and adapters/<placement>/seed-<s>/. */
   out: string;
+  /** The folder the user chose for `out` (see TrainParams.outRoot): the check's folder must lie inside it through real folders. */
+  outRoot?: string;
   /** A check folder to continue: its placements already trained are kept, a placement cut short resumes from its checkpoint. */
   resume?: string;
   force?: boolean; backend?: BackendChoice; gpuMemoryGiB?: number;

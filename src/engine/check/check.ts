@@ -51,7 +51,7 @@ export async function runCheck(params: CheckParams, hooks: JobHooks = {}): Promi
     checkResumeParams(params, state.plan, path.join(dir, STATE_FILE));
     checkResumedInputs(params, state.plan, dir);
   } else {
-    const claim = claimOutput(dir, 'check', { force: params.force });
+    const claim = claimOutput(dir, 'check', { force: params.force, root: params.outRoot });
     try {
       // A replaced check leaves nothing of its own behind (claimOutput has made sure it was one DomLoRA wrote).
       if (fs.existsSync(dir)) for (const e of fs.readdirSync(dir)) fs.rmSync(path.join(dir, e), { recursive: true, force: true });
