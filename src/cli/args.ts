@@ -31,6 +31,8 @@ Numbers are checked before any work, each against its range (e.g. --lr above 0 a
 1024); negative values are read as values (--seed -1 is refused as out of range, not taken for a flag).
 --seq-len defaults to the smaller of 512 and the model's context (max_position_embeddings); a longer one is refused
   for learned positions (GPT-2) and warned about for RoPE models. With --from-report, train uses the probe's.
+eval, probe and train first say their data (data: FILE — N records, shape ..., S supervised tokens of T; in --json as
+  "data") and warn about a file that mixes record shapes or records --seq-len drops.
 Outputs (--out) are checked before the model loads. An existing one is refused; --force replaces it only when
   DomLoRA wrote it (a report, an adapter or merged folder holding only DomLoRA's files, an exported config, a demo
   model folder or the demo dataset). demo claims all its outputs in --dir first: it reuses or replaces its own and
