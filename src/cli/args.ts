@@ -1,5 +1,7 @@
 // The CLI's shared pieces: usage, flag parsing and checking, progress on stderr, results on stdout.
+import * as fs from 'node:fs';
 import { parseArgs, ParseArgsConfig } from 'node:util';
+import { nearest } from '../protocol/format';
 import type { BackendChoice, Progress } from '../protocol/messages';
 import { LIMITS, limitProblem, type LimitKey } from '../protocol/params';
 import { badInput, type JobHooks } from '../engine';
@@ -27,17 +29,23 @@ Usage:
   domlora check MODEL_DIR --resume CHECK_DIR [--json]
   domlora compare REPORT REPORT [REPORT ...] [--json]
   domlora export ADAPTER_DIR --format merged|peft-config|axolotl|llamafactory|mlx --out PATH [--force] [--model MODEL_DIR] [--gpus N]
-  domlora make-demo-model DIR [--data FILE]
+  domlora make-demo-model DIR [--data FILE] [--force]
   domlora demo [--dir demo-output] [--steps 100]
 
 Numbers are checked before any work, each against its range (e.g. --lr above 0 and at most 1, --batch-size 1 to
 1024); negative values are read as values (--seed -1 is refused as out of range, not taken for a flag).
 --seq-len defaults to the smaller of 512 and the model's context (max_position_embeddings); a longer one is refused
   for learned positions (GPT-2) and warned about for RoPE models. With --from-report, train uses the probe's.
+eval, probe and train first say their data (data: FILE — N records, shape ..., S supervised tokens of T; in --json as
+  "data") and warn about a file that mixes record shapes or records --seq-len drops.
 Outputs (--out) are checked before the model loads. An existing one is refused; --force replaces it only when
-  DomLoRA wrote it (a report, an adapter or merged folder holding only DomLoRA's files, an exported config).
+  DomLoRA wrote it (a report, an adapter or merged folder holding only DomLoRA's files, an exported config, a demo
+  model folder or the demo dataset). demo claims all its outputs in --dir first: it reuses or replaces its own and
+  refuses to touch anything else there.
 train: the warm-up counts the step being taken, so every step, even of a 1-step run, moves the adapter. An eval
   split must hold at least 4 records (the default 5% steps aside on smaller data, with a warning).
+  Without --out the adapter goes to the current folder: ./MODEL-domlora-adapter (./ORG--NAME-domlora-adapter for a
+  Hugging Face cache model; -vanilla- with --preset vanilla), never beside the model.
   The finished adapter folder holds PEFT's two files only; --keep-checkpoint keeps checkpoint/ (optimizer state,
   about twice the adapter) so the run can be extended. A run stopped early keeps checkpoint/ until it finishes.
   --resume continues the run in ADAPTER_DIR with its own data and settings: a flag that would change them is
@@ -65,10 +73,41 @@ const common = {
 
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(argv: string[], options: T) {
   const all = { ...common, ...options };
+  const args = negativesAsValues(argv, all);
+  checkFlags(args, all);
   try {
-    return parseArgs({ args: negativesAsValues(argv, all), options: all, allowPositionals: true, strict: true });
+    return parseArgs({ args, options: all, allowPositionals: true, strict: true });
   } catch (e) {
     throw badInput(`${(e as Error).message.split('\n')[0]} (domlora --help lists every command's flags)`);
+  }
+}
+
+/**
+ * The flag mistakes people make, said in their terms before node:util's parseArgs says them in its own: a flag this
+ * command does not take (with the nearest it does), and a flag that takes a value given none (at the end, or
+ * followed by another flag: `--data --max-samples 2`).
+ */
+function checkFlags(args: string[], options: NonNullable<ParseArgsConfig['options']>): void {
+  const longs = Object.keys(options);
+  const shorts = new Map(Object.entries(options).filter(([, o]) => o.short).map(([k, o]) => [o.short!, k]));
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === '--') return;
+    if (!arg.startsWith('-') || arg === '-') continue;
+    const name = arg.startsWith('--') ? arg.slice(2).split('=')[0]! : shorts.get(arg.slice(1));
+    const opt = name !== undefined ? options[name] : undefined;
+    if (!opt || name === undefined) {
+      const typed = arg.split('=')[0]!;
+      const near = nearest(typed.replace(/^-+/, ''), longs).map((f) => `--${f}`);
+      throw badInput(`unknown flag ${typed}${near.length ? `; did you mean ${near.join(' or ')}?` : ''} (domlora --help lists every command's flags)`);
+    }
+    if (opt.type !== 'string' || arg.includes('=')) continue;
+    const next = args[i + 1];
+    if (next === undefined) throw badInput(`--${name} needs a value`);
+    if (next.startsWith('-') && next !== '-') {
+      throw badInput(`--${name} needs a value, but ${next} follows it (if that is the value, write --${name}=${next})`);
+    }
+    i++;
   }
 }
 
@@ -120,8 +159,38 @@ export function backendOf(v: string | undefined): BackendChoice {
 }
 
 export function oneModel(positionals: string[], what = 'MODEL_DIR'): string {
-  if (positionals.length !== 1) throw badInput(`expected one ${what}, got ${positionals.length ? positionals.join(' ') : 'none'}\n\n${USAGE}`);
+  if (positionals.length === 0) throw badInput(`${what} is missing (domlora --help shows each command's usage)`);
+  if (positionals.length !== 1) {
+    throw badInput(`expected one ${what}, got ${positionals.length}: ${positionals.join(' ')} (domlora --help shows each command's usage)`);
+  }
   return positionals[0];
+}
+
+/**
+ * An input file a flag names, checked before any work: there, and a file. The engine reads it later; this only
+ * turns ENOENT and EISDIR into a sentence naming the flag.
+ */
+export function inputFile(file: string | undefined, flag: string, expected: string): string | undefined {
+  if (file === undefined) return undefined;
+  const st = statOf(file, flag, 'file');
+  if (st.isDirectory()) throw badInput(`is a folder, expected ${expected} (${flag})`, file);
+  return file;
+}
+
+/** A folder a flag names (an adapter, a checkpoint), checked before any work: there, and a folder. */
+export function inputFolder(dir: string | undefined, flag: string, expected: string): string | undefined {
+  if (dir === undefined) return undefined;
+  if (!statOf(dir, flag, 'folder').isDirectory()) throw badInput(`is a file, expected ${expected} (${flag})`, dir);
+  return dir;
+}
+
+function statOf(p: string, flag: string, what: 'file' | 'folder'): fs.Stats {
+  try {
+    return fs.statSync(p);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw badInput(code === 'ENOENT' || code === 'ENOTDIR' ? `no such ${what} (${flag})` : `cannot be read (${code ?? String(e)}) (${flag})`, p);
+  }
 }
 
 export function required(v: string | undefined, flag: string): string {

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { LimitKey } from '../protocol/params';
 import { badInput, type JobHooks } from '../engine';
-import { backendOf, emit, num, oneModel, parse, progressHooks, required } from './args';
+import { backendOf, emit, inputFile, inputFolder, num, oneModel, parse, progressHooks, required } from './args';
 import { formatCheck, formatCompare, formatProbe, fmtPct, useColour } from './format';
 import { defaultAdapterDir, formatModels } from './models';
 
@@ -21,6 +21,10 @@ function numbers<K extends LimitKey>(values: Record<string, unknown>, keys: read
   if (threads !== undefined) process.env.DOMLORA_THREADS = String(threads);
   return out;
 }
+
+/** A dataset a flag names, there and a file (an empty value is left to the command: --resume reads its own). */
+const dataFile = <T extends string | undefined>(file: T, flag: string): T => (file ? inputFile(file, flag, 'a JSON or JSON Lines file') as T : file);
+const adapterDir = (dir: string | undefined) => inputFolder(dir, '--adapter', 'an adapter folder (adapter_config.json, adapter_model.safetensors)');
 
 const hooksOf = (values: { quiet?: boolean }, c: CommandContext): JobHooks => progressHooks(Boolean(values.quiet), c.controller);
 
@@ -50,7 +54,8 @@ export const info: Command = async (argv) => {
 export const evaluate: Command = async (argv, c) => {
   const a = parse(argv, { data: { type: 'string' }, adapter: { type: 'string' }, 'seq-len': { type: 'string' }, 'max-samples': { type: 'string' }, 'per-record': { type: 'boolean' } });
   const n = numbers(a.values, ['seqLen', 'maxSamples', 'gpuMemoryGiB']);
-  const params = { modelDir: oneModel(a.positionals), data: required(a.values.data, 'data'), adapter: a.values.adapter, ...n, backend: backendOf(a.values.backend) };
+  const params = { modelDir: oneModel(a.positionals), data: dataFile(required(a.values.data, 'data'), '--data'), adapter: adapterDir(a.values.adapter),
+    ...n, backend: backendOf(a.values.backend) };
   const { runEval } = await import('../engine');
   const r = await runEval(params, hooksOf(a.values, c));
   const { losses, ...summary } = r;
@@ -63,7 +68,7 @@ export const evaluate: Command = async (argv, c) => {
 export const generate: Command = async (argv) => {
   const a = parse(argv, { prompt: { type: 'string' }, 'max-new-tokens': { type: 'string' }, adapter: { type: 'string' } });
   const n = numbers(a.values, ['maxNewTokens']);
-  const params = { modelDir: oneModel(a.positionals), prompt: a.values.prompt ?? '', ...n, backend: backendOf(a.values.backend), adapter: a.values.adapter };
+  const params = { modelDir: oneModel(a.positionals), prompt: a.values.prompt ?? '', ...n, backend: backendOf(a.values.backend), adapter: adapterDir(a.values.adapter) };
   const { runGenerate } = await import('../engine');
   const r = await runGenerate(params);
   emit(Boolean(a.values.json), r, () => `${a.values.prompt ?? ''}${r.text}`);
@@ -80,8 +85,9 @@ export const probe: Command = async (argv, c) => {
   const sampling = a.values.sampling ?? 'first';
   if (sampling !== 'first' && sampling !== 'random') throw badInput(`--sampling must be "first" or "random", got "${sampling}"`);
   const params = {
-    modelDir: oneModel(a.positionals), data: required(a.values.data, 'data'), ...n, out: a.values.out, force: Boolean(a.values.force),
-    untilStable: Boolean(a.values['until-stable']), sampling, compare: a.values.compare, backend: backendOf(a.values.backend),
+    modelDir: oneModel(a.positionals), data: dataFile(required(a.values.data, 'data'), '--data'), ...n, out: a.values.out, force: Boolean(a.values.force),
+    untilStable: Boolean(a.values['until-stable']), sampling, compare: inputFile(a.values.compare, '--compare', 'a PAGE report (.json)'),
+    backend: backendOf(a.values.backend),
   } as const;
   const { runProbe } = await import('../engine');
   const { report, written } = await runProbe(params, hooksOf(a.values, c));
@@ -113,9 +119,11 @@ export const train: Command = async (argv, c) => {
   if (preset !== undefined && preset !== 'domlora' && preset !== 'vanilla') throw badInput(`--preset must be "domlora" or "vanilla", got "${String(preset)}"`);
   const modelDir = oneModel(a.positionals);
   // Resuming reads the data from the checkpoint; a fresh run needs it.
-  const data = a.values.resume ? a.values.data ?? '' : required(a.values.data, 'data');
+  const data = dataFile(a.values.resume ? a.values.data ?? '' : required(a.values.data, 'data'), '--data');
+  inputFolder(a.values.resume, '--resume', 'the adapter folder of the run to continue');
   const params = {
-    modelDir, data, targets: a.values.target, fromReport: a.values['from-report'], preset, ...n, evalData: a.values['eval-data'],
+    modelDir, data, targets: a.values.target, fromReport: inputFile(a.values['from-report'], '--from-report', 'a PAGE report (.json)'), preset, ...n,
+    evalData: dataFile(a.values['eval-data'], '--eval-data'),
     out: a.values.out ?? a.values.resume ?? defaultAdapterDir(modelDir, preset ?? 'domlora'), resume: a.values.resume, force: Boolean(a.values.force),
     keepCheckpoint: Boolean(a.values['keep-checkpoint']), backend: backendOf(a.values.backend),
   };
@@ -147,8 +155,10 @@ export const check: Command = async (argv, c) => {
   const resume = a.values.resume;
   if (resume && a.values.force) throw badInput('--force starts a check afresh and --resume continues one; give one of them');
   const params = {
-    modelDir, data: resume ? a.values.data ?? '' : required(a.values.data, 'data'), report: a.values.report, placements: a.values.placements,
-    ...n, evalData: a.values['eval-data'], out: resume ?? required(a.values.out, 'out'), resume, force: Boolean(a.values.force),
+    modelDir, data: resume ? dataFile(a.values.data, '--data') ?? '' : dataFile(required(a.values.data, 'data'), '--data'),
+    report: inputFile(a.values.report, '--report', 'a PAGE report (.json)'), placements: a.values.placements,
+    ...n, evalData: dataFile(a.values['eval-data'], '--eval-data'), out: resume ? inputFolder(resume, '--resume', 'the folder of the check to continue')! : required(a.values.out, 'out'),
+    resume, force: Boolean(a.values.force),
     backend: backendOf(a.values.backend),
   };
   const { runCheck } = await import('../engine');
@@ -163,7 +173,7 @@ export const compare: Command = async (argv) => {
   numbers(a.values, []);
   if (a.positionals.length < 2) throw badInput(`compare needs two or more reports, got ${a.positionals.length ? a.positionals.join(' ') : 'none'}`);
   const { runCompare } = await import('../engine');
-  const r = runCompare({ reports: a.positionals });
+  const r = runCompare({ reports: a.positionals.map((f) => inputFile(f, 'REPORT', 'a PAGE report (.json)')!) });
   emit(Boolean(a.values.json), r, () => formatCompare(r));
   return 0;
 };
@@ -172,7 +182,7 @@ export const exportAdapter: Command = async (argv, c) => {
   const a = parse(argv, { format: { type: 'string' }, out: { type: 'string' }, model: { type: 'string' }, force: { type: 'boolean' }, gpus: { type: 'string' } });
   const n = numbers(a.values, ['gpus']);
   const params = {
-    adapterDir: oneModel(a.positionals, 'ADAPTER_DIR'), format: required(a.values.format, 'format') as 'merged', out: required(a.values.out, 'out'),
+    adapterDir: inputFolder(oneModel(a.positionals, 'ADAPTER_DIR'), 'ADAPTER_DIR', 'an adapter folder')!, format: required(a.values.format, 'format') as 'merged', out: required(a.values.out, 'out'),
     modelDir: a.values.model, force: Boolean(a.values.force), ...n,
   };
   const { runExport } = await import('../engine');
@@ -182,14 +192,25 @@ export const exportAdapter: Command = async (argv, c) => {
 };
 
 export const makeDemoModel: Command = async (argv) => {
-  const a = parse(argv, { data: { type: 'string' } });
+  const a = parse(argv, { data: { type: 'string' }, force: { type: 'boolean' } });
   numbers(a.values, []);
   const dir = oneModel(a.positionals, 'DIR');
-  const { writeSynthModel, synthDataset } = await import('../engine');
-  await writeSynthModel(dir);
-  if (a.values.data) synthDataset(a.values.data);
-  emit(Boolean(a.values.json), { model: path.resolve(dir), data: a.values.data ? path.resolve(a.values.data) : undefined },
-    () => `demo model written to ${path.resolve(dir)}${a.values.data ? `, dataset to ${path.resolve(a.values.data)}` : ''}`);
+  const force = Boolean(a.values.force);
+  const { writeSynthModel, synthDataset, claimOutput } = await import('../engine');
+  // Both outputs are claimed before either is written: a folder or file of the user's stops the command with
+  // nothing changed, and --force replaces only a demo model folder or the demo dataset DomLoRA wrote itself.
+  const model = claimOutput(dir, 'demo-model', { force, flag: 'DIR' });
+  let data;
+  try {
+    data = a.values.data ? claimOutput(a.values.data, 'demo-data', { force, flag: '--data' }) : undefined;
+  } catch (e) {
+    model.release();
+    throw e;
+  }
+  await writeSynthModel(model.path);
+  if (data) synthDataset(data.path);
+  emit(Boolean(a.values.json), { model: model.path, data: data?.path },
+    () => `demo model written to ${model.path}${data ? `, dataset to ${data.path}` : ''}`);
   return 0;
 };
 

@@ -5,6 +5,7 @@ import { DomLoraError, badInput, toErrorInfo } from '../engine';
 import { USAGE, VERSION } from './args';
 import { COMMANDS } from './commands';
 import { runQuietly } from './quiet';
+import { nearest } from '../protocol/format';
 
 /** Commands that start a tensor backend, and so may look for a GPU (see quiet.ts). */
 const STARTS_BACKEND = new Set(['eval', 'generate', 'probe', 'train', 'check', 'export', 'demo']);
@@ -14,7 +15,10 @@ async function main(argv: string[]): Promise<number> {
   if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') { process.stdout.write(USAGE + '\n'); return cmd ? 0 : 2; }
   if (cmd === '--version') { process.stdout.write(VERSION + '\n'); return 0; }
   const run = Object.hasOwn(COMMANDS, cmd) ? COMMANDS[cmd] : undefined;
-  if (!run) throw badInput(`unknown command "${cmd}"\n\n${USAGE}`);
+  if (!run) {
+    const near = nearest(cmd, Object.keys(COMMANDS));
+    throw badInput(`unknown command "${cmd}"${near.length ? `; did you mean ${near.join(' or ')}?` : ''} (domlora --help lists the commands)`);
+  }
   if (rest.includes('--help') || rest.includes('-h')) { process.stdout.write(USAGE + '\n'); return 0; }
   if (STARTS_BACKEND.has(cmd) && !process.env.DOMLORA_QUIET_CHILD && !process.env.DOMLORA_DEBUG) return runQuietly(argv);
   const controller = new AbortController();

@@ -51,12 +51,12 @@ export function formatModels(r: ModelsResult, cwd = process.cwd()): string {
 }
 
 /**
- * Where `train` puts an adapter when --out is not given: beside the model folder, except for a snapshot of the
- * Hugging Face cache, whose adapter goes to the current folder (`ORG--NAME-<preset>-adapter`): never into the cache.
+ * Where `train` puts an adapter when --out is not given: in the current folder, as `<model folder>-<preset>-adapter`
+ * (`ORG--NAME-<preset>-adapter` for a snapshot of the Hugging Face cache). Never beside the model: its folder may be
+ * read-only, shared, or the cache itself, and a user who gives no --out looks for the output where they ran the command.
  */
-export function defaultAdapterDir(modelDir: string, preset: string): string {
+export function defaultAdapterDir(modelDir: string, preset: string, cwd = process.cwd()): string {
   const dir = path.resolve(modelDir);
   const snap = hfSnapshotOf(dir);
-  if (snap) return path.resolve(`${snap.folderName}-${preset}-adapter`);
-  return path.join(path.dirname(dir), `${path.basename(dir)}-${preset}-adapter`);
+  return path.resolve(cwd, `${snap ? snap.folderName : path.basename(dir)}-${preset}-adapter`);
 }

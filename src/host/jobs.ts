@@ -1,7 +1,8 @@
 // Runs one worker job at a time and keeps the user informed: the status bar (from its one state value), a progress
 // notification with a Cancel button, and the "DomLoRA" output channel.
 import * as vscode from 'vscode';
-import type { BackendInfo, Method, MethodParams, MethodResult, Progress } from '../protocol/messages';
+import { DATA_PREFIX, type BackendInfo, type Method, type MethodParams, type MethodResult, type Progress } from '../protocol/messages';
+import * as notify from './notify';
 import type { Preset } from '../protocol/webview';
 import { formatDuration, type JobKind, type StatusBar } from './status';
 import { JobError, type WorkerClient } from './worker';
@@ -43,6 +44,11 @@ export class Jobs implements vscode.Disposable {
     let reporter: vscode.Progress<{ message?: string; increment?: number }> | undefined;
     let reportedPercent = 0;
     const { id, result } = this.worker.request(method, params, {
+      // The data line is in the output channel already (the worker's log goes there); what is wrong with the data
+      // (mixed record shapes, records dropped for length) is worth a notification before the job's long work.
+      onLog: (level, message) => {
+        if (level === 'warn' && message.startsWith(DATA_PREFIX)) notify.warn(`DomLoRA: ${message.slice(DATA_PREFIX.length)}`);
+      },
       onProgress: (p) => {
         if (!this.current || this.current.id !== id) return;
         this.status.set({ kind: 'running', job: spec.kind, preset: spec.preset, model: spec.model, startedAt, progress: p });

@@ -228,8 +228,29 @@ export function hfSnapshotOf(folder: string): { cacheDir: string; repoId: string
   return { cacheDir: m[1] || '/', folderName: m[2], repoId: m[2].split('--').join('/'), revision: m[3] };
 }
 
+/** How the line describing a job's data starts, and its warnings (the host shows those as notifications). */
+export const DATA_PREFIX = 'data: ';
+
+/** What a job read from its data: said before the work (`line`, then each warning) and returned with the result. */
+export interface DataSummary {
+  /** The file as given. */
+  file: string;
+  compression?: 'gzip';
+  /** Records in the file; of them, those used (after --max-samples or --samples, and records dropped for length). */
+  records: number; used: number; skipped: number;
+  /** Each record shape found, most common first, with the keys it is recognised by. */
+  shapes: { format: string; keys: string; count: number }[];
+  /** Tokens in the records used, and of them the supervised ones (what the loss and PAGE are computed on). */
+  tokens: number; supervisedTokens: number;
+  /** Mixed record shapes, records dropped for length: one sentence each, naming the file. */
+  warnings: string[];
+  /** `data: FILE — 120 records, shape alpaca {instruction, input?, output}, 8,412 supervised tokens of 30,100`. */
+  line: string;
+}
+
 export interface EvalResult {
   meanLoss: number; samples: number; tokens: number; skipped: number; backend: Backend; adapter?: string;
+  data: DataSummary;
   /** Each record's mean token loss, in dataset order. */
   losses: number[];
 }
@@ -274,6 +295,8 @@ export interface ProbeReport {
   timings: { loadSeconds: number; probeSeconds: number };
   /** With --compare: how this report's module ordering compares with another report's. */
   comparison?: ReportComparison;
+  /** The data probed on (absent from reports written before it was recorded). */
+  data?: DataSummary;
 }
 
 /** Two probe reports of the same model compared: same dominant module? how alike are the orderings? */
@@ -290,6 +313,8 @@ export interface TrainResult {
   trainableParams: number; vanillaParams: number; ratioToVanilla: number;
   steps: number; evalLossBefore?: number; evalLossAfter?: number; trainLossFirst?: number; trainLossLast?: number;
   curve: TrainCurvePoint[]; backend: Backend; seconds: number;
+  /** The training data (all of it, before the eval split), and --eval-data when given. */
+  data: DataSummary; evalData?: DataSummary;
 }
 
 export interface ExportResult {

@@ -288,4 +288,20 @@ describe('the domlora.adapterDirectory setting', function () {
     assert.ok(fs.existsSync(path.join(r.adapterDir, 'adapter_config.json')));
     assert.ok(fs.existsSync(path.join(r.adapterDir, 'adapter_model.safetensors')));
   });
+
+  it('says the data in the output channel, and a file of mixed record shapes in a notification', async () => {
+    const mixed = path.join(ws(), 'data', 'mixed.jsonl');
+    fs.writeFileSync(mixed, [{ instruction: 'Add 2 and 3.', output: '5' }, { text: 'Once upon a time.' }, { instruction: 'Add 1 and 1.', output: '2' }]
+      .map((x) => JSON.stringify(x)).join('\n') + '\n');
+    const t = Date.now();
+    const r = await vscode.commands.executeCommand<{ report: ProbeReport }>('domlora.runProbe', vscode.Uri.file(model()), { data: mixed });
+    assert.ok(r, 'the probe ran');
+    assert.equal(r.report.data?.used, 3);
+    const warning = ctx().notices.find((n) => n.at >= t && n.level === 'warning' && /mixes record shapes/.test(n.message));
+    assert.ok(warning, `a notification warns about the mixed shapes: ${JSON.stringify(ctx().notices.filter((n) => n.at >= t))}`);
+    assert.match(warning.message, /mixed\.jsonl: the file mixes record shapes: 2 alpaca/);
+    const log = process.env.DOMLORA_LOG_FILE;
+    assert.ok(log, 'the e2e driver keeps the output channel in DOMLORA_LOG_FILE');
+    assert.match(fs.readFileSync(log, 'utf8'), /\[info\] data: .*mixed\.jsonl — 3 records, mixed shapes \(2 alpaca, 1 text\), \d+ supervised tokens of \d+/);
+  });
 });

@@ -187,7 +187,9 @@ test('given folders are listed after the cache; a missing cache is said, not an 
 
 test('the CLI puts the adapter of a cache model in the current folder, never in the cache', () => {
   assert.equal(defaultAdapterDir(newSnap, 'domlora'), path.resolve('domlora-test--stories260K-domlora-adapter'));
-  assert.equal(defaultAdapterDir('/m/tiny', 'vanilla'), '/m/tiny-vanilla-adapter');
+  // Any other model's adapter goes to the current folder too, never beside the model (a shared or read-only place).
+  assert.equal(defaultAdapterDir('/m/tiny', 'vanilla'), path.resolve('tiny-vanilla-adapter'));
+  assert.equal(defaultAdapterDir('/m/tiny', 'domlora', '/work/here'), '/work/here/tiny-domlora-adapter');
   assert.equal(formatBytes(0), '0 B');
   assert.equal(formatBytes(24_495_000_000), '24.5 GB');
   assert.equal(formatParams(NEMO_PARAMS), '12.2B');

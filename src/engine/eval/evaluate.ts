@@ -4,12 +4,12 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { EvalParams, EvalResult } from '../../protocol/messages';
 import { DEFAULTS } from '../../protocol/params';
 import { readDataset } from '../data/read';
-import { warnSkipped } from '../data/warnings';
+import { announceData, summariseData } from '../data/summary';
 import { badInput } from '../runtime/errors';
 import { checkLimits, jobSeqLen } from '../runtime/limits';
 import { requireUsable, tokenizeDataset, TokenizedRecord } from '../data/tokenize';
 import { JobHooks, eta, runStepsAsync, throwIfCancelled, yieldToEvents } from '../runtime/jobs';
-import { openJob, loadForJob, recordLengths } from '../runtime/setup';
+import { openInputs, startBackend, loadForJob, recordLengths } from '../runtime/setup';
 import type { Decoder } from '../model/decoder';
 import { lossLayerMajor } from '../model/schedule';
 import type { LoraAdapter } from '../model/types';
@@ -42,14 +42,16 @@ export async function evalRecords(model: Decoder, records: TokenizedRecord[], ad
 
 export async function runEval(params: EvalParams, hooks: JobHooks = {}): Promise<EvalResult> {
   checkLimits(params, ['seqLen', 'maxSamples', 'gpuMemoryGiB']);
-  const job = await openJob(params.modelDir, params.backend, hooks);
-  const seqLen = jobSeqLen(job.folder.cfg, path.join(job.folder.dir, 'config.json'), params.seqLen, hooks);
+  // The data and the adapter are read and checked against the model before the backend starts.
+  const inputs = openInputs(params.modelDir);
+  const adapterFiles = params.adapter ? readAdapterFiles(params.adapter, inputs.folder) : undefined;
+  const seqLen = jobSeqLen(inputs.folder.cfg, path.join(inputs.folder.dir, 'config.json'), params.seqLen, hooks);
   const ds = readDataset(params.data);
-  const tok = tokenizeDataset(ds, job.tokenizer, { seqLen, limit: params.maxSamples });
+  const tok = tokenizeDataset(ds, inputs.tokenizer, { seqLen, limit: params.maxSamples });
   requireUsable(tok, seqLen, ds.file);
-  warnSkipped(tok, seqLen, ds.file, hooks);
-  // The adapter is read and checked against the model before any weight is loaded.
-  const adapterFiles = params.adapter ? readAdapterFiles(params.adapter, job.folder) : undefined;
+  const data = summariseData(ds, tok, seqLen);
+  announceData(data, hooks);
+  const job = await startBackend(inputs, params.backend, hooks);
   const { model, estimate } = loadForJob(job, { ...recordLengths(tok.records), backwardPasses: 0, forwardPasses: tok.records.length, taps: 'none',
     recordsPerPass: tok.records.length, gpuMemoryGiB: params.gpuMemoryGiB }, hooks);
   const { backend } = job;
@@ -59,7 +61,7 @@ export async function runEval(params: EvalParams, hooks: JobHooks = {}): Promise
     const { losses, tokens } = await evalRecords(model, tok.records, adapters, hooks, estimate.groupSize);
     return {
       meanLoss: losses.reduce((a, b) => a + b, 0) / losses.length, samples: losses.length, tokens, skipped: tok.skipped,
-      backend: backend.backend, losses, ...(params.adapter ? { adapter: params.adapter } : {}),
+      backend: backend.backend, losses, ...(params.adapter ? { adapter: params.adapter } : {}), data,
     };
   } finally {
     if (adapters) for (const a of adapters.values()) disposeAdapter(a);
@@ -72,8 +74,8 @@ export interface GenerateResult { ids: number[]; text: string; lastTop: [number,
 /** Greedy decoding, and the top-5 logits after the prompt (checked against golden_reference.json). */
 export async function runGenerate(params: { modelDir: string; prompt: string; maxNewTokens?: number; backend?: EvalParams['backend']; adapter?: string }): Promise<GenerateResult> {
   checkLimits(params, ['maxNewTokens']);
-  const job = await openJob(params.modelDir, params.backend);
-  const { tokenizer, folder } = job;
+  const inputs = openInputs(params.modelDir);
+  const { tokenizer, folder } = inputs;
   const promptIds = tokenizer.encode(params.prompt, { addSpecial: true });
   const maxNew = params.maxNewTokens ?? DEFAULTS.maxNewTokens;
   // Generation here is a quick look at the model (greedy, the whole sequence recomputed at each token): text past
@@ -86,6 +88,7 @@ export async function runGenerate(params: { modelDir: string; prompt: string; ma
       (room >= 1 ? `; use --max-new-tokens ${room} or less` : '; shorten the prompt'));
   }
   const adapterFiles = params.adapter ? readAdapterFiles(params.adapter, folder) : undefined;
+  const job = await startBackend(inputs, params.backend);
   const { model } = loadForJob(job, { tokensPerRecord: promptIds.length + maxNew, backwardPasses: 0, forwardPasses: maxNew + 1, taps: 'none' });
   let adapters: Map<string, LoraAdapter> | undefined;
   try {
@@ -105,7 +108,11 @@ export async function runGenerate(params: { modelDir: string; prompt: string; ma
       ids.push(order[0][0]);
       if (order[0][0] === tokenizer.eosId) break;
     }
-    return { ids, promptIds, text: tokenizer.decode(ids.slice(promptIds.length)), lastTop };
+    // The continuation is what decoding the whole sequence adds to the decoded prompt: decoding the new ids alone
+    // would drop the space SentencePiece keeps as the first token's word-start mark ("Once upon" + "a time").
+    const whole = tokenizer.decode(ids), head = tokenizer.decode(promptIds);
+    const text = params.prompt !== '' && whole.startsWith(head) ? whole.slice(head.length) : tokenizer.decode(ids.slice(promptIds.length));
+    return { ids, promptIds, text, lastTop };
   } finally {
     if (adapters) for (const a of adapters.values()) disposeAdapter(a);
     model.dispose();

@@ -178,13 +178,21 @@ export async function writeSynthModel(dir: string, shape: SynthShape = DEMO_SHAP
     await writeSafetensorsStreaming(path.join(tmp, 'model.safetensors'), specs.map((t) => ({ name: t.name, shape: t.shape, dtype: shape.dtype })), draw, { format: 'pt' });
     fs.writeFileSync(path.join(tmp, 'tokenizer.json'), JSON.stringify(tokenizer));
     fs.writeFileSync(path.join(tmp, 'tokenizer_config.json'), JSON.stringify(tokConfig, null, 2) + '\n');
-    fs.writeFileSync(path.join(tmp, 'README.md'), '# DomLoRA demo model\n\nRandom weights (seeded) written by `domlora make-demo-model`; ' +
+    fs.writeFileSync(path.join(tmp, 'README.md'), DEMO_MODEL_MARKER + '\n\nRandom weights (seeded) written by `domlora make-demo-model`; ' +
       'a stand-in for a real checkpoint in the demo and tests.\n');
   });
 }
 
-/** Arithmetic question/answer records in the `qa` shape, deterministic by seed. */
+/** The first line of a demo model's README.md: how `--force` knows a folder is one DomLoRA wrote (runtime/outputs.ts). */
+export const DEMO_MODEL_MARKER = '# DomLoRA demo model';
+
+/** Arithmetic question/answer records in the `qa` shape, deterministic by seed, written to `file`. */
 export function synthDataset(file: string, count = 96, seed = 7): void {
+  writeFileAtomic(file, synthDatasetText(count, seed));
+}
+
+/** The text synthDataset writes: JSON Lines, so an existing file can be recognised as ours by its content. */
+export function synthDatasetText(count = 96, seed = 7): string {
   const rng = new Rng(seed);
   const lines: string[] = [];
   for (let i = 0; i < count; i++) {
@@ -194,5 +202,5 @@ export function synthDataset(file: string, count = 96, seed = 7): void {
     const answer = op === 0 ? `${a} plus ${b} is ${a + b}.` : `${a + b} minus ${b} is ${a}.`;
     lines.push(JSON.stringify({ question, answer }));
   }
-  writeFileAtomic(file, lines.join('\n') + '\n');
+  return lines.join('\n') + '\n';
 }

@@ -7,12 +7,12 @@ import { summarise } from '../hf/folder';
 import { readDataset } from '../data/read';
 import { requireUsable, tokenizeDataset } from '../data/tokenize';
 import { DEFAULTS } from '../../protocol/params';
-import { warnSkipped } from '../data/warnings';
+import { announceData, summariseData } from '../data/summary';
 import { badInput } from '../runtime/errors';
 import { checkLimits, jobSeqLen } from '../runtime/limits';
 import { claimOutput } from '../runtime/outputs';
 import { JobHooks, eta, runStepsAsync, throwIfCancelled, yieldToEvents } from '../runtime/jobs';
-import { openJob, loadForJob, recordLengths } from '../runtime/setup';
+import { openInputs, startBackend, loadForJob, recordLengths } from '../runtime/setup';
 import { initLoraA, checkRank, loraScale } from '../model/lora';
 import { writeFileAtomic } from '../runtime/atomic';
 import { pageForRecordSteps, pageForRecordsSteps } from './page';
@@ -46,8 +46,8 @@ export async function runProbe(params: ProbeParams, hooks: JobHooks = {}): Promi
 async function probe(params: ProbeParams, compareTo: ProbeReport | undefined, out: string | undefined, hooks: JobHooks): Promise<ProbeOutcome> {
   // Headers, config, tokenizer and data first: the input is checked and the job sized before any weight is read.
   const tLoad = Date.now(); // the report's load time: opening, tokenizing and loading the weights
-  const job = await openJob(params.modelDir, params.backend, hooks);
-  const { folder, tokenizer, backend } = job;
+  const inputs = openInputs(params.modelDir);
+  const { folder, tokenizer } = inputs;
   const seqLen = jobSeqLen(folder.cfg, path.join(folder.dir, 'config.json'), params.seqLen, hooks);
   const p = { ...PROBE_DEFAULTS, ...stripUndefined(params), seqLen, modelDir: params.modelDir, data: params.data };
   const ds = readDataset(p.data);
@@ -60,10 +60,14 @@ async function probe(params: ProbeParams, compareTo: ProbeReport | undefined, ou
   const sampling = p.sampling ?? 'first';
   const tok = tokenizeDataset(ds, tokenizer, { seqLen: p.seqLen, limit: p.samples, sample: sampling, seed: p.seed });
   requireUsable(tok, p.seqLen, ds.file);
-  warnSkipped(tok, p.seqLen, ds.file, hooks);
+  const data = summariseData(ds, tok, p.seqLen);
+  announceData(data, hooks);
   if (tok.records.length < p.samples) {
     hooks.log?.('warn', `${ds.file}: only ${tok.records.length} usable records (asked for ${p.samples}); probing with ${tok.records.length}`);
   }
+  // Every input is checked: now the backend.
+  const job = await startBackend(inputs, params.backend, hooks);
+  const { backend } = job;
   const { model, estimate } = loadForJob(job, { ...recordLengths(tok.records), backwardPasses: tok.records.length,
     recordsPerPass: tok.records.length, gpuMemoryGiB: p.gpuMemoryGiB }, hooks);
   const loadSeconds = (Date.now() - tLoad) / 1000;
@@ -114,6 +118,7 @@ async function probe(params: ProbeParams, compareTo: ProbeReport | undefined, ou
       model: summarise(folder), kinds: [...model.kinds], backend: backend.backend, backendDevice: backend.device,
       timings: { loadSeconds, probeSeconds },
     });
+    report.data = data;
     if (stoppedEarly) hooks.log?.('info', `stopped early: the dominant module was stable for ${patience} records after ${recInfo.length} records`);
     if (compareTo && params.compare) report.comparison = { other: path.resolve(params.compare), ...compareReports(report, compareTo) };
     if (out) writeFileAtomic(out, JSON.stringify(report, null, 1) + '\n', { root: params.outRoot });

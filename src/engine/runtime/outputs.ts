@@ -7,25 +7,27 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { readHeader } from '../hf/safetensors';
+import { DEMO_MODEL_MARKER, synthDatasetText } from '../hf/synth';
 import { assertInside, createMode, rootOrAbove, tempName, type WriteScope } from './atomic';
 import { badInput, DomLoraError } from './errors';
 
-export type OutputKind = 'report' | 'adapter' | 'merged' | 'config' | 'check';
+export type OutputKind = 'report' | 'adapter' | 'merged' | 'config' | 'check' | 'demo-model' | 'demo-data';
 
 /** The first line of every trainer config DomLoRA exports (peft-config, axolotl, llamafactory, mlx). */
 export const CONFIG_MARKER = '# LoRA placement found by DomLoRA (PAGE)';
 /** The safetensors metadata key of a merged model DomLoRA wrote (its value: the adapter folder merged in). */
 export const MERGED_MARKER = 'domlora.merged_from';
 
-const FOLDER_KINDS: ReadonlySet<OutputKind> = new Set(['adapter', 'merged', 'check']);
+const FOLDER_KINDS: ReadonlySet<OutputKind> = new Set(['adapter', 'merged', 'check', 'demo-model']);
 const WHAT: Record<OutputKind, string> = { report: 'a PAGE report', adapter: 'an adapter folder', merged: 'a merged model folder', config: 'a trainer config',
-  check: 'a placement check folder' };
+  check: 'a placement check folder', 'demo-model': 'a demo model folder', 'demo-data': 'the demo dataset' };
 /** What DomLoRA writes into its folders; anything else in one is the user's. */
-const FOLDER_ENTRIES: Record<'adapter' | 'merged' | 'check', ReadonlySet<string>> = {
+const FOLDER_ENTRIES: Record<'adapter' | 'merged' | 'check' | 'demo-model', ReadonlySet<string>> = {
   check: new Set(['check-state.json', 'check.json', 'report.json', 'adapters']),
   adapter: new Set(['adapter_config.json', 'adapter_model.safetensors', 'checkpoint']),
   merged: new Set(['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json',
     'generation_config.json', 'tokenizer.model']),
+  'demo-model': new Set(['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'README.md']),
 };
 
 export interface ClaimedOutput {
@@ -114,11 +116,18 @@ export function whyNotOurs(target: string, kind: OutputKind): string | undefined
       try { meta = readHeader(file).metadata; } catch { /* missing or not safetensors */ }
       const key = kind === 'adapter' ? 'domlora.version' : MERGED_MARKER;
       if (meta[key] === undefined) return `is not ${WHAT[kind]} DomLoRA wrote (${path.basename(file)} ${fs.existsSync(file) ? `has no "${key}" metadata` : 'is missing'})`;
-      const others = fs.readdirSync(target).filter((e) => !FOLDER_ENTRIES[kind].has(e));
-      if (others.length) {
-        return `holds files DomLoRA did not write (${others.slice(0, 3).join(', ')}${others.length > 3 ? `, and ${others.length - 3} more` : ''})`;
-      }
-      return undefined;
+      return foreignEntries(target, kind);
+    }
+    case 'demo-model': {
+      const readme = path.join(target, 'README.md');
+      if (readStart(readme, DEMO_MODEL_MARKER.length) !== DEMO_MODEL_MARKER) return `is not ${WHAT[kind]} DomLoRA wrote (README.md does not start with "${DEMO_MODEL_MARKER}")`;
+      return foreignEntries(target, kind);
+    }
+    case 'demo-data': {
+      // Only the very file make-demo-model writes: a dataset of the user's is never replaced.
+      let text = '';
+      try { text = fs.readFileSync(target, 'utf8'); } catch { /* unreadable: not ours */ }
+      return text === synthDatasetText() ? undefined : `is not ${WHAT[kind]} DomLoRA writes (its content differs)`;
     }
   }
 }
@@ -127,6 +136,13 @@ export function whyNotOurs(target: string, kind: OutputKind): string | undefined
 function isTempOf(entry: string, names: ReadonlySet<string>): boolean {
   const m = /^\.(.+)\.\d+\.\d+\.tmp(\.old)?$/.exec(entry);
   return !!m && names.has(m[1]);
+}
+
+/** Why a folder of ours holds something we did not write (its names), or undefined when it holds only our files. */
+function foreignEntries(target: string, kind: 'adapter' | 'merged' | 'demo-model'): string | undefined {
+  const others = fs.readdirSync(target).filter((e) => !FOLDER_ENTRIES[kind].has(e));
+  if (!others.length) return undefined;
+  return `holds files DomLoRA did not write (${others.slice(0, 3).join(', ')}${others.length > 3 ? `, and ${others.length - 3} more` : ''})`;
 }
 
 function readStart(file: string, n: number): string {

@@ -1,7 +1,7 @@
 // What every job does before its work, in one place and in one order:
-//   1. open the model folder (config.json parsed once, safetensors headers, tokenizer) and start the backend sized
-//      to the model: bad input is reported before anything heavy happens;
-//   2. (the job reads and tokenizes its data, so the records' real lengths are known)
+//   1. open the model folder (config.json parsed once, safetensors headers, tokenizer);
+//   2. (the job reads and tokenizes its data, so the records' real lengths are known, and checks its other inputs)
+//      and start the backend sized to the model: bad input is reported before a backend starts;
 //   3. size the job once from those lengths, show the estimate, refuse it when it cannot fit, and load the weights
 //      resident or streamed as that one estimate says.
 import type { BackendChoice } from '../../protocol/messages';
@@ -12,14 +12,28 @@ import { ModelFolder, openModelFolder } from '../hf/folder';
 import { Decoder } from '../model/decoder';
 import { ModelTokenizer } from '../hf/tokenizer';
 
-export interface OpenedJob { folder: ModelFolder; tokenizer: ModelTokenizer; backend: BackendReport }
+export interface JobInputs { folder: ModelFolder; tokenizer: ModelTokenizer }
+export interface OpenedJob extends JobInputs { backend: BackendReport }
 
 export async function openJob(modelDir: string, choice: BackendChoice | undefined, hooks: JobHooks = {}): Promise<OpenedJob> {
+  return startBackend(openInputs(modelDir), choice, hooks);
+}
+
+/**
+ * Step 1 without the backend: the folder's headers and its tokenizer. A job that can check the rest of its input
+ * (its data, a report, an adapter, a checkpoint) from these alone does so before startBackend, so a bad file is
+ * named before a backend starts.
+ */
+export function openInputs(modelDir: string): JobInputs {
   const folder = openModelFolder(modelDir);
-  const backend = await initBackend(choice ?? 'auto', threadsForModel(folder.cfg.hiddenSize));
+  return { folder, tokenizer: ModelTokenizer.load(folder.dir) };
+}
+
+/** Starts the backend sized to the model and says which one it is. */
+export async function startBackend(inputs: JobInputs, choice: BackendChoice | undefined, hooks: JobHooks = {}): Promise<OpenedJob> {
+  const backend = await initBackend(choice ?? 'auto', threadsForModel(inputs.folder.cfg.hiddenSize));
   hooks.log?.('info', `backend: ${describeBackend(backend)}`);
-  const tokenizer = ModelTokenizer.load(folder.dir);
-  return { folder, tokenizer, backend };
+  return { ...inputs, backend };
 }
 
 export type JobShape = Omit<EstimateInput, 'cfg' | 'backend' | 'threads'>;

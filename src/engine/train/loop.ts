@@ -6,13 +6,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as tf from '@tensorflow/tfjs-core';
-import type { TrainParams, TrainResult, TrainCurvePoint } from '../../protocol/messages';
+import type { DataSummary, TrainParams, TrainResult, TrainCurvePoint } from '../../protocol/messages';
 import { candidateModules, type ModuleSpec } from '../hf/modules';
 import type { ModelTokenizer } from '../hf/tokenizer';
 import { readDataset, type Dataset } from '../data/read';
 import { requireUsable, tokenizeDataset, type TokenizedRecord } from '../data/tokenize';
 import { MIN_EVAL_RECORDS } from '../../protocol/params';
-import { warnSkipped } from '../data/warnings';
+import { announceData, summariseData } from '../data/summary';
 import { badInput } from '../runtime/errors';
 import { claimOutput } from '../runtime/outputs';
 import { PROBE_DEFAULTS } from '../probe/probe';
@@ -23,7 +23,7 @@ import { backwardLayerMajor } from '../model/schedule';
 import type { LoraAdapter, LoraGrads } from '../model/types';
 import { peftKey } from '../export/peft';
 import { permutation } from '../runtime/rng';
-import { openJob, loadForJob, recordLengths } from '../runtime/setup';
+import { openInputs, startBackend, loadForJob, recordLengths } from '../runtime/setup';
 import { evalRecords } from '../eval/evaluate';
 import { adamwStep } from './adamw';
 import { provenance, readCheckpoint, writeCheckpoint } from './checkpoint';
@@ -47,9 +47,10 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
   let lora: LoraState | undefined;
   let model: Decoder | undefined;
   try {
-    // The folder, backend and tokenizer first; the weights only once the data is read and the job sized from it.
-    const job = await openJob(params.modelDir, params.backend, hooks);
-    const { folder, tokenizer, backend } = job;
+    // The folder and tokenizer first, then every input checked against them (report, checkpoint, data, targets), the
+    // backend only then, and the weights only once the data is read and the job sized from it.
+    const inputs = openInputs(params.modelDir);
+    const { folder, tokenizer } = inputs;
     const configFile = path.join(folder.dir, 'config.json');
     const report = params.fromReport ? readProbeReport(params.fromReport, folder.cfg.numLayers, params.modelDir) : undefined;
     const modules = candidateModules(folder.cfg);
@@ -84,7 +85,9 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
         placedByReport: !params.targets?.length && params.preset !== 'vanilla' }, PROBE_DEFAULTS.stabilityThreshold, hooks);
     }
     hooks.onProgress?.({ phase: 'tokenize', done: 0, total: 1, message: 'tokenizing' });
-    const { train, evalSet } = splitRecords(ds, tokenizer, settings, params.evalSplit !== undefined, hooks);
+    const { train, evalSet, data, evalData } = splitRecords(ds, tokenizer, settings, params.evalSplit !== undefined, hooks);
+    const job = await startBackend(inputs, params.backend, hooks);
+    const { backend } = job;
     const plan = state ? state.plan : completePlan(settings, params, { fingerprint, targets: targets.map((m) => m.name), trainCount: train.length, data: dataFile, dataSha256: ds.sha256 });
     lora = new LoraState(targets, plan, resumed?.tensors);
     const perStep = plan.batchSize * plan.gradAccum;
@@ -114,7 +117,7 @@ export async function runTrain(params: TrainParams, hooks: JobHooks = {}): Promi
       adapterDir: outDir, preset: plan.preset, targets: plan.targets, rank: plan.rank, alpha: plan.alpha, trainableParams: trainable, vanillaParams: vanilla,
       ratioToVanilla: trainable / vanilla, steps: plan.steps, evalLossBefore: run.evalLossBefore, evalLossAfter: evals.length ? evals[evals.length - 1].evalLoss : undefined,
       trainLossFirst: run.trainLossFirst, trainLossLast: trainPoints.length ? trainPoints[trainPoints.length - 1].loss : undefined, curve: run.curve,
-      backend: backend.backend, seconds: (state?.seconds ?? 0) + (Date.now() - started) / 1000,
+      backend: backend.backend, seconds: (state?.seconds ?? 0) + (Date.now() - started) / 1000, data, ...(evalData ? { evalData } : {}),
     };
   } catch (err) {
     claim?.release();
@@ -137,37 +140,54 @@ function resumeData(params: TrainParams, state: TrainerState | undefined, stateF
 }
 
 /**
- * Tokenizes the training data, then holds out an evaluation split (or reads --eval-data). The placement check calls
- * it too, before any work, to refuse data that leaves nothing to evaluate on.
+ * Tokenizes the training data (and says what it holds), then holds out an evaluation split (or reads --eval-data).
+ * The placement check calls it too, before any work, to refuse data that leaves nothing to evaluate on.
  */
-export function splitRecords(ds: Dataset, tokenizer: ModelTokenizer, s: RunSettings, splitGiven: boolean, hooks: JobHooks): { train: TokenizedRecord[]; evalSet: TokenizedRecord[] } {
+export function splitRecords(ds: Dataset, tokenizer: ModelTokenizer, s: RunSettings, splitGiven: boolean, hooks: JobHooks):
+  { train: TokenizedRecord[]; evalSet: TokenizedRecord[]; data: DataSummary; evalData?: DataSummary } {
   const all = tokenizeDataset(ds, tokenizer, { seqLen: s.seqLen, limit: s.maxSamples });
   requireUsable(all, s.seqLen, ds.file);
-  warnSkipped(all, s.seqLen, ds.file, hooks);
+  const data = summariseData(ds, all, s.seqLen);
+  announceData(data, hooks);
   if (s.evalData) {
     const evalDs = readDataset(s.evalData);
     const ev = tokenizeDataset(evalDs, tokenizer, { seqLen: s.seqLen });
     requireUsable(ev, s.seqLen, evalDs.file);
-    warnSkipped(ev, s.seqLen, evalDs.file, hooks);
+    const evalData = summariseData(evalDs, ev, s.seqLen);
+    announceData(evalData, hooks);
     if (ev.records.length < MIN_EVAL_RECORDS) {
       throw badInput(`only ${ev.records.length} usable record(s) to evaluate on; an eval loss over fewer than ${MIN_EVAL_RECORDS} says little about the adapter`, evalDs.file);
     }
-    return { train: all.records, evalSet: ev.records };
+    return { train: all.records, evalSet: ev.records, data, evalData };
   }
-  if (s.evalSplit === 0) return { train: all.records, evalSet: [] };
+  if (s.evalSplit === 0) return { train: all.records, evalSet: [], data };
   const n = all.records.length;
   const nEval = Math.round(s.evalSplit * n);
   if (nEval < MIN_EVAL_RECORDS || n - nEval < 1) {
     const why = `--eval-split ${s.evalSplit} of ${n} usable record(s) holds out ${nEval}` +
       `${n - nEval < 1 ? ', leaving none to train on' : `, fewer than the ${MIN_EVAL_RECORDS} an eval loss needs to say anything`}`;
-    // An explicit split that cannot work is refused; the default one just steps aside on a small dataset.
-    if (splitGiven) throw badInput(`${why}: use more data, a larger split, --eval-data FILE, or --eval-split 0 for no evaluation`, ds.file);
+    // An explicit split that cannot work is refused, with the advice that fits; the default one steps aside on small data.
+    if (splitGiven) throw badInput(`${why}: ${splitAdvice(n, nEval)}`, ds.file);
     hooks.log?.('warn', `${ds.file}: no held-out evaluation: the default ${why}; pass --eval-data FILE or --eval-split to evaluate`);
-    return { train: all.records, evalSet: [] };
+    return { train: all.records, evalSet: [], data };
   }
   const order = permutation(n, (s.splitSeed ?? s.seed) ^ 0x9e3779b9);
   const evalIdx = new Set(order.slice(0, nEval));
-  return { evalSet: all.records.filter((_, i) => evalIdx.has(i)), train: all.records.filter((_, i) => !evalIdx.has(i)) };
+  return { evalSet: all.records.filter((_, i) => evalIdx.has(i)), train: all.records.filter((_, i) => !evalIdx.has(i)), data };
+}
+
+/**
+ * What to do about an eval split that cannot work on n usable records: a split needs MIN_EVAL_RECORDS held out and
+ * one record left to train on, so below MIN_EVAL_RECORDS + 1 records no split does, and otherwise the split to name
+ * is the smallest that holds out enough (too few held out) or the largest that leaves one to train on (none left).
+ */
+export function splitAdvice(n: number, nEval: number): string {
+  const other = '--eval-data FILE, or --eval-split 0 for no evaluation';
+  if (n < MIN_EVAL_RECORDS + 1) {
+    return `${n} record(s) are too few to hold any out (an eval split needs ${MIN_EVAL_RECORDS} held out and 1 left to train on): use more data, ${other}`;
+  }
+  if (nEval < MIN_EVAL_RECORDS) return `use --eval-split ${(Math.ceil((100 * MIN_EVAL_RECORDS) / n) / 100)} or more, more data, ${other}`;
+  return `use --eval-split ${Math.floor((100 * (n - 1)) / n) / 100} or less, ${other}`;
 }
 
 /** The trainable state: A and B of every target and their AdamW moments in JS float32, and their backend copies. */

@@ -10,6 +10,7 @@ import type { ModuleSpec } from '../hf/modules';
 import { badInput } from '../runtime/errors';
 import type { JobHooks } from '../runtime/jobs';
 import { checkLimits, jobSeqLen } from '../runtime/limits';
+import { nearest } from '../../protocol/format';
 import { permutation } from '../runtime/rng';
 
 /** The defaults of a run: the protocol's (one source for the CLI, the extension and the demo), and AdamW's. */
@@ -196,8 +197,12 @@ export function resolveTargets(modules: ModuleSpec[], p: { targets?: string[]; r
     return p.targets.map((t) => {
       const m = byName.get(t);
       if (!m) {
-        const near = modules.filter((x) => x.name.endsWith(t.split('.').pop() ?? '')).slice(0, 3).map((x) => x.name);
-        throw badInput(`--target "${t}" is not a linear module of this model${near.length ? ` (e.g. ${near.join(', ')})` : ''}`);
+        // The nearest names (a typo, a layer past the last), else a few of the same kind, else a few at all.
+        const names = modules.map((x) => x.name);
+        const sameKind = modules.filter((x) => x.name.endsWith(t.split('.').pop() ?? '')).map((x) => x.name);
+        const near = nearest(t, names);
+        const hint = near.length ? `; did you mean ${near.join(', ')}?` : `; e.g. ${(sameKind.length ? sameKind : names).slice(0, 3).join(', ')}`;
+        throw badInput(`--target "${t}" is not a linear module of this model${hint} (it has ${names.length}, from ${names[0]} to ${names[names.length - 1]})`);
       }
       return m;
     });
