@@ -5,15 +5,7 @@
 // the arrow keys, Home and End move between bars (one tab stop for the chart, as in the heatmap's grid).
 import type { CheckPlacement, CheckResult } from '../src/protocol/messages';
 import { compact, int, niceTicks } from './format';
-
-const SVG = 'http://www.w3.org/2000/svg';
-
-function el<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number>, text?: string): SVGElementTagNameMap[K] {
-  const e = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
+import { svg as el } from './dom';
 
 export interface BarHandlers {
   open(id: string): void;

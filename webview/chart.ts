@@ -2,15 +2,7 @@
 // resize), coloured from the theme's chart colours through CSS classes.
 import type { TrainCurvePoint } from '../src/protocol/messages';
 import { niceTicks } from './format';
-
-const SVG = 'http://www.w3.org/2000/svg';
-
-function el<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number>, text?: string): SVGElementTagNameMap[K] {
-  const e = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
+import { svg as el } from './dom';
 
 export interface ChartOptions {
   width: number;

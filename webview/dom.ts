@@ -16,6 +16,14 @@ export function h(tag: string, attrs: Attrs = {}, ...children: Child[]): HTMLEle
   return e;
 }
 
+/** An SVG element with its attributes and, optionally, its text (the charts'). */
+export function svg<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number>, text?: string): SVGElementTagNameMap[K] {
+  const e = document.createElementNS('http://www.w3.org/2000/svg', tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
 export function icon(name: string, extra = ''): HTMLElement {
   return h('span', { class: `codicon codicon-${name} ${extra}`.trim(), 'aria-hidden': 'true' });
 }
