@@ -72,7 +72,7 @@ function datasetText(bytes: Buffer, file: string): { text: string; compression?:
 
 /** Reads a dataset file, parses it (by content, not by extension) and checks every record has a known shape. */
 export function readDataset(file: string): Dataset {
-  checkFileSize(file, INPUT_LIMITS.datasetBytes, 'a dataset (split it into smaller files)');
+  checkFileSize(file, INPUT_LIMITS.datasetBytes, 'a dataset (split it into smaller files)', 'cannot read the dataset');
   let bytes: Buffer;
   try {
     bytes = fs.readFileSync(file);

@@ -32,13 +32,16 @@ export function mb(bytes: number): string {
   return `${(bytes / MiB).toFixed(bytes < 10 * MiB ? 1 : 0)} MiB`;
 }
 
-/** Throws a bad-input error naming `file` when it is larger than `max` bytes (`what` says what the file is). */
-export function checkFileSize(file: string, max: number, what: string): void {
+/**
+ * Throws a bad-input error naming `file` when it is larger than `max` bytes (`what` says what the file is), or when
+ * it cannot be read (the message then starts with `unreadable`).
+ */
+export function checkFileSize(file: string, max: number, what: string, unreadable = 'cannot read'): void {
   let size: number;
   try {
     size = fs.statSync(file).size;
   } catch (err) {
-    throw badInput(`cannot read: ${err instanceof Error ? err.message : String(err)}`, file);
+    throw badInput(`${unreadable}: ${err instanceof Error ? err.message : String(err)}`, file);
   }
   if (size > max) throw badInput(`is ${mb(size)}, over the ${mb(max)} DomLoRA reads for ${what}: is it the right file?`, file);
 }
