@@ -74,6 +74,10 @@ test('a probe planned with streamed layers in one layout holds no more of the wa
   const start = watch.sizes[0];
   const model = Decoder.load(folder.cfg, folder.store, { stream: est.stream, streamVocab: est.streamVocab, keepBothLayouts: est.bothLayouts });
   const aT = new Map(modules.map((m) => [m.name, tf.tidy(() => tf.transpose(tf.tensor2d(initLoraA(1, m.name, rank, m.dIn), [rank, m.dIn])) as tf.Tensor2D)]));
+  // The tensors on the backend each time a layer is brought in: the forward's layers, then the backward's.
+  const atLayer: number[] = [];
+  const hold = model.holdLayer.bind(model);
+  model.holdLayer = (l: number) => { atLayer.push(tf.memory().numTensors); return hold(l); };
   try {
     const rows = runSteps(pageForRecordsSteps(model, recs, modules, aT, rank, scale));
     assert.equal(rows.length, 2);
@@ -83,6 +87,11 @@ test('a probe planned with streamed layers in one layout holds no more of the wa
     tf.dispose([...aT.values()]);
     model.dispose();
   }
+  // Nothing a layer's backward leaves behind stays on the backend for the next layer (PAGE's values are read after each
+  // layer): small blocks kept across layers sit in the holes the next layer's weights need, and the heap grows.
+  const backward = atLayer.slice(folder.cfg.numLayers);
+  assert.equal(backward.length, folder.cfg.numLayers);
+  assert.deepEqual(backward, backward.map(() => backward[0]), `tensors on the backend as each backward layer starts: ${backward.join(', ')}`);
   const sizes = watch.sizes.map((b) => gib(b)).join(' -> ');
   // One layer in one layout with XNNPACK's packed copy is 67 MB; every module transposed at once would add 67 MB more.
   assert.ok(heapBytes() - start > 40e6, `the heap grew ${sizes} only: the model is too small to measure anything`);
