@@ -3,6 +3,7 @@
 //   dx = Delta W (+ s (Delta B) A);  dB = s Delta^T (x A^T);  dA = s (Delta B)^T x
 // The tap sees (x, Delta) before anything else: that is all PAGE needs. The frozen W never gets a gradient.
 import * as tf from '@tensorflow/tfjs-core';
+import { TRANSPOSE_BLOCK_BYTES } from '../runtime/estimate';
 import type { BackwardContext, Linear, LoraAdapter, LoraGrads } from './types';
 
 /** Forward. Records each adapted module's LoRA input (x A^T [T, r]) in `loraIn` when the backward will need it. */
@@ -38,10 +39,37 @@ export function linearBackward(lin: Linear, x: tf.Tensor2D, delta: tf.Tensor2D, 
     }
   }
   if (!needDx) return undefined;
-  const w = lin.w ?? (tf.transpose(lin.wt) as tf.Tensor2D);
-  let dx = tf.matMul(delta, w) as tf.Tensor2D; // [T, d_in]
+  let dx = lin.w ? tf.matMul(delta, lin.w) as tf.Tensor2D : timesTransposed(delta, lin.wt); // [T, d_in]
   if (ad && dXa) dx = tf.add(dx, tf.matMul(dXa, ad.a)) as tf.Tensor2D; // [T, d_in]
   return dx;
+}
+
+/**
+ * delta W for a linear kept in one layout (a streamed layer when memory is short): wt [d_in, d_out] is transposed a
+ * block of its rows at a time, each block multiplied and freed at once. Freed at once, not at the end of the caller's
+ * tidy: kept there, every module's transpose and its packed copy would pile up until the layer's backward ends, a
+ * second copy of the layer (issue #13: an 8B-shaped layer's backward reached the 4 GiB wasm heap). In blocks: a whole
+ * 235 MB transpose and its packed copy (a few KB larger), freed and allocated again module after module, record after
+ * record, between the activations, fragment the heap (its allocator cannot move blocks); blocks fit more holes.
+ */
+export function timesTransposed(delta: tf.Tensor2D, wt: tf.Tensor2D, blockBytes = TRANSPOSE_BLOCK_BYTES): tf.Tensor2D {
+  const [dIn, dOut] = wt.shape;
+  const rows = Math.max(1, Math.floor(blockBytes / (4 * dOut)));
+  const parts: tf.Tensor2D[] = [];
+  try {
+    for (let r0 = 0; r0 < dIn; r0 += rows) {
+      const n = Math.min(rows, dIn - r0);
+      const w = tf.tidy(() => tf.transpose(n === dIn ? wt : tf.slice(wt, [r0, 0], [n, dOut])) as tf.Tensor2D); // [d_out, n]
+      try {
+        parts.push(tf.matMul(delta, w)); // [T, n]
+      } finally {
+        w.dispose();
+      }
+    }
+    return parts.length === 1 ? parts.splice(0)[0] : tf.concat(parts, 1) as tf.Tensor2D;
+  } finally {
+    tf.dispose(parts);
+  }
 }
 
 /** Sums a record's LoRA gradients into the batch's (kept past the layer's tf.tidy). */

@@ -76,6 +76,7 @@ class PageTaps {
     this.index = new Map(modules.map((m, i) => [m.name, i]));
     this.sampledT = new Array(modules.length);
     this.expectedT = new Array(modules.length);
+    this.onHost = { sampled: new Float64Array(modules.length), expected: new Float64Array(modules.length), read: new Array(modules.length).fill(false) };
   }
 
   readonly tap = (lin: Linear, x: tf.Tensor2D, delta: tf.Tensor2D): void => {
@@ -108,21 +109,46 @@ class PageTaps {
     this.expectedT[i] = tf.keep(tf.mul(energy, (scale * scale * rank) / (3 * lin.dIn)));
   };
 
-  /** A layer's backward is done: its inputs' Grams are not needed again. */
+  /** Values already read to host memory (a CPU backend's, after each layer), by module, and which are. */
+  private readonly onHost: { sampled: Float64Array; expected: Float64Array; read: boolean[] };
+
+  /**
+   * A layer's backward is done: its inputs' Grams are not needed again. On a CPU backend (wasm), whose reads are
+   * synchronous and cheap, the layer's values leave the backend too: kept there as scalars until the record ends, they
+   * are small blocks placed in the holes that the layer's freed weights leave, and on wasm (whose allocator cannot
+   * move blocks) each layer's few then split the holes the next layer's 235 MB weights need, so that an 8B model's
+   * heap grew by one such module per layer (issue #13).
+   */
   endLayer(): void {
     tf.dispose([...this.xGrams.values()]);
     this.xGrams.clear();
+    if (tf.getBackend() === 'webgpu') return; // a GPU read waits for the queue: read once per record instead
+    const fresh = this.modules.map((_, i) => i).filter((i) => this.sampledT[i]);
+    if (!fresh.length) return;
+    const vals = tf.tidy(() => tf.stack([...fresh.map((i) => this.sampledT[i]), ...fresh.map((i) => this.expectedT[i])]).dataSync());
+    for (const [k, i] of fresh.entries()) {
+      this.onHost.sampled[i] = vals[k];
+      this.onHost.expected[i] = vals[fresh.length + k];
+      this.onHost.read[i] = true;
+      tf.dispose([this.sampledT[i], this.expectedT[i]]);
+      delete this.sampledT[i];
+      delete this.expectedT[i];
+    }
   }
 
   /** Both values of every module, read from the backend. */
   *values(): Steps<{ sampled: Float64Array; expected: Float64Array }> {
-    const missing = this.modules.filter((_, i) => !this.sampledT[i]);
+    const missing = this.modules.filter((_, i) => !this.sampledT[i] && !this.onHost.read[i]);
     if (missing.length) throw new Error(`PAGE: no gradient reached ${missing[0].name}`);
-    const both = tf.tidy(() => tf.concat([tf.stack(this.sampledT), tf.stack(this.expectedT)]));
-    let vals: Values;
-    try { vals = yield* read(both); } finally { both.dispose(); }
-    const n = this.modules.length;
-    return { sampled: Float64Array.from(vals.subarray(0, n)), expected: Float64Array.from(vals.subarray(n, 2 * n)) };
+    const { sampled, expected } = this.onHost;
+    const left = this.modules.map((_, i) => i).filter((i) => this.sampledT[i]);
+    if (left.length) {
+      const both = tf.tidy(() => tf.concat([tf.stack(left.map((i) => this.sampledT[i])), tf.stack(left.map((i) => this.expectedT[i]))]));
+      let vals: Values;
+      try { vals = yield* read(both); } finally { both.dispose(); }
+      left.forEach((i, k) => { sampled[i] = vals[k]; expected[i] = vals[left.length + k]; });
+    }
+    return { sampled: Float64Array.from(sampled), expected: Float64Array.from(expected) };
   }
 
   dispose(): void {

@@ -75,6 +75,14 @@ export interface EstimateInput {
 /** The part of a streamed vocabulary table one upload brings: its rows and their transpose. */
 export const STREAMED_PART_BYTES = 64 * 1024 ** 2;
 
+/**
+ * Bytes of W that the backward of a linear kept in one layout transposes at a time (model/linear.ts): the block, and
+ * on wasm XNNPACK's packed copy of it, are what that plan holds beside the layer. Whole modules (235 MB in an 8B
+ * model, and their packed copies a few KB larger), freed and allocated again per use between the activations,
+ * fragment the wasm heap, whose allocator cannot move blocks; blocks of this size fit more of its holes.
+ */
+export const TRANSPOSE_BLOCK_BYTES = 32 * 1024 ** 2;
+
 /** Bytes the backend may hold for a job. DOMLORA_MEMORY_BUDGET (bytes) lowers it: a small model then plans as a big one. */
 function budgetOf(e: EstimateInput): number {
   const forced = Number(process.env.DOMLORA_MEMORY_BUDGET);
@@ -106,9 +114,14 @@ export function estimateJob(e: EstimateInput): JobEstimate {
   // A linear on the backend: both layouts, each with XNNPACK's packed copy on wasm (a GPU packs nothing).
   const copies = wasm ? 4 : 2;
   const residentWeights = 4 * linears * copies + vocabResident;
-  // Streamed layers: one layer at a time; in both layouts, or one (the backward then transposes the largest module
-  // per use, with its packed copy).
-  const layerBoth = 4 * layerParams * copies, layerOne = 4 * layerParams * copies / 2 + 4 * biggestModule * copies / 2;
+  // Streamed layers: one layer at a time; in both layouts, or one. With one, the backward transposes a block of a
+  // module per use: the block's slice and transpose, or (wasm) the transpose and XNNPACK's packed copy, two blocks.
+  const block = Math.min(4 * biggestModule, TRANSPOSE_BLOCK_BYTES);
+  // On wasm a streamed layer's weights are freed and allocated again for every layer, and the allocator cannot move
+  // blocks: one module's hole that it fails to reuse is counted. (Measured with 8B-shaped layers, the heap still
+  // grows by a module or two every other backward layer: the rest of the budget's 10% is all that covers it.)
+  const slack = wasm ? 4 * biggestModule : 0;
+  const layerBoth = 4 * layerParams * copies + slack, layerOne = 4 * layerParams * copies / 2 + 2 * block + slack;
   // A forward-only job (evaluation, generation) keeps no layer's activations for a backward pass.
   const layersKept = e.backwardPasses > 0 ? L - (e.lowestLayer ?? 0) : 0;
   const taps = e.taps ?? 'page';
