@@ -122,7 +122,9 @@ class PageTaps {
   endLayer(): void {
     tf.dispose([...this.xGrams.values()]);
     this.xGrams.clear();
-    if (tf.getBackend() === 'webgpu') return; // a GPU read waits for the queue: read once per record instead
+    // Only the CPU backends, whose reads are synchronous and cheap; a GPU read waits for the queue: once per record.
+    const backend = tf.getBackend();
+    if (backend !== 'wasm' && backend !== 'cpu') return;
     const fresh = this.modules.map((_, i) => i).filter((i) => this.sampledT[i]);
     if (!fresh.length) return;
     const vals = tf.tidy(() => tf.stack([...fresh.map((i) => this.sampledT[i]), ...fresh.map((i) => this.expectedT[i])]).dataSync());
