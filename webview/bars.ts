@@ -6,6 +6,7 @@
 import type { CheckPlacement, CheckResult } from '../src/protocol/messages';
 import { compact, int, niceTicks } from './format';
 import { svg as el } from './dom';
+import { yGrid } from './chart';
 
 export interface BarHandlers {
   open(id: string): void;
@@ -48,13 +49,7 @@ export function renderBars(r: CheckResult, width: number, h: BarHandlers): SVGSV
     'aria-label': `Loss reduction per placement: ${singles.length} single placements${vanilla ? ' and vanilla LoRA as a reference line' : ''}` });
 
   const axis = el('g', { class: 'axis' });
-  const ticks = niceTicks(y0, y1, 5);
-  const step = ticks.length > 1 ? ticks[1]! - ticks[0]! : 1;
-  const decimals = Math.max(0, Math.min(4, -Math.floor(Math.log10(step) + 1e-9)));
-  for (const t of ticks) {
-    axis.append(el('line', { class: 'grid', x1: m.left, x2: m.left + w, y1: y(t), y2: y(t) }));
-    axis.append(el('text', { class: 'tick', x: m.left - 6, y: y(t) + 3.5, 'text-anchor': 'end' }, t.toFixed(decimals)));
-  }
+  yGrid(axis, niceTicks(y0, y1, 5), m.left, m.left + w, y);
   axis.append(el('line', { class: 'zero', x1: m.left, x2: m.left + w, y1: y(0), y2: y(0) }));
   axis.append(el('text', { class: 'axis-label', x: 4, y: m.top - 12 }, 'held-out loss reduction (before − after)'));
   svg.append(axis);

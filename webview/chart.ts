@@ -46,14 +46,7 @@ export function renderChart(curve: TrainCurvePoint[], opts: ChartOptions): SVGSV
   const y = (v: number) => m.top + (1 - (v - y0) / (y1 - y0)) * h;
 
   const axis = el('g', { class: 'axis' });
-  const yTicks = niceTicks(y0, y1, 4);
-  // As many decimals as the tick step needs, the same for every tick.
-  const stepY = yTicks.length > 1 ? yTicks[1]! - yTicks[0]! : 1;
-  const decimals = Math.max(0, Math.min(4, -Math.floor(Math.log10(stepY) + 1e-9)));
-  for (const t of yTicks) {
-    axis.append(el('line', { class: 'grid', x1: m.left, x2: m.left + w, y1: y(t), y2: y(t) }));
-    axis.append(el('text', { class: 'tick', x: m.left - 6, y: y(t) + 3.5, 'text-anchor': 'end' }, t.toFixed(decimals)));
-  }
+  yGrid(axis, niceTicks(y0, y1, 4), m.left, m.left + w, y);
   for (const t of niceTicks(0, xMax, Math.min(5, xMax))) {
     axis.append(el('text', { class: 'tick', x: x(t), y: m.top + h + 16, 'text-anchor': 'middle' }, String(Math.round(t))));
   }
@@ -83,4 +76,14 @@ export function renderChart(curve: TrainCurvePoint[], opts: ChartOptions): SVGSV
   lg.append(el('text', { class: 'tick', x: 80, y: 8.5 }, 'eval'));
   svg.append(lg);
   return svg;
+}
+
+/** Horizontal grid lines at the y ticks, from x1 to x2, labelled left of x1 with as many decimals as the tick step needs. */
+export function yGrid(axis: SVGGElement, ticks: number[], x1: number, x2: number, y: (v: number) => number): void {
+  const step = ticks.length > 1 ? ticks[1]! - ticks[0]! : 1;
+  const decimals = Math.max(0, Math.min(4, -Math.floor(Math.log10(step) + 1e-9)));
+  for (const t of ticks) {
+    axis.append(el('line', { class: 'grid', x1, x2, y1: y(t), y2: y(t) }));
+    axis.append(el('text', { class: 'tick', x: x1 - 6, y: y(t) + 3.5, 'text-anchor': 'end' }, t.toFixed(decimals)));
+  }
 }

@@ -5,33 +5,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { ProbeReport, TrainResult } from '../../src/protocol/messages';
-import type { Ctx } from '../../src/host/ctx';
-
-function ctx(): Ctx {
-  return vscode.extensions.getExtension('domlora.domlora')!.exports as Ctx;
-}
-
-const ws = () => vscode.workspace.workspaceFolders![0]!.uri.fsPath;
-const model = () => path.join(ws(), 'tiny');
-const data = () => path.join(ws(), 'data', 'arith.jsonl');
-/** Long enough that a probe of it is still running when it is cancelled or its worker is killed. */
-const bigData = () => path.join(ws(), 'data', 'big.jsonl');
-const dataDir = (m: string) => path.join(ws(), '.domlora', path.basename(m));
+import { bigData, ctx, data, dataDir, lastNotice, model, until, ws } from './helpers';
 
 function listData(m: string): string[] {
   try { return fs.readdirSync(dataDir(m)).sort(); } catch { return []; }
-}
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function lastNotice(since: number) {
-  return ctx().notices.filter((n) => n.at >= since).at(-1);
 }
 
 describe('commands with the real worker', function () {

@@ -9,22 +9,13 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { ProbeReport } from '../../src/protocol/messages';
-import type { Ctx } from '../../src/host/ctx';
 import type { NativeInstallResult } from '../../src/host/nativeCommand';
 import { findOnPath } from '../../src/host/native';
 import { shellWord } from '../../src/protocol/shell';
-
-function ctx(): Ctx {
-  return vscode.extensions.getExtension('domlora.domlora')!.exports as Ctx;
-}
+import { ctx, lastNotice, ws } from './helpers';
 
 const root = path.resolve(__dirname, '../../..');
-const ws = () => vscode.workspace.workspaceFolders![0]!.uri.fsPath;
 const install = (opts: object) => vscode.commands.executeCommand<NativeInstallResult | undefined>('domlora.installNativeBackend', opts);
-
-function lastNotice(since: number) {
-  return ctx().notices.filter((n) => n.at >= since).at(-1);
-}
 
 describe('the native backend, installed from the extension', function () {
   this.timeout(300_000);

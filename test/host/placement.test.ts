@@ -7,33 +7,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { CheckResult, CompareResult, Progress, ProbeReport } from '../../src/protocol/messages';
-import type { Ctx } from '../../src/host/ctx';
 import { checkHeadline, checkProgressOnDisk, comparisonView } from '../../src/host/commands';
 import { jobFraction } from '../../src/host/jobs';
 import { renderStatus } from '../../src/host/status';
+import { bigData, ctx, data, dataDir, lastNotice, model, until, ws } from './helpers';
 
-function ctx(): Ctx {
-  return vscode.extensions.getExtension('domlora.domlora')!.exports as Ctx;
-}
-
-const ws = () => vscode.workspace.workspaceFolders![0]!.uri.fsPath;
-const model = () => path.join(ws(), 'tiny');
-const data = () => path.join(ws(), 'data', 'arith.jsonl');
-const bigData = () => path.join(ws(), 'data', 'big.jsonl');
 const codeData = () => path.join(ws(), 'data', 'code.jsonl');
-const dataDir = (m: string) => path.join(ws(), '.domlora', path.basename(m));
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-function lastNotice(since: number) {
-  return ctx().notices.filter((n) => n.at >= since).at(-1);
-}
 
 const progress = (over: Partial<Progress> = {}): Progress => ({ phase: 'train', done: 0, total: 10, ...over } as Progress);
 const placementOf = (index: number, count: number, seedIndex = 1, seeds = 1) =>
