@@ -218,6 +218,7 @@ export async function initBackend(choice: BackendChoice = 'auto', threads = defa
     if (detail) {
       await tf.ready();
       chosen = { backend: b, device: b === 'webgpu' ? webgpuDevice : undefined, detail, tried, threads: b === 'wasm' ? wasmThreads : threads };
+      if (b === 'wasm') watchWasm();
       return chosen;
     }
   }
@@ -225,15 +226,15 @@ export async function initBackend(choice: BackendChoice = 'auto', threads = defa
 }
 
 
-// ---- GPU faults ----------------------------------------------------------------------------------------------------
+// ---- backend faults ------------------------------------------------------------------------------------------------
 
 interface GpuDeviceLike {
   lost?: Promise<{ reason?: string; message?: string }>;
   addEventListener?(type: 'uncapturederror', listener: (ev: { error?: { message?: string; constructor?: { name?: string } } }) => void): void;
 }
 
-/** What went wrong with the GPU since the backend started, if anything. */
-let gpuFault: { kind: 'lost' | 'out-of-memory' | 'error'; message: string } | undefined;
+/** What went wrong with the backend since it started, if anything: the GPU's device, or XNNPACK on wasm. */
+let fault: { kind: 'lost' | 'out-of-memory' | 'error'; message: string } | undefined;
 
 /**
  * A WebGPU device reports its faults asynchronously, not by throwing where they happen: a lost device resolves
@@ -243,24 +244,59 @@ let gpuFault: { kind: 'lost' | 'out-of-memory' | 'error'; message: string } | un
 function watchDevice(): void {
   const device = (tf.backend() as unknown as { device?: GpuDeviceLike }).device;
   void device?.lost?.then((info) => {
-    gpuFault ??= { kind: 'lost', message: [info?.reason, info?.message].filter(Boolean).join(': ') || 'lost' };
+    fault ??= { kind: 'lost', message: [info?.reason, info?.message].filter(Boolean).join(': ') || 'lost' };
   });
   device?.addEventListener?.('uncapturederror', (ev) => {
     const e = ev.error;
     const oom = e?.constructor?.name === 'GPUOutOfMemoryError' || /out of memory/i.test(e?.message ?? '');
-    gpuFault ??= { kind: oom ? 'out-of-memory' : 'error', message: e?.message || 'GPU error' };
+    fault ??= { kind: oom ? 'out-of-memory' : 'error', message: e?.message || 'GPU error' };
   });
 }
 
-/** Throws the GPU's fault, if one happened, as an error that names the backend and what to do. */
+/** XNNPACK's status for "out of memory" (xnn_status_out_of_memory). */
+const XNN_OUT_OF_MEMORY = 6;
+
+/**
+ * tfjs-wasm does not throw when XNNPACK cannot make an operator (a matmul whose packed weights do not fit the 4 GiB
+ * heap): it prints a warning and leaves the product unwritten, and the job would go on with garbage (measured: a
+ * matmul of ones gave 3.7e-41 instead of 1024). The warning is its only sign, so it is watched for here, and the next
+ * step of the job stops with a clear error instead of writing wrong results. The threaded module prints it with
+ * fs.writeSync(2) (Emscripten's printErr in Node), the stock one with console.warn: both are watched.
+ */
+function watchWasm(): void {
+  const note = (text: string) => {
+    const m = /XNN status for (\w+) is not successful\. Got status (\d+)/.exec(text);
+    if (!m) return;
+    const oom = Number(m[2]) === XNN_OUT_OF_MEMORY;
+    fault ??= { kind: oom ? 'out-of-memory' : 'error', message: `XNNPACK's ${m[1]} failed (status ${m[2]}${oom ? ': out of memory' : ''})` };
+  };
+  const warn = console.warn;
+  console.warn = (...args: unknown[]) => { note(args.map(String).join(' ')); warn.apply(console, args); };
+  // The fs module object itself (Emscripten's glue calls require('fs').writeSync), not an import's read-only copy.
+  const nodeFs = createRequire(__filename)('node:fs') as typeof fs;
+  const writeSync = nodeFs.writeSync;
+  nodeFs.writeSync = function (this: unknown, fd: number, data: unknown, ...rest: unknown[]) {
+    if (fd === 2 && typeof data === 'string') note(data);
+    return (writeSync as (...a: unknown[]) => number).call(this, fd, data, ...rest);
+  } as typeof nodeFs.writeSync;
+}
+
+/** Throws the backend's fault, if one happened, as an error that names the backend and what to do. */
 export function throwIfBackendFailed(): void {
-  if (!gpuFault) return;
+  if (!fault) return;
   const where = chosen ? chosen.detail : 'webgpu';
-  if (gpuFault.kind === 'out-of-memory') {
-    throw new BackendFailedError('out-of-memory', `the GPU ran out of memory (${where}): ${gpuFault.message}. Nothing was written. ` +
+  if (chosen?.backend === 'wasm') {
+    const oom = fault.kind === 'out-of-memory';
+    throw new BackendFailedError(oom ? 'out-of-memory' : 'internal', `the wasm backend failed (${where}): ${fault.message}` +
+      `${oom ? ', the 4 GiB wasm heap is full' : ''}. A product it could not compute would have been wrong, so the job stopped ` +
+      'and nothing was written. Use a smaller --seq-len or fewer --samples (domlora.seqLen, domlora.samples), ' +
+      'or a native backend (--backend tensorflow with @tensorflow/tfjs-node installed).');
+  }
+  if (fault.kind === 'out-of-memory') {
+    throw new BackendFailedError('out-of-memory', `the GPU ran out of memory (${where}): ${fault.message}. Nothing was written. ` +
       'Use a smaller --seq-len or fewer --samples (domlora.seqLen, domlora.samples), a lower domlora.gpuMemoryGiB, or --backend wasm.');
   }
-  throw new BackendFailedError('internal', `the GPU ${gpuFault.kind === 'lost' ? 'device was lost' : 'failed'} (${where}): ${gpuFault.message}. ` +
+  throw new BackendFailedError('internal', `the GPU ${fault.kind === 'lost' ? 'device was lost' : 'failed'} (${where}): ${fault.message}. ` +
     'Nothing was written. Run the job again (a new process gets a new device), or use --backend wasm.');
 }
 

@@ -52,11 +52,19 @@ export function* read(t: tf.Tensor): Generator<Read, Values, Values | undefined>
 
 /** Runs the steps with synchronous reads: CPU backends only (wasm, cpu, tensorflow); a GPU backend needs runStepsAsync. */
 export function runSteps<T>(steps: Steps<T>): T {
+  let finished = false;
   let input: Values | undefined;
-  for (;;) {
-    const r = steps.next(input);
-    if (r.done) return r.value;
-    input = r.value ? r.value.read.dataSync() as Values : undefined;
+  try {
+    for (;;) {
+      const r = steps.next(input);
+      throwIfBackendFailed();
+      if (r.done) { finished = true; return r.value; }
+      input = r.value ? r.value.read.dataSync() as Values : undefined;
+    }
+  } finally {
+    if (!finished) {
+      try { steps.return(undefined as never); } catch { /* the error that stopped the pass is the one to report */ }
+    }
   }
 }
 
@@ -74,7 +82,7 @@ export async function runStepsAsync<T>(steps: Steps<T>, hooks: JobHooks | undefi
         throwIfBackendFailed();
         throw err;
       }
-      if (r.done) { finished = true; return r.value; }
+      if (r.done) { throwIfBackendFailed(); finished = true; return r.value; }
       if (r.value) { throwIfBackendFailed(); continue; }
       input = undefined;
       await yieldToEvents();
