@@ -92,9 +92,18 @@ async function childProbe(modelDir: string, data: string, records: number): Prom
   let backend = '';
   let estimate = '';
   const gpuMemoryGiB = Number(process.env.BENCH_GPU_MEMORY) || undefined;
+  // On wasm, the heap's sizes as the job goes (it only grows, so its last size is the job's peak): what the estimate's
+  // heap figure is checked against.
+  const heapMB: number[] = [];
+  const noteHeap = () => {
+    // The registry holds only backends already made: tf.backend() would make one before the job chose it.
+    const bytes = (tf.engine() as unknown as { registry: Record<string, { wasm?: { HEAPU8: Uint8Array } }> }).registry.wasm?.wasm?.HEAPU8.buffer.byteLength;
+    if (bytes && heapMB[heapMB.length - 1] !== Math.round(bytes / 2 ** 20)) heapMB.push(Math.round(bytes / 2 ** 20));
+  };
   const out = await runProbe({ modelDir, data, samples: records, seqLen: SEQ_LEN, rank: RANK, alpha: ALPHA, backend: BACKEND, bootstrap: 50, gpuMemoryGiB }, {
     log: (_lvl, msg) => { if (msg.startsWith('backend:')) backend = msg; if (msg.startsWith('estimate on')) estimate = msg; },
     onProgress: (p) => {
+      noteHeap();
       if (p.phase === 'tokenize') t = Date.now();
       if (p.phase === 'probe') { const now = Date.now(); stamps.push((now - t) / 1000); t = now; }
     },
@@ -102,6 +111,7 @@ async function childProbe(modelDir: string, data: string, records: number): Prom
   return {
     seconds: out.report.timings.probeSeconds, loadSeconds: out.report.timings.loadSeconds, perRecordSeconds: stamps,
     records: out.report.config.samples, loss: out.report.meanLoss, backend, estimate, peakRssMB: peakMB(),
+    ...(heapMB.length ? { wasmHeapMB: (noteHeap(), heapMB) } : {}),
   };
 }
 
@@ -376,7 +386,8 @@ async function parent(): Promise<void> {
   }
   for (const [row, r] of Object.entries(big)) {
     console.log(r.error ? `(${row}) FAILED: ${String(r.error)}` : `(${row}) ${row === 'big8' ? '8B' : '1.5B'} model on ${BACKEND}: PAGE over ${LARGE_RECORDS} x ${LARGE_TOKENS} tokens in ` +
-      `${Number(r.seconds).toFixed(1)} s (load ${Number(r.loadSeconds).toFixed(1)} s), peak RSS ${Number(r.peakRssMB).toFixed(0)} MB; ${String(r.estimate)}`);
+      `${Number(r.seconds).toFixed(1)} s (load ${Number(r.loadSeconds).toFixed(1)} s), peak RSS ${Number(r.peakRssMB).toFixed(0)} MB` +
+      `${Array.isArray(r.wasmHeapMB) ? `, wasm heap ${r.wasmHeapMB.join(' -> ')} MB` : ''}; ${String(r.estimate)}`);
   }
   const outDir = path.join(root, 'bench-results');
   fs.mkdirSync(outDir, { recursive: true });

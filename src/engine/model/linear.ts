@@ -2,14 +2,53 @@
 //   y = x W^T (+ b) (+ s (x A^T) B^T)
 //   dx = Delta W (+ s (Delta B) A);  dB = s Delta^T (x A^T);  dA = s (Delta B)^T x
 // The tap sees (x, Delta) before anything else: that is all PAGE needs. The frozen W never gets a gradient.
+//
+// W is kept as W^T ([in, out]) in blocks of its output columns (types.ts Linear): y is the concatenation of the blocks'
+// products. dx = Delta W is the sum over blocks of Delta_k W_k, with W_k the block's [n_k, in] rows when both layouts
+// are kept; with one layout, (dx)^T = sum_k W^T_k Delta_k^T: the weight is the left operand, so nothing of it is
+// transposed or copied per use (on wasm XNNPACK packs the right operand, here the small Delta_k^T, not the weight).
 import * as tf from '@tensorflow/tfjs-core';
-import { TRANSPOSE_BLOCK_BYTES } from '../runtime/estimate';
 import type { BackwardContext, Linear, LoraAdapter, LoraGrads } from './types';
+
+/**
+ * Uploads one module's weight, read from its file as f32 in the stored layout ([out, in] for nn.Linear, [in, out] for
+ * GPT-2's Conv1D), as W^T's column blocks of at most `blockBytes` (runtime/estimate.ts WEIGHT_BLOCK_BYTES for streamed layers; and W's row blocks when `both`). Only a block at a
+ * time is made on the backend beside what is kept: a whole 8B-sized module (235 MB) and its transpose would be two
+ * large buffers freed and allocated again layer after layer, which fragments a wasm heap whose allocator cannot move
+ * them. On a throw, nothing of this module stays uploaded.
+ */
+export function uploadLinear(data: Float32Array, dIn: number, dOut: number, storedAsInOut: boolean, both: boolean,
+  blockBytes = Infinity): { wt: tf.Tensor2D[]; w?: tf.Tensor2D[] } {
+  const cols = Math.max(1, Math.min(dOut, Math.floor(blockBytes / (4 * dIn))));
+  const wt: tf.Tensor2D[] = [], w: tf.Tensor2D[] = [];
+  try {
+    for (let o0 = 0; o0 < dOut; o0 += cols) {
+      const n = Math.min(cols, dOut - o0);
+      if (storedAsInOut) {
+        // [in, out] stored: the block's columns, row by row.
+        const part = n === dOut ? data : new Float32Array(dIn * n);
+        if (part !== data) for (let i = 0; i < dIn; i++) part.set(data.subarray(i * dOut + o0, i * dOut + o0 + n), i * n);
+        const t = tf.tensor2d(part, [dIn, n]);
+        wt.push(t);
+        if (both) w.push(tf.transpose(t));
+      } else {
+        // [out, in] stored: the block's rows are contiguous.
+        const rows = tf.tensor2d(n === dOut ? data : data.subarray(o0 * dIn, (o0 + n) * dIn), [n, dIn]);
+        wt.push(tf.transpose(rows));
+        if (both) w.push(rows); else rows.dispose();
+      }
+    }
+  } catch (err) {
+    tf.dispose([...wt, ...w]);
+    throw err;
+  }
+  return both ? { wt, w } : { wt };
+}
 
 /** Forward. Records each adapted module's LoRA input (x A^T [T, r]) in `loraIn` when the backward will need it. */
 export function linearForward(lin: Linear, x: tf.Tensor2D, adapters: Map<string, LoraAdapter> | undefined,
   loraIn?: Map<string, tf.Tensor2D>): tf.Tensor2D {
-  let y: tf.Tensor2D = tf.matMul(x, lin.wt); // [T, d_out]
+  let y = concatFreeing(lin.wt.map((b) => tf.matMul(x, b))); // [T, d_out]
   if (lin.bias) y = tf.add(y, lin.bias) as tf.Tensor2D;
   const ad = adapters?.get(lin.name);
   if (ad) {
@@ -39,37 +78,42 @@ export function linearBackward(lin: Linear, x: tf.Tensor2D, delta: tf.Tensor2D, 
     }
   }
   if (!needDx) return undefined;
-  let dx = lin.w ? tf.matMul(delta, lin.w) as tf.Tensor2D : timesTransposed(delta, lin.wt); // [T, d_in]
+  let dx = timesW(delta, lin); // [T, d_in]
   if (ad && dXa) dx = tf.add(dx, tf.matMul(dXa, ad.a)) as tf.Tensor2D; // [T, d_in]
   return dx;
 }
 
-/**
- * delta W for a linear kept in one layout (a streamed layer when memory is short): wt [d_in, d_out] is transposed a
- * block of its rows at a time, each block multiplied and freed at once. Freed at once, not at the end of the caller's
- * tidy: kept there, every module's transpose and its packed copy would pile up until the layer's backward ends, a
- * second copy of the layer (issue #13: an 8B-shaped layer's backward reached the 4 GiB wasm heap). In blocks: a whole
- * 235 MB transpose and its packed copy (a few KB larger), freed and allocated again module after module, record after
- * record, between the activations, fragment the heap (its allocator cannot move blocks); blocks fit more holes.
- */
-export function timesTransposed(delta: tf.Tensor2D, wt: tf.Tensor2D, blockBytes = TRANSPOSE_BLOCK_BYTES): tf.Tensor2D {
-  const [dIn, dOut] = wt.shape;
-  const rows = Math.max(1, Math.floor(blockBytes / (4 * dOut)));
-  const parts: tf.Tensor2D[] = [];
-  try {
-    for (let r0 = 0; r0 < dIn; r0 += rows) {
-      const n = Math.min(rows, dIn - r0);
-      const w = tf.tidy(() => tf.transpose(n === dIn ? wt : tf.slice(wt, [r0, 0], [n, dOut])) as tf.Tensor2D); // [d_out, n]
-      try {
-        parts.push(tf.matMul(delta, w)); // [T, n]
-      } finally {
-        w.dispose();
-      }
-    }
-    return parts.length === 1 ? parts.splice(0)[0] : tf.concat(parts, 1) as tf.Tensor2D;
-  } finally {
-    tf.dispose(parts);
+/** Delta W [T, d_in], summed over the blocks; each partial product freed as soon as it is added. */
+export function timesW(delta: tf.Tensor2D, lin: Pick<Linear, 'wt' | 'w'>): tf.Tensor2D {
+  const T = delta.shape[0];
+  const one = lin.wt.length === 1;
+  let acc: tf.Tensor2D | undefined;
+  let o0 = 0;
+  for (let k = 0; k < lin.wt.length; k++) {
+    const n = lin.wt[k].shape[1];
+    const part = tf.tidy(() => {
+      const d = one ? delta : tf.slice(delta, [0, o0], [T, n]); // [T, n]
+      // Both layouts: Delta_k W_k [T, d_in]. One: W^T_k Delta_k^T [d_in, T], transposed once at the end.
+      return lin.w ? tf.matMul(d, lin.w[k]) : tf.matMul(lin.wt[k], tf.transpose(d));
+    }) as tf.Tensor2D;
+    o0 += n;
+    if (!acc) { acc = part; continue; }
+    const sum = tf.add(acc, part) as tf.Tensor2D;
+    tf.dispose([acc, part]);
+    acc = sum;
   }
+  if (lin.w) return acc!;
+  const dx = tf.transpose(acc!) as tf.Tensor2D;
+  acc!.dispose();
+  return dx;
+}
+
+/** Concatenates the blocks' products along their columns and frees them at once (not at the caller's tidy's end). */
+function concatFreeing(parts: tf.Tensor2D[]): tf.Tensor2D {
+  if (parts.length === 1) return parts[0];
+  const y = tf.concat(parts, 1) as tf.Tensor2D;
+  tf.dispose(parts);
+  return y;
 }
 
 /** Sums a record's LoRA gradients into the batch's (kept past the layer's tf.tidy). */

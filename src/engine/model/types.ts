@@ -2,15 +2,21 @@
 // nH/nKV = attention/key-value heads, hd = head dim, rep = nH / nKV, V = vocab, r = LoRA rank.
 import type * as tf from '@tensorflow/tfjs-core';
 
-/** One frozen linear module, stored transposed ([in, out]) so `x @ wt` is the fast path. */
+/**
+ * One frozen linear module, kept transposed ([in, out]) so `x @ wt` is the fast path, in blocks of its output columns
+ * (model/linear.ts): one block when the model is resident; blocks of at most WEIGHT_BLOCK_BYTES when its layers are
+ * streamed, so that every weight buffer a streamed layer brings and frees is small and alike. Empty while a streamed
+ * layer is not on the backend.
+ */
 export interface Linear {
   name: string;
   kind: string;
   dIn: number;
   dOut: number;
-  wt: tf.Tensor2D;
-  /** The [out, in] layout, for dx = dy @ w in backward; kept when memory allows, else made per use. */
-  w?: tf.Tensor2D;
+  /** W^T's column blocks, [d_in, n_k], the n_k summing to d_out. */
+  wt: tf.Tensor2D[];
+  /** W's matching row blocks, [n_k, d_in], for dx = dy @ W in backward; kept when memory allows (linear.ts). */
+  w?: tf.Tensor2D[];
   bias?: tf.Tensor1D;
 }
 

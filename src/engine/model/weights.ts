@@ -11,7 +11,8 @@ import { archOf } from '../arch/registry';
 import type { EndWeights } from './head';
 import { ResidentVocab, StreamedVocab, type Vocab } from './vocab';
 import { maxBindingBytes } from '../runtime/backend';
-import { STREAMED_PART_BYTES } from '../runtime/estimate';
+import { STREAMED_PART_BYTES, WEIGHT_BLOCK_BYTES } from '../runtime/estimate';
+import { uploadLinear } from './linear';
 import { normTensors } from './norm';
 import type { LayerWeights, Linear, Norm } from './types';
 
@@ -108,14 +109,10 @@ function loadInScope(cfg: ModelConfig, store: WeightStore, opts: ModelOptions): 
         const stored = key(`${name}.weight`);
         store.check(stored, shape);
         source.weightName.set(name, stored);
-        linears[kind] = { name, kind, dIn, dOut, wt: undefined as unknown as tf.Tensor2D, bias };
+        linears[kind] = { name, kind, dIn, dOut, wt: [], bias };
         continue;
       }
-      const stored = t2(`${name}.weight`, shape);
-      const other = tf.transpose(stored) as tf.Tensor2D;
-      const [wt, w] = modules.conv1d ? [stored, other] : [other, stored];
-      if (!keepBoth) w.dispose();
-      linears[kind] = { name, kind, dIn, dOut, wt, w: keepBoth ? w : undefined, bias };
+      linears[kind] = { name, kind, dIn, dOut, ...uploadLinear(store.read(key(`${name}.weight`), shape), dIn, dOut, Boolean(modules.conv1d), keepBoth), bias };
     }
     const p = `${modules.layerPrefix}.${l}`;
     const n = names.norms;
@@ -141,7 +138,7 @@ export function weightTensors(w: LoadedWeights): tf.Tensor[] {
   if (w.positions) all.add(w.positions);
   for (const L of w.layers) {
     for (const n of [L.inputNorm, L.preMlpNorm, L.attnOutNorm, L.mlpOutNorm, L.qNorm, L.kNorm]) if (n) for (const t of normTensors(n)) all.add(t);
-    for (const lin of Object.values(L.linears)) { if (lin.wt) all.add(lin.wt); if (lin.w) all.add(lin.w); if (lin.bias) all.add(lin.bias); }
+    for (const lin of Object.values(L.linears)) { for (const t of [...lin.wt, ...lin.w ?? []]) all.add(t); if (lin.bias) all.add(lin.bias); }
   }
   return [...all];
 }
@@ -171,17 +168,13 @@ export class Residency {
     try {
       for (const lin of Object.values(L.linears)) {
         const shape: [number, number] = src.storedAsInOut ? [lin.dIn, lin.dOut] : [lin.dOut, lin.dIn];
-        // Read from the file in its stored dtype, converted to f32 for this layer only.
-        const stored = tf.tensor2d(src.store.read(src.weightName.get(lin.name)!, shape), shape);
-        const other = tf.transpose(stored) as tf.Tensor2D;
-        lin.wt = src.storedAsInOut ? stored : other;
-        lin.w = src.storedAsInOut ? other : stored;
-        // One layout when memory is short: the backward transposes wt per use (linear.ts).
-        if (!src.bothLayouts) { lin.w.dispose(); lin.w = undefined; }
+        // Read from the file in its stored dtype, converted to f32 for this layer only, and uploaded in blocks. One
+        // layout when memory is short: the backward then takes W^T as its left operand (linear.ts).
+        Object.assign(lin, uploadLinear(src.store.read(src.weightName.get(lin.name)!, shape), lin.dIn, lin.dOut, src.storedAsInOut, src.bothLayouts, WEIGHT_BLOCK_BYTES));
       }
     } catch (err) {
       // A failed upload (out of memory) leaves nothing half-uploaded and the layer free to try again.
-      for (const lin of Object.values(L.linears)) { tf.dispose([lin.wt, lin.w].filter(Boolean) as tf.Tensor[]); lin.wt = undefined as unknown as tf.Tensor2D; lin.w = undefined; }
+      for (const lin of Object.values(L.linears)) freeLinear(lin);
       throw err;
     }
     this.holds[l] = 1;
@@ -190,10 +183,12 @@ export class Residency {
 
   release(l: number): void {
     if (!this.w.source || --this.holds[l] > 0) return;
-    for (const lin of Object.values(this.w.layers[l].linears)) {
-      tf.dispose([lin.wt, lin.w].filter((t): t is tf.Tensor2D => Boolean(t)));
-      lin.wt = undefined as unknown as tf.Tensor2D;
-      lin.w = undefined;
-    }
+    for (const lin of Object.values(this.w.layers[l].linears)) freeLinear(lin);
   }
+}
+
+function freeLinear(lin: Linear): void {
+  tf.dispose([...lin.wt, ...lin.w ?? []]);
+  lin.wt = [];
+  lin.w = undefined;
 }

@@ -31,7 +31,7 @@ export interface JobEstimate {
   stream: boolean;
   /** The embedding and head are left in the files too (read by rows, by parts). */
   streamVocab: boolean;
-  /** Streamed layers keep both layouts while on the backend (else the backward transposes per use). */
+  /** Streamed layers keep both layouts while on the backend (else the backward takes W^T as its left operand). */
   bothLayouts: boolean;
   /** record-major: the model resident, records one after another; layer-major: each layer once for many records. */
   schedule: 'record-major' | 'layer-major';
@@ -72,16 +72,17 @@ export interface EstimateInput {
   gpuMemoryGiB?: number;
 }
 
-/** The part of a streamed vocabulary table one upload brings: its rows and their transpose. */
-export const STREAMED_PART_BYTES = 64 * 1024 ** 2;
-
 /**
- * Bytes of W that the backward of a linear kept in one layout transposes at a time (model/linear.ts): the block, and
- * on wasm XNNPACK's packed copy of it, are what that plan holds beside the layer. Whole modules (235 MB in an 8B
- * model, and their packed copies a few KB larger), freed and allocated again per use between the activations,
- * fragment the wasm heap, whose allocator cannot move blocks; blocks of this size fit more of its holes.
+ * The largest weight buffer a streamed layer brings to the backend (model/linear.ts uploadLinear): its linears come in
+ * column blocks of at most this. Whole modules (235 MB in an 8B model, and on wasm XNNPACK's packed copies a few KB
+ * larger), freed and allocated again layer after layer between the activations, fragment the wasm heap, whose
+ * allocator cannot move blocks (issue #13: the heap of an 8B-shaped probe grew by a module every other layer); blocks
+ * of one size fit one another's holes.
  */
-export const TRANSPOSE_BLOCK_BYTES = 32 * 1024 ** 2;
+export const WEIGHT_BLOCK_BYTES = 32 * 1024 ** 2;
+
+/** The part of a streamed vocabulary table one upload brings (its rows, and their transpose): one weight block's size. */
+export const STREAMED_PART_BYTES = WEIGHT_BLOCK_BYTES;
 
 /** Bytes the backend may hold for a job. DOMLORA_MEMORY_BUDGET (bytes) lowers it: a small model then plans as a big one. */
 function budgetOf(e: EstimateInput): number {
@@ -114,13 +115,13 @@ export function estimateJob(e: EstimateInput): JobEstimate {
   // A linear on the backend: both layouts, each with XNNPACK's packed copy on wasm (a GPU packs nothing).
   const copies = wasm ? 4 : 2;
   const residentWeights = 4 * linears * copies + vocabResident;
-  // Streamed layers: one layer at a time; in both layouts, or one. With one, the backward transposes a block of a
-  // module per use: the block's slice and transpose, or (wasm) the transpose and XNNPACK's packed copy, two blocks.
-  const block = Math.min(4 * biggestModule, TRANSPOSE_BLOCK_BYTES);
+  // Streamed layers: one layer at a time, in both layouts or one, each with XNNPACK's packed copy on wasm. Its
+  // modules come a block at a time (a block of rows and its transpose: two blocks beside the layer); with one layout
+  // the backward makes no copy of a weight (model/linear.ts).
+  const block = Math.min(4 * biggestModule, WEIGHT_BLOCK_BYTES);
   // On wasm a streamed layer's weights are freed and allocated again for every layer, and the allocator cannot move
-  // blocks: one module's hole that it fails to reuse is counted. (Measured with 8B-shaped layers, the heap still
-  // grows by a module or two every other backward layer: the rest of the budget's 10% is all that covers it.)
-  const slack = wasm ? 4 * biggestModule : 0;
+  // blocks: two blocks' holes it fails to reuse are counted.
+  const slack = wasm ? 2 * block : 0;
   const layerBoth = 4 * layerParams * copies + slack, layerOne = 4 * layerParams * copies / 2 + 2 * block + slack;
   // A forward-only job (evaluation, generation) keeps no layer's activations for a backward pass.
   const layersKept = e.backwardPasses > 0 ? L - (e.lowestLayer ?? 0) : 0;
