@@ -40,6 +40,6 @@ test('a matmul XNNPACK cannot pack on a full wasm heap stops the job with a clea
   // What the error stands for: tfjs-wasm only printed a warning, and the product is not x w (every entry 1024).
   assert.notEqual(y!.dataSync()[0], 1024);
   // Every later job on this process stops too, even one that computes nothing: the worker exits and a new one starts.
-  assert.throws(() => runSteps((function* (): Steps<number> { return 1; })()), BackendFailedError);
+  assert.throws(() => runSteps((function* (): Steps<number> { yield; return 1; })()), BackendFailedError);
   tf.dispose([x, w, y!]);
 });

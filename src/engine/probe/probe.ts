@@ -6,7 +6,6 @@ import { candidateModules } from '../hf/modules';
 import { summarise } from '../hf/folder';
 import { readDataset } from '../data/read';
 import { requireUsable, tokenizeDataset } from '../data/tokenize';
-import { DEFAULTS } from '../../protocol/params';
 import { announceData, summariseData } from '../data/summary';
 import { badInput } from '../runtime/errors';
 import { checkLimits, jobSeqLen } from '../runtime/limits';
@@ -16,14 +15,10 @@ import { openInputs, startBackend, loadForJob, recordLengths } from '../runtime/
 import { initLoraA, checkRank, loraScale } from '../model/lora';
 import { writeFileAtomic } from '../runtime/atomic';
 import { pageForRecordSteps, pageForRecordsSteps } from './page';
-import { bootstrapWins, buildReport } from './report';
+import { bootstrapWins, buildReport, PROBE_DEFAULTS } from './report';
 import { compareReports, readReportFile } from './compare';
 
-/** The probe's defaults: the protocol's (one source for the CLI, the extension and the demo), and its own. */
-export const PROBE_DEFAULTS = {
-  samples: DEFAULTS.samples, seqLen: DEFAULTS.seqLen, rank: DEFAULTS.rank, alpha: DEFAULTS.alpha, seed: DEFAULTS.seed,
-  bootstrap: DEFAULTS.bootstrap, stabilityThreshold: 0.95,
-};
+export { PROBE_DEFAULTS } from './report';
 
 export interface ProbeOutcome { report: ProbeReport; written?: string }
 

@@ -5,7 +5,13 @@ import type { ProbeParams, ProbeReport, ProbeModule } from '../../protocol/messa
 import type { ModuleSpec } from '../hf/modules';
 import { adapterParams } from '../model/lora';
 import { Rng } from '../runtime/rng';
-import type { PROBE_DEFAULTS } from './probe';
+import { DEFAULTS } from '../../protocol/params';
+
+/** The probe's defaults: the protocol's (one source for the CLI, the extension and the demo), and its own. */
+export const PROBE_DEFAULTS = {
+  samples: DEFAULTS.samples, seqLen: DEFAULTS.seqLen, rank: DEFAULTS.rank, alpha: DEFAULTS.alpha, seed: DEFAULTS.seed,
+  bootstrap: DEFAULTS.bootstrap, stabilityThreshold: 0.95,
+};
 
 /** Column means of per-record values. */
 function mean(rows: ArrayLike<number>[], m: number): number[] {
