@@ -27,12 +27,15 @@ before(async () => { await initBackend('wasm'); });
 
 const BASE = { hiddenSize: 32, intermediateSize: 48, layers: 3, heads: 4, kvHeads: 2, vocabSize: 384, tied: false };
 
-for (const [label, shape] of [
-  ['llama', { ...BASE, seed: 71 }],
-  ['gemma2', { ...BASE, seed: 72, arch: 'gemma2', tied: true, headDim: 12, config: { sliding_window: 8, attn_logit_softcapping: 1.5, final_logit_softcapping: 4.0 } }],
-  ['gpt_neox', { ...BASE, seed: 73, arch: 'gpt_neox', kvHeads: 4 }],
-] as [string, SynthShape][]) {
-  test(`layer-major with streamed layers and vocabulary equals record-major (${label}): losses, PAGE, LoRA gradients`, async () => {
+// How the streamed layers' modules are kept: in blocks of their output columns (1000 bytes: 5-7 columns of these
+// modules, balanced), in one layout (the backward takes W^T as its left operand) or both; or whole, in one layout.
+const ONE_IN_BLOCKS = { keepBothLayouts: false, blockBytes: 1000 }, BOTH_IN_BLOCKS = { keepBothLayouts: true, blockBytes: 1000 };
+for (const [label, shape, layout] of [
+  ['llama', { ...BASE, seed: 71 }, ONE_IN_BLOCKS],
+  ['gemma2', { ...BASE, seed: 72, arch: 'gemma2', tied: true, headDim: 12, config: { sliding_window: 8, attn_logit_softcapping: 1.5, final_logit_softcapping: 4.0 } }, BOTH_IN_BLOCKS],
+  ['gpt_neox', { ...BASE, seed: 73, arch: 'gpt_neox', kvHeads: 4 }, { keepBothLayouts: false }],
+] as [string, SynthShape, { keepBothLayouts: boolean; blockBytes?: number }][]) {
+  test(`layer-major with streamed layers (${layout.keepBothLayouts ? 'both layouts' : 'one layout'}, ${layout.blockBytes ? 'in blocks' : 'whole'}) and vocabulary equals record-major (${label}): losses, PAGE, LoRA gradients`, async () => {
     const dir = path.join(tmpDir(), label);
     await writeSynthModel(dir, shape);
     const folder = openModelFolder(dir);
@@ -41,7 +44,7 @@ for (const [label, shape] of [
     const before = tf.memory().numTensors;
     const resident = Decoder.load(folder.cfg, folder.store);
     process.env.DOMLORA_MAX_BINDING_BYTES = String(50 * shape.hiddenSize * 4); // 50 rows a part: 8 parts of 384
-    const streamed = Decoder.load(folder.cfg, folder.store, { stream: true, streamVocab: true });
+    const streamed = Decoder.load(folder.cfg, folder.store, { stream: true, streamVocab: true, ...layout });
     delete process.env.DOMLORA_MAX_BINDING_BYTES;
     assert.deepEqual(streamed.plan, { streamLayers: true, streamVocab: true });
     try {

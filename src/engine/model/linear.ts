@@ -19,7 +19,9 @@ import type { BackwardContext, Linear, LoraAdapter, LoraGrads } from './types';
  */
 export function uploadLinear(data: Float32Array, dIn: number, dOut: number, storedAsInOut: boolean, both: boolean,
   blockBytes = Infinity): { wt: tf.Tensor2D[]; w?: tf.Tensor2D[] } {
-  const cols = Math.max(1, Math.min(dOut, Math.floor(blockBytes / (4 * dIn))));
+  // As many blocks as the size needs, of equal widths (no one-column tail block).
+  const blocks = Math.ceil(dOut / Math.max(1, Math.min(dOut, Math.floor(blockBytes / (4 * dIn)))));
+  const cols = Math.ceil(dOut / blocks);
   const wt: tf.Tensor2D[] = [], w: tf.Tensor2D[] = [];
   try {
     for (let o0 = 0; o0 < dOut; o0 += cols) {
@@ -34,15 +36,19 @@ export function uploadLinear(data: Float32Array, dIn: number, dOut: number, stor
       } else {
         // [out, in] stored: the block's rows are contiguous.
         const rows = tf.tensor2d(n === dOut ? data : data.subarray(o0 * dIn, (o0 + n) * dIn), [n, dIn]);
-        wt.push(tf.transpose(rows));
-        if (both) w.push(rows); else rows.dispose();
+        if (both) w.push(rows); // freed with the others on a throw
+        try {
+          wt.push(tf.transpose(rows));
+        } finally {
+          if (!both) rows.dispose();
+        }
       }
     }
   } catch (err) {
     tf.dispose([...wt, ...w]);
     throw err;
   }
-  return both ? { wt, w } : { wt };
+  return { wt, w: both ? w : undefined };
 }
 
 /** Forward. Records each adapted module's LoRA input (x A^T [T, r]) in `loraIn` when the backward will need it. */

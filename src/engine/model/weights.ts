@@ -28,10 +28,12 @@ export interface ModelOptions {
   streamVocab?: boolean;
   /** Keep only each layer's input in the forward pass and recompute the layer in backward (implied by stream). */
   checkpoint?: boolean;
+  /** The largest block of a streamed module (runtime/estimate.ts WEIGHT_BLOCK_BYTES); smaller in tests, to split small modules. */
+  blockBytes?: number;
 }
 
 /** Where a streamed layer's linears are read from: the weight files, by stored name, in the stored layout. */
-interface LayerSource { store: WeightStore; weightName: Map<string, string>; storedAsInOut: boolean; bothLayouts: boolean }
+interface LayerSource { store: WeightStore; weightName: Map<string, string>; storedAsInOut: boolean; bothLayouts: boolean; blockBytes: number }
 
 export interface LoadedWeights extends EndWeights { layers: LayerWeights[]; source?: LayerSource }
 
@@ -93,7 +95,7 @@ function loadInScope(cfg: ModelConfig, store: WeightStore, opts: ModelOptions): 
     head = untied ? new ResidentVocab(store.read(names.head, [cfg.vocabSize, H]), cfg.vocabSize, H, rows, true) : ResidentVocab.tiedHead(e);
   }
   const positions = names.positions ? t2(names.positions, [cfg.maxPositionEmbeddings, H]) : undefined;
-  const source: LayerSource | undefined = stream ? { store, weightName: new Map(), storedAsInOut: Boolean(modules.conv1d), bothLayouts: keepBoth } : undefined;
+  const source: LayerSource | undefined = stream ? { store, weightName: new Map(), storedAsInOut: Boolean(modules.conv1d), bothLayouts: keepBoth, blockBytes: opts.blockBytes ?? WEIGHT_BLOCK_BYTES } : undefined;
   const layers: LayerWeights[] = [];
   for (let l = 0; l < cfg.numLayers; l++) {
     const linears: Record<string, Linear> = {};
@@ -170,7 +172,7 @@ export class Residency {
         const shape: [number, number] = src.storedAsInOut ? [lin.dIn, lin.dOut] : [lin.dOut, lin.dIn];
         // Read from the file in its stored dtype, converted to f32 for this layer only, and uploaded in blocks. One
         // layout when memory is short: the backward then takes W^T as its left operand (linear.ts).
-        Object.assign(lin, uploadLinear(src.store.read(src.weightName.get(lin.name)!, shape), lin.dIn, lin.dOut, src.storedAsInOut, src.bothLayouts, WEIGHT_BLOCK_BYTES));
+        Object.assign(lin, uploadLinear(src.store.read(src.weightName.get(lin.name)!, shape), lin.dIn, lin.dOut, src.storedAsInOut, src.bothLayouts, src.blockBytes));
       }
     } catch (err) {
       // A failed upload (out of memory) leaves nothing half-uploaded and the layer free to try again.

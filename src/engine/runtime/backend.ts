@@ -139,6 +139,7 @@ async function selfCheck(): Promise<string | undefined> {
 }
 
 async function tryWasm(tried: string[], threads: number): Promise<string | undefined> {
+  watchWasm(); // before the module starts: the stock module binds console.warn as it starts
   try {
     await import('@tensorflow/tfjs-backend-wasm');
     let threadNote = 'single thread';
@@ -218,7 +219,6 @@ export async function initBackend(choice: BackendChoice = 'auto', threads = defa
     if (detail) {
       await tf.ready();
       chosen = { backend: b, device: b === 'webgpu' ? webgpuDevice : undefined, detail, tried, threads: b === 'wasm' ? wasmThreads : threads };
-      if (b === 'wasm') watchWasm();
       return chosen;
     }
   }
@@ -261,22 +261,28 @@ const XNN_OUT_OF_MEMORY = 6;
  * heap): it prints a warning and leaves the product unwritten, and the job would go on with garbage (measured: a
  * matmul of ones gave 3.7e-41 instead of 1024). The warning is its only sign, so it is watched for here, and the next
  * step of the job stops with a clear error instead of writing wrong results. The threaded module prints it with
- * fs.writeSync(2) (Emscripten's printErr in Node), the stock one with console.warn: both are watched.
+ * fs.writeSync(2) (Emscripten's printErr in Node), the stock one with the console.warn it bound when it started:
+ * both are watched, from before the module starts.
  */
+let watchingWasm = false;
 function watchWasm(): void {
-  const note = (text: string) => {
-    const m = /XNN status for (\w+) is not successful\. Got status (\d+)/.exec(text);
+  if (watchingWasm) return;
+  watchingWasm = true;
+  const note = (text: unknown) => {
+    if (typeof text !== 'string') return;
+    // `xnn_create_*_nd_f32` for the elementwise ops: the name is anything up to the space.
+    const m = /XNN status for (\S+) is not successful\. Got status (\d+)/.exec(text);
     if (!m) return;
     const oom = Number(m[2]) === XNN_OUT_OF_MEMORY;
     fault ??= { kind: oom ? 'out-of-memory' : 'error', message: `XNNPACK's ${m[1]} failed (status ${m[2]}${oom ? ': out of memory' : ''})` };
   };
   const warn = console.warn;
-  console.warn = (...args: unknown[]) => { note(args.map(String).join(' ')); warn.apply(console, args); };
+  console.warn = (...args: unknown[]) => { for (const a of args) note(a); warn.apply(console, args); };
   // The fs module object itself (Emscripten's glue calls require('fs').writeSync), not an import's read-only copy.
   const nodeFs = createRequire(__filename)('node:fs') as typeof fs;
   const writeSync = nodeFs.writeSync;
   nodeFs.writeSync = function (this: unknown, fd: number, data: unknown, ...rest: unknown[]) {
-    if (fd === 2 && typeof data === 'string') note(data);
+    if (fd === 2) note(data);
     return (writeSync as (...a: unknown[]) => number).call(this, fd, data, ...rest);
   } as typeof nodeFs.writeSync;
 }

@@ -115,9 +115,9 @@ export function estimateJob(e: EstimateInput): JobEstimate {
   // A linear on the backend: both layouts, each with XNNPACK's packed copy on wasm (a GPU packs nothing).
   const copies = wasm ? 4 : 2;
   const residentWeights = 4 * linears * copies + vocabResident;
-  // Streamed layers: one layer at a time, in both layouts or one, each with XNNPACK's packed copy on wasm. Its
-  // modules come a block at a time (a block of rows and its transpose: two blocks beside the layer); with one layout
-  // the backward makes no copy of a weight (model/linear.ts).
+  // Streamed layers: one layer at a time, in both layouts or one, each with XNNPACK's packed copy on wasm. Beside the
+  // layer, two blocks: one of rows in flight while a module uploads (model/linear.ts uploadLinear), and about one for
+  // the backward's partial sums over the blocks (three [d_in, T]); with one layout the backward copies no weight.
   const block = Math.min(4 * biggestModule, WEIGHT_BLOCK_BYTES);
   // On wasm a streamed layer's weights are freed and allocated again for every layer, and the allocator cannot move
   // blocks: two blocks' holes it fails to reuse are counted.

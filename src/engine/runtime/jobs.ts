@@ -56,7 +56,13 @@ export function runSteps<T>(steps: Steps<T>): T {
   let input: Values | undefined;
   try {
     for (;;) {
-      const r = steps.next(input);
+      let r: IteratorResult<Read | void, T>;
+      try {
+        r = steps.next(input);
+      } catch (err) {
+        throwIfBackendFailed(); // a fault explains a failed step better than what it threw
+        throw err;
+      }
       throwIfBackendFailed();
       if (r.done) { finished = true; return r.value; }
       input = r.value ? r.value.read.dataSync() as Values : undefined;
