@@ -362,9 +362,17 @@ function notification(page, text) {
   return page.locator('.notification-toast', { hasText: text }).first();
 }
 
+/**
+ * Clears the toasts a journey before left, so that a journey's checks see only its own: the command again until none
+ * shows (it once left an error toast of the previous journey, which the next one then took for its own failure). A
+ * running job's progress toast cannot be cleared: after three tries the journey goes on.
+ */
 async function clearNotifications(page) {
-  await runPaletteCommand(page, 'Notifications: Clear All Notifications').catch(() => {});
-  await sleep(200);
+  const toasts = page.locator('.notification-toast');
+  for (let i = 0; i < 3; i++) {
+    await runPaletteCommand(page, 'Notifications: Clear All Notifications').catch(() => {});
+    if (await waitFor(async () => (await toasts.count()) === 0, 2000, 'the toasts to clear').then(() => true, () => false)) return;
+  }
 }
 
 function listDir(dir) {
