@@ -12,10 +12,10 @@ import type { BackwardContext, Linear, LoraAdapter, LoraGrads } from './types';
 
 /**
  * Uploads one module's weight, read from its file as f32 in the stored layout ([out, in] for nn.Linear, [in, out] for
- * GPT-2's Conv1D), as W^T's column blocks of at most `blockBytes` (runtime/estimate.ts WEIGHT_BLOCK_BYTES for streamed layers; and W's row blocks when `both`). Only a block at a
- * time is made on the backend beside what is kept: a whole 8B-sized module (235 MB) and its transpose would be two
- * large buffers freed and allocated again layer after layer, which fragments a wasm heap whose allocator cannot move
- * them. On a throw, nothing of this module stays uploaded.
+ * GPT-2's Conv1D), as W^T's column blocks of at most `blockBytes` (runtime/estimate.ts WEIGHT_BLOCK_BYTES for
+ * streamed layers), and W's row blocks when `both`. Only a block at a time is made on the backend beside what is
+ * kept: a whole 8B-sized module (235 MB) and its transpose would be two large buffers freed and allocated again layer
+ * after layer, which fragments a wasm heap whose allocator cannot move them. On a throw, nothing of it stays uploaded.
  */
 export function uploadLinear(data: Float32Array, dIn: number, dOut: number, storedAsInOut: boolean, both: boolean,
   blockBytes = Infinity): { wt: tf.Tensor2D[]; w?: tf.Tensor2D[] } {
