@@ -20,6 +20,13 @@ export function tmpDir(prefix = 'domlora-test-'): string {
   return dir;
 }
 
+/** Fresh paths in one temporary folder (tmpDir's): each name numbered, so no two calls share a path. */
+export function tempPaths(prefix: string): (name: string) => string {
+  const root = tmpDir(prefix);
+  let count = 0;
+  return (name) => path.join(root, `${count++}-${name}`);
+}
+
 /** Runs the PyTorch reference with one request; throws with its stderr when it fails. */
 export function reference<T = Record<string, unknown>>(request: Record<string, unknown>): T {
   const dir = tmpDir('domlora-ref-');

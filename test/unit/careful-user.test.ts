@@ -2,22 +2,19 @@
 // the data never described, the lost space after a generate prompt, train's adapter written beside the model, Node's
 // own wording for flag mistakes, the wrong advice for an eval split, and input checks that waited for the backend.
 // On stories260K and the wasm backend.
-import { after, before, test } from 'node:test';
+import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
+import { tempPaths } from '../helpers/reference';
 import { CLI, ROOT, cli, cliBadInput, cliJson } from '../helpers/cli';
 
 const MODEL = 'test/fixtures/models/stories260K';
 const GSM8K = 'test/fixtures/data/math/gsm8k_train.jsonl';
 const TARGET = 'model.layers.1.mlp.down_proj';
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'domlora-careful-user-'));
-after(() => fs.rmSync(root, { recursive: true, force: true }));
-let count = 0;
-const temp = (name: string) => path.join(root, `${count++}-${name}`);
+const temp = tempPaths('domlora-careful-user-');
 
 function write(file: string, text: string): string {
   fs.mkdirSync(path.dirname(file), { recursive: true });

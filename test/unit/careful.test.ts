@@ -2,11 +2,11 @@
 // model loads and nothing of the user's replaced, a run of any length that changes the adapter, --resume that refuses
 // what it would ignore, the model's context respected, skipped records said, a probe report's settings carried to
 // the run it places, and errors as JSON under --json. On stories260K and the wasm backend.
-import { after, before, test } from 'node:test';
+import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
+import { tempPaths } from '../helpers/reference';
 import { CLI, cli, cliBadInput, cliJson } from '../helpers/cli';
 import { readHeader, readTensorF32 } from '../../src/engine/hf/safetensors';
 
@@ -14,10 +14,7 @@ const MODEL = 'test/fixtures/models/stories260K';
 const GSM8K = 'test/fixtures/data/math/gsm8k_train.jsonl';
 const TARGET = 'model.layers.1.mlp.down_proj';
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'domlora-careful-'));
-after(() => fs.rmSync(root, { recursive: true, force: true }));
-let count = 0;
-const temp = (name: string) => path.join(root, `${count++}-${name}`);
+const temp = tempPaths('domlora-careful-');
 
 /** The first n records of gsm8k in a file of their own: quick to tokenize, and data with another sha256. */
 function gsm8kHead(n: number): string {
